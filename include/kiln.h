@@ -1,0 +1,176 @@
+/*
+ * kiln.h - the public interface of libkiln, a Stable Diffusion engine in C.
+ *
+ * Conventions, true of every function below:
+ *   - Fallible functions return a kiln_status: KILN_OK (0) or a negative code.
+ *     Results go through out-parameters, which are left untouched on failure.
+ *   - After a failure, kiln_last_error() gives a message naming what went
+ *     wrong (the file and byte offset, the tensor and the shape expected, ...).
+ *   - Objects are made with kiln_<object>_open/create and released with the
+ *     matching destroy; destroy(NULL) does nothing.
+ *   - Pointer arguments are borrowed for the duration of the call.
+ *   - The library never exits the process and never writes to stdout.
+ */
+#ifndef KILN_H
+#define KILN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define KILN_API __attribute__((visibility("default")))
+#else
+#define KILN_API
+#endif
+
+/* ---- version ------------------------------------------------------------ */
+
+#define KILN_VERSION_MAJOR 0
+#define KILN_VERSION_MINOR 1
+#define KILN_VERSION_PATCH 0
+
+/* "MAJOR.MINOR.PATCH"; a static string. Thread-safe. */
+KILN_API const char *kiln_version(void);
+
+/* ---- status and errors -------------------------------------------------- */
+
+typedef enum kiln_status {
+    KILN_OK = 0,
+    KILN_ERR_NOMEM = -1,       /* an allocation failed */
+    KILN_ERR_IO = -2,          /* a file could not be opened, read or written */
+    KILN_ERR_FORMAT = -3,      /* a file or request is malformed */
+    KILN_ERR_SHAPE = -4,       /* a tensor has the wrong shape or dtype */
+    KILN_ERR_UNSUPPORTED = -5, /* valid, but kiln cannot do it (here) */
+    KILN_ERR_CANCELLED = -6,   /* the caller asked to stop */
+    KILN_ERR_INVALID = -7,     /* an argument is out of its allowed range */
+} kiln_status;
+
+#define KILN_STATUS_COUNT 8
+
+/* A short fixed name for a status ("out of memory", "format error", ...).
+ * Static string; thread-safe. */
+KILN_API const char *kiln_status_string(kiln_status status);
+
+/* The message left by the most recent failed call on this thread, or "" if
+ * none failed yet. Each thread has its own; the string lives until the next
+ * failing call on the same thread. */
+KILN_API const char *kiln_last_error(void);
+
+/* ---- data types ---------------------------------------------------------- */
+
+/* Element types. The first four are the ones kiln computes with; the rest
+ * exist so that any valid safetensors file can be described. */
+typedef enum kiln_dtype {
+    KILN_DTYPE_F32,
+    KILN_DTYPE_F16,
+    KILN_DTYPE_BF16,
+    KILN_DTYPE_I32,
+    KILN_DTYPE_F64,
+    KILN_DTYPE_I64,
+    KILN_DTYPE_I16,
+    KILN_DTYPE_I8,
+    KILN_DTYPE_U8,
+    KILN_DTYPE_U16,
+    KILN_DTYPE_U32,
+    KILN_DTYPE_U64,
+    KILN_DTYPE_BOOL,
+    KILN_DTYPE_F8_E4M3,
+    KILN_DTYPE_F8_E5M2,
+    KILN_DTYPE_COUNT
+} kiln_dtype;
+
+/* Bytes per element, and the name safetensors uses ("F32", "BF16", ...).
+ * Both thread-safe; the name is a static string. */
+KILN_API size_t kiln_dtype_size(kiln_dtype dtype);
+KILN_API const char *kiln_dtype_name(kiln_dtype dtype);
+
+/* ---- the machine --------------------------------------------------------- */
+
+/* Instruction set levels kiln has kernels for, lowest first. */
+typedef enum kiln_isa {
+    KILN_ISA_SCALAR, /* portable C */
+    KILN_ISA_AVX2,   /* AVX2 + FMA + F16C */
+    KILN_ISA_AVX512, /* AVX-512 F/BW/VL/DQ (+ BF16 dot products where present) */
+    KILN_ISA_COUNT
+} kiln_isa;
+
+typedef struct kiln_cpu_info {
+    char model[64];     /* brand string, e.g. "AMD EPYC 9R45 ..." */
+    int logical_cores;  /* online logical processors */
+    int has_avx2, has_fma, has_f16c;
+    int has_avx512f, has_avx512bw, has_avx512vl, has_avx512dq;
+    int has_avx512_bf16, has_avx512_vnni;
+    kiln_isa best_isa;  /* the highest level this CPU and OS support */
+    kiln_isa isa;       /* the level in use: best_isa, or lower if KILN_ISA says so */
+} kiln_cpu_info;
+
+/* Fills *out with what this CPU offers and which kernel level kiln uses.
+ * Detection runs once; thread-safe. */
+KILN_API void kiln_cpu_query(kiln_cpu_info *out);
+
+/* "scalar", "avx2", "avx512". Static string. */
+KILN_API const char *kiln_isa_name(kiln_isa isa);
+
+/* ---- weight files (safetensors) ----------------------------------------- */
+
+typedef struct kiln_weights kiln_weights;
+
+#define KILN_MAX_FILE_DIMS 8
+
+typedef struct kiln_tensor_desc {
+    const char *name;       /* lives as long as the kiln_weights */
+    kiln_dtype dtype;
+    int ndim;               /* 0 (a scalar) to KILN_MAX_FILE_DIMS */
+    int64_t shape[KILN_MAX_FILE_DIMS];
+    uint64_t offset;        /* byte offset of the data from the start of the file */
+    uint64_t nbytes;
+} kiln_tensor_desc;
+
+/* Opens a safetensors file and validates all of it before returning: the
+ * header length, the JSON, every dtype, shape and offset, overlaps, and
+ * duplicate names. The file is memory-mapped (read into memory where mapping
+ * is not possible). Errors: KILN_ERR_IO (cannot open or read), KILN_ERR_FORMAT
+ * (the message names the file, the tensor and the byte offset at fault),
+ * KILN_ERR_NOMEM. On success *out owns the mapping until kiln_weights_destroy. */
+KILN_API kiln_status kiln_weights_open(const char *path, kiln_weights **out);
+KILN_API void kiln_weights_destroy(kiln_weights *w);
+
+/* The path the file was opened from, and its size in bytes. */
+KILN_API const char *kiln_weights_path(const kiln_weights *w);
+KILN_API uint64_t kiln_weights_file_size(const kiln_weights *w);
+
+/* Tensors in the order of their data in the file. index < count. The returned
+ * pointer lives as long as w. Thread-safe (w is read-only after open). */
+KILN_API size_t kiln_weights_count(const kiln_weights *w);
+KILN_API const kiln_tensor_desc *kiln_weights_tensor(const kiln_weights *w, size_t index);
+
+/* The tensor with this name, or NULL. */
+KILN_API const kiln_tensor_desc *kiln_weights_find(const kiln_weights *w, const char *name);
+
+/* A pointer to the tensor's bytes, in place in the mapped file, as stored
+ * (little-endian). Lives as long as w. */
+KILN_API const void *kiln_weights_data(const kiln_weights *w, const kiln_tensor_desc *t);
+
+/* Converts a F32, F16 or BF16 tensor to f32 into dst, which holds count
+ * floats; count must equal the tensor's element count. Errors: KILN_ERR_SHAPE
+ * (count differs; names the tensor), KILN_ERR_UNSUPPORTED (other dtypes). */
+KILN_API kiln_status kiln_weights_read_f32(const kiln_weights *w, const kiln_tensor_desc *t,
+                                           float *dst, size_t count);
+
+/* The "__metadata__" string pairs of the header, in file order. The strings
+ * live as long as w. */
+KILN_API size_t kiln_weights_metadata_count(const kiln_weights *w);
+KILN_API void kiln_weights_metadata(const kiln_weights *w, size_t index,
+                                    const char **key, const char **value);
+/* The value for key, or NULL. */
+KILN_API const char *kiln_weights_metadata_get(const kiln_weights *w, const char *key);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_H */

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kiln needs to build and test, if any are
+# missing. Safe to run again: it asks apt only when something is absent.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config   # the build
+  libjansson-dev                     # JSON: safetensors headers, --json output
+  python3                            # test helpers (standard library only)
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "kiln: installing ${missing[*]}" >&2
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

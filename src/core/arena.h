@@ -1,0 +1,44 @@
+/*
+ * arena.h - one 64-byte-aligned block that activations are carved from.
+ *
+ * The executor sizes an arena once from the memory plan and hands out
+ * regions by offset; a bump allocator covers the simpler cases. Nothing is
+ * freed individually: reset to a mark, or deinit. Not thread-safe: one
+ * owner allocates, any thread may use the memory handed out.
+ */
+#ifndef KILN_CORE_ARENA_H
+#define KILN_CORE_ARENA_H
+
+#include <stddef.h>
+
+#include "kiln.h"
+
+#define ARENA_ALIGN 64
+
+typedef struct arena {
+    unsigned char *base; /* ARENA_ALIGN-aligned, owned */
+    size_t size;         /* capacity in bytes */
+    size_t used;         /* bump position */
+    size_t high_water;   /* largest `used` seen since init */
+} arena;
+
+/* Allocates size bytes (rounded up to ARENA_ALIGN). Errors: KILN_ERR_NOMEM,
+ * with the size in the message. The arena is left empty on failure. */
+kiln_status arena_init(arena *a, size_t size);
+void arena_deinit(arena *a);
+
+/* bytes from the arena, ARENA_ALIGN-aligned, or NULL when it does not fit
+ * (the arena is unchanged then). */
+void *arena_alloc(arena *a, size_t bytes);
+
+/* The memory at a planned offset (offset + bytes <= size is the caller's
+ * invariant, asserted in debug builds). */
+void *arena_at(const arena *a, size_t offset);
+
+size_t arena_mark(const arena *a);
+void arena_reset_to(arena *a, size_t mark);
+
+/* n rounded up to a multiple of ARENA_ALIGN, or 0 if that overflows. */
+size_t arena_round_up(size_t n);
+
+#endif

@@ -1,0 +1,90 @@
+#include "core/mapped_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/error.h"
+
+/* Reads what a descriptor gives until end of file, growing the buffer. */
+static kiln_status read_all(int fd, const char *path, mapped_file *f)
+{
+    size_t capacity = 1 << 16, size = 0;
+    unsigned char *buf = malloc(capacity);
+    if (!buf)
+        return err_set(KILN_ERR_NOMEM, "%s: cannot allocate a read buffer", path);
+    for (;;) {
+        if (size == capacity) {
+            unsigned char *grown = capacity <= SIZE_MAX / 2 ? realloc(buf, capacity * 2) : NULL;
+            if (!grown) {
+                free(buf);
+                return err_set(KILN_ERR_NOMEM, "%s: cannot hold %zu bytes", path, capacity * 2);
+            }
+            buf = grown;
+            capacity *= 2;
+        }
+        ssize_t n = read(fd, buf + size, capacity - size);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            kiln_status st = err_set(KILN_ERR_IO, "%s: read failed at byte %zu: %s", path, size,
+                                     strerror(errno));
+            free(buf);
+            return st;
+        }
+        if (n == 0)
+            break;
+        size += (size_t)n;
+    }
+    f->data = buf;
+    f->size = size;
+    f->is_mapped = 0;
+    return KILN_OK;
+}
+
+kiln_status mapped_file_open(mapped_file *f, const char *path)
+{
+    memset(f, 0, sizeof *f);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(KILN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+
+    kiln_status st = KILN_OK;
+    struct stat info;
+    if (fstat(fd, &info) != 0) {
+        st = err_set(KILN_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+        goto done;
+    }
+    if (S_ISDIR(info.st_mode)) {
+        st = err_set(KILN_ERR_IO, "%s: is a directory, not a file", path);
+        goto done;
+    }
+    if (S_ISREG(info.st_mode) && info.st_size > 0) {
+        void *p = mmap(NULL, (size_t)info.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p != MAP_FAILED) {
+            f->data = p;
+            f->size = (uint64_t)info.st_size;
+            f->is_mapped = 1;
+            goto done;
+        }
+    }
+    st = read_all(fd, path, f);
+done:
+    close(fd);
+    if (st != KILN_OK)
+        memset(f, 0, sizeof *f);
+    return st;
+}
+
+void mapped_file_close(mapped_file *f)
+{
+    if (f->is_mapped)
+        munmap((void *)f->data, (size_t)f->size);
+    else
+        free((void *)f->data);
+    memset(f, 0, sizeof *f);
+}

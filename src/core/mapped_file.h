@@ -1,0 +1,28 @@
+/*
+ * mapped_file.h - a whole file in memory, read-only.
+ *
+ * Memory-mapped where the file allows (so weights are shared between
+ * processes and cost nothing to "load"); read into an allocation where it
+ * does not (pipes, special files). Not thread-safe to open/close; the bytes
+ * may be read from any thread.
+ */
+#ifndef KILN_CORE_MAPPED_FILE_H
+#define KILN_CORE_MAPPED_FILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kiln.h"
+
+typedef struct mapped_file {
+    const unsigned char *data;
+    uint64_t size;
+    int is_mapped; /* 1: mmap, 0: malloc'd copy */
+} mapped_file;
+
+/* Errors: KILN_ERR_IO (names the path and the system's reason),
+ * KILN_ERR_NOMEM. On failure *f is zeroed. */
+kiln_status mapped_file_open(mapped_file *f, const char *path);
+void mapped_file_close(mapped_file *f);
+
+#endif
