@@ -1,6 +1,7 @@
 /*
  * cmd_info.c - `kiln info FILE [--json] [--summary]`: what a weight file holds.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -70,10 +71,11 @@ static void print_text(const kiln_weights *w, int list_tensors)
     printf("parameters  %s\n", grouped(totals.parameters, a, sizeof a));
     for (int d = 0; d < KILN_DTYPE_COUNT; d++)
         if (totals.tensors[d])
-            printf("  %-8s  %llu tensors, %s bytes\n", kiln_dtype_name((kiln_dtype)d),
-                   (unsigned long long)totals.tensors[d], grouped(totals.bytes[d], a, sizeof a));
+            printf("  %-8s  %llu tensor%s, %s bytes\n", kiln_dtype_name((kiln_dtype)d),
+                   (unsigned long long)totals.tensors[d], totals.tensors[d] == 1 ? "" : "s",
+                   grouped(totals.bytes[d], a, sizeof a));
     size_t nmeta = kiln_weights_metadata_count(w);
-    printf("metadata    %s\n", nmeta ? "" : "(none)");
+    fputs(nmeta ? "metadata\n" : "metadata    (none)\n", stdout);
     for (size_t i = 0; i < nmeta; i++) {
         const char *key, *value;
         kiln_weights_metadata(w, i, &key, &value);
@@ -186,5 +188,10 @@ int cmd_info(int argc, char **argv)
         print_text(w, list_tensors);
     }
     kiln_weights_destroy(w);
+    /* a full disk or a closed pipe must not pass for a listing */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "kiln: info: %s: cannot write to stdout: %s\n", path, strerror(errno));
+        return CLI_FAILED;
+    }
     return CLI_OK;
 }

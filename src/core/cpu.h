@@ -10,7 +10,9 @@
 
 #include "kiln.h"
 
-/* The detected features and the level in use. Lives for the process. */
+/* The detected features. Its isa is the level chosen at start (KILN_ISA);
+ * cpu_isa() and kiln_cpu_query() also follow cpu_set_isa(). Lives for the
+ * process. */
 const kiln_cpu_info *cpu_get(void);
 
 /* The kernel level in use now. Thread-safe. */

@@ -41,6 +41,7 @@ typedef struct worker_arg {
 } worker_arg;
 
 static _Thread_local int in_parallel;
+static _Thread_local int thread_index; /* the index fn runs under, while in_parallel */
 
 static inline void cpu_relax(void)
 {
@@ -54,24 +55,27 @@ int tpool_in_parallel(void)
     return in_parallel;
 }
 
+/* Item ranges are computed so that nothing overflows for any n and grain
+ * up to INT64_MAX: a chunk's start is below n, and a run that ends at the
+ * last chunk ends at n. */
 static void run_share(tpool *pool, int thread)
 {
     int64_t chunks = pool->chunks, grain = pool->grain, n = pool->n;
     if (pool->schedule == TPOOL_STATIC) {
-        int64_t first = chunks * thread / pool->nthreads;
-        int64_t last = chunks * (thread + 1) / pool->nthreads;
-        if (first < last) {
-            int64_t end = last * grain < n ? last * grain : n;
-            pool->fn(pool->ctx, first * grain, end, thread);
-        }
+        /* thread t gets chunks/T chunks, and one more if t < chunks % T */
+        int64_t per = chunks / pool->nthreads, extra = chunks % pool->nthreads;
+        int64_t first = per * thread + (thread < extra ? thread : extra);
+        int64_t last = first + per + (thread < extra);
+        if (first < last)
+            pool->fn(pool->ctx, first * grain, last == chunks ? n : last * grain, thread);
         return;
     }
     for (;;) {
         int64_t c = atomic_fetch_add(&pool->next_chunk, 1);
         if (c >= chunks)
             break;
-        int64_t end = (c + 1) * grain < n ? (c + 1) * grain : n;
-        pool->fn(pool->ctx, c * grain, end, thread);
+        int64_t begin = c * grain;
+        pool->fn(pool->ctx, begin, n - begin > grain ? begin + grain : n, thread);
     }
 }
 
@@ -82,6 +86,7 @@ static void *worker_main(void *p)
     int index = arg->index;
     free(arg);
     in_parallel = 1;
+    thread_index = index;
 
     unsigned seen = 0;
     for (;;) {
@@ -191,12 +196,22 @@ void tpool_for(tpool *pool, int64_t n, int64_t grain, tpool_schedule schedule, t
         return;
     if (grain < 1)
         grain = 1;
-    int64_t chunks = (n + grain - 1) / grain;
+    int64_t chunks = n / grain + (n % grain != 0); /* (n + grain - 1) / grain overflows */
     if (!pool || pool->nthreads == 1 || chunks == 1 || in_parallel) {
+        /* Inline. A nested call keeps the caller's index; an outside call
+         * on a pool still waits its turn, since another outside thread may
+         * be running a parallel-for there with index 0. */
         int outer = in_parallel;
+        int serialize = pool && !outer;
+        if (serialize)
+            pthread_mutex_lock(&pool->submit_lock);
+        if (!outer)
+            thread_index = 0;
         in_parallel = 1;
-        fn(ctx, 0, n, 0);
+        fn(ctx, 0, n, thread_index);
         in_parallel = outer;
+        if (serialize)
+            pthread_mutex_unlock(&pool->submit_lock);
         return;
     }
 
@@ -216,6 +231,7 @@ void tpool_for(tpool *pool, int64_t n, int64_t grain, tpool_schedule schedule, t
     pthread_mutex_unlock(&pool->lock);
 
     in_parallel = 1;
+    thread_index = 0;
     run_share(pool, 0);
     in_parallel = 0;
 

@@ -25,7 +25,8 @@ typedef enum tpool_schedule {
 
 /* Runs items [begin, end) on thread `thread` (0 <= thread < tpool_size);
  * no two calls running at once share a thread index, so per-thread scratch
- * indexed by it is safe. A nested, inline call keeps the caller's index. */
+ * indexed by it is safe. A nested, inline call keeps the caller's index
+ * (an index of the pool running the outer call, whichever pool it names). */
 typedef void (*tpool_fn)(void *ctx, int64_t begin, int64_t end, int thread);
 
 /* nthreads <= 0 means one per logical core this process may use.

@@ -23,6 +23,9 @@
  * checkpoint's header is a few hundred KB. */
 #define HEADER_MAX_BYTES (100u * 1024 * 1024)
 
+/* Room for a tensor name, dtype or metadata key quoted in a message. */
+#define NAME_SHOWN 160
+
 struct kiln_weights {
     char *path;
     mapped_file file;
@@ -58,6 +61,32 @@ static int parse_dtype(const char *name, kiln_dtype *out)
     return -1;
 }
 
+/* A string from the header as it goes into a message: control characters
+ * become \xNN, so that the message stays on one line whatever the file holds,
+ * and a long string is cut (at a character boundary) with "...". */
+static const char *printable(const char *s, char *buf, size_t size)
+{
+    size_t out = 0;
+    for (; *s && out + 8 < size; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x20 || c == 0x7f)
+            out += (size_t)snprintf(buf + out, size - out, "\\x%02x", c);
+        else
+            buf[out++] = (char)c;
+    }
+    if (*s) {
+        /* bytes >= 0x80 are copied as they are: back off a partial character */
+        while (out > 0 && ((unsigned char)*s & 0xC0) == 0x80) {
+            out--;
+            s--;
+        }
+        memcpy(buf + out, "...", 4);
+    } else {
+        buf[out] = '\0';
+    }
+    return buf;
+}
+
 /* Where a tensor's entry starts in the file, for messages: the first place
  * its quoted name appears in the header (names with JSON escapes are not
  * found, and the header's start is given instead). */
@@ -75,8 +104,9 @@ static uint64_t entry_offset(const kiln_weights *w, const char *name)
 
 static kiln_status entry_error(const kiln_weights *w, const char *name, const char *what)
 {
-    return err_set(KILN_ERR_FORMAT, "%s: tensor '%s' (header byte %llu): %s", w->path, name,
-                   (unsigned long long)entry_offset(w, name), what);
+    char shown[NAME_SHOWN];
+    return err_set(KILN_ERR_FORMAT, "%s: tensor '%s' (header byte %llu): %s", w->path,
+                   printable(name, shown, sizeof shown), (unsigned long long)entry_offset(w, name), what);
 }
 
 static int read_u64(json_t *value, uint64_t *out)
@@ -106,7 +136,8 @@ static kiln_status parse_entry(kiln_weights *w, const char *name, json_t *entry,
     if (!json_is_string(dtype))
         return entry_error(w, name, "'dtype' is missing or not a string");
     if (parse_dtype(json_string_value(dtype), &t->dtype) != 0) {
-        snprintf(why, sizeof why, "unknown dtype '%.40s'", json_string_value(dtype));
+        char shown[48];
+        snprintf(why, sizeof why, "unknown dtype '%s'", printable(json_string_value(dtype), shown, sizeof shown));
         return entry_error(w, name, why);
     }
 
@@ -120,7 +151,7 @@ static kiln_status parse_entry(kiln_weights *w, const char *name, json_t *entry,
     }
     t->ndim = (int)json_array_size(shape);
     uint64_t numel = 1;
-    int overflow = 0;
+    int overflow = 0, empty = 0;
     for (int i = 0; i < t->ndim; i++) {
         uint64_t dim;
         if (read_u64(json_array_get(shape, (size_t)i), &dim) != 0) {
@@ -128,10 +159,16 @@ static kiln_status parse_entry(kiln_weights *w, const char *name, json_t *entry,
             return entry_error(w, name, why);
         }
         t->shape[i] = (int64_t)dim;
-        if (dim != 0 && numel > UINT64_MAX / dim)
+        if (dim == 0)
+            empty = 1;
+        else if (numel > UINT64_MAX / dim)
             overflow = 1;
         else
             numel *= dim;
+    }
+    if (empty) { /* a zero anywhere makes the product 0, whatever came before it */
+        numel = 0;
+        overflow = 0;
     }
 
     json_t *offsets = json_object_get(entry, "data_offsets");
@@ -147,7 +184,7 @@ static kiln_status parse_entry(kiln_weights *w, const char *name, json_t *entry,
 
     uint64_t elem = kiln_dtype_size(t->dtype);
     if (overflow || numel > UINT64_MAX / elem || numel * elem != end - begin) {
-        char shape_text[120], need[40];
+        char shape_text[200], need[40]; /* 8 dims of 19 digits fit */
         format_shape(t, shape_text, sizeof shape_text);
         if (overflow || numel > UINT64_MAX / elem)
             snprintf(need, sizeof need, "more than 2^64");
@@ -170,12 +207,16 @@ static kiln_status parse_entry(kiln_weights *w, const char *name, json_t *entry,
     return KILN_OK;
 }
 
+/* Data order; empty tensors sharing an offset go by name, so that the order
+ * does not depend on qsort's. */
 static int compare_offset(const void *a, const void *b)
 {
     const kiln_tensor_desc *x = a, *y = b;
     if (x->offset != y->offset)
         return x->offset < y->offset ? -1 : 1;
-    return x->nbytes < y->nbytes ? -1 : x->nbytes > y->nbytes;
+    if (x->nbytes != y->nbytes)
+        return x->nbytes < y->nbytes ? -1 : 1;
+    return strcmp(x->name, y->name);
 }
 
 static int compare_name(const void *a, const void *b)
@@ -197,9 +238,12 @@ static kiln_status parse_metadata(kiln_weights *w, json_t *meta)
     const char *key;
     json_t *value;
     json_object_foreach(meta, key, value) {
-        if (!json_is_string(value))
+        if (!json_is_string(value)) {
+            char shown[NAME_SHOWN];
             return err_set(KILN_ERR_FORMAT, "%s: '__metadata__' (header byte %llu): value of '%s' is not a string",
-                           w->path, (unsigned long long)entry_offset(w, "__metadata__"), key);
+                           w->path, (unsigned long long)entry_offset(w, "__metadata__"),
+                           printable(key, shown, sizeof shown));
+        }
         w->meta_keys[w->meta_count] = key;
         w->meta_values[w->meta_count] = json_string_value(value);
         w->meta_count++;
@@ -213,6 +257,7 @@ static kiln_status parse_metadata(kiln_weights *w, json_t *meta)
  * polyglot files hide a second payload (the format forbids both). */
 static kiln_status check_coverage(kiln_weights *w)
 {
+    char shown[NAME_SHOWN], shown_prev[NAME_SHOWN];
     uint64_t expected = w->data_start;
     for (size_t i = 0; i < w->count; i++) {
         const kiln_tensor_desc *t = &w->tensors[i];
@@ -220,12 +265,14 @@ static kiln_status check_coverage(kiln_weights *w)
             const kiln_tensor_desc *prev = &w->tensors[i - 1];
             return err_set(KILN_ERR_FORMAT,
                            "%s: tensor '%s' (data at byte %llu) overlaps tensor '%s' (bytes %llu to %llu)", w->path,
-                           t->name, (unsigned long long)t->offset, prev->name, (unsigned long long)prev->offset,
+                           printable(t->name, shown, sizeof shown), (unsigned long long)t->offset,
+                           printable(prev->name, shown_prev, sizeof shown_prev), (unsigned long long)prev->offset,
                            (unsigned long long)(prev->offset + prev->nbytes));
         }
         if (t->offset > expected)
-            return err_set(KILN_ERR_FORMAT, "%s: bytes %llu to %llu of the data section belong to no tensor (before '%s')",
-                           w->path, (unsigned long long)expected, (unsigned long long)t->offset, t->name);
+            return err_set(KILN_ERR_FORMAT, "%s: bytes %llu to %llu of the file, in the data section, belong to no "
+                           "tensor (before '%s')", w->path, (unsigned long long)expected,
+                           (unsigned long long)t->offset, printable(t->name, shown, sizeof shown));
         expected = t->offset + t->nbytes;
     }
     if (expected != w->file.size)
@@ -250,7 +297,10 @@ static kiln_status parse_header(kiln_weights *w)
     if (header_len > size - 8)
         return err_set(KILN_ERR_FORMAT, "%s: header length %llu at byte 0 runs past the end of the file (%llu bytes)",
                        w->path, (unsigned long long)header_len, (unsigned long long)size);
-    if (header_len < 2 || bytes[8] != '{')
+    if (header_len < 2)
+        return err_set(KILN_ERR_FORMAT, "%s: header length %llu at byte 0 is too short for a JSON object", w->path,
+                       (unsigned long long)header_len);
+    if (bytes[8] != '{')
         return err_set(KILN_ERR_FORMAT, "%s: header at byte 8 does not start with '{'", w->path);
     w->data_start = 8 + header_len;
 
@@ -413,15 +463,19 @@ static void convert_16bit(void (*convert)(const uint16_t *, float *, size_t), co
 
 kiln_status kiln_weights_read_f32(const kiln_weights *w, const kiln_tensor_desc *t, float *dst, size_t count)
 {
+    /* nbytes is a whole number of elements (checked at open); comparing
+     * counts, not count * size, keeps a huge count from wrapping into a match */
     size_t elem = kiln_dtype_size(t->dtype);
-    if ((uint64_t)count * elem != t->nbytes)
-        return err_set(KILN_ERR_SHAPE, "%s: tensor '%s' has %llu elements, caller expected %zu", w->path, t->name,
-                       (unsigned long long)(t->nbytes / elem), count);
+    char shown[NAME_SHOWN];
+    if ((uint64_t)count != t->nbytes / elem)
+        return err_set(KILN_ERR_SHAPE, "%s: tensor '%s' has %llu elements, caller expected %zu", w->path,
+                       printable(t->name, shown, sizeof shown), (unsigned long long)(t->nbytes / elem), count);
     const unsigned char *src = w->file.data + t->offset;
     const kernel_table *k = kernels_get();
     switch (t->dtype) {
     case KILN_DTYPE_F32:
-        memcpy(dst, src, count * sizeof *dst);
+        if (count > 0) /* dst may be NULL for an empty tensor; memcpy's may not */
+            memcpy(dst, src, count * sizeof *dst);
         return KILN_OK;
     case KILN_DTYPE_F16:
         convert_16bit(k->f16_to_f32, src, dst, count);
@@ -431,6 +485,6 @@ kiln_status kiln_weights_read_f32(const kiln_weights *w, const kiln_tensor_desc 
         return KILN_OK;
     default:
         return err_set(KILN_ERR_UNSUPPORTED, "%s: tensor '%s' is %s; kiln reads F32, F16 and BF16 weights", w->path,
-                       t->name, kiln_dtype_name(t->dtype));
+                       printable(t->name, shown, sizeof shown), kiln_dtype_name(t->dtype));
     }
 }
