@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config   # the build
   libjansson-dev                     # JSON: safetensors headers, --json output
+  libutf8proc-dev                    # Unicode categories and case: the tokenizer
   python3                            # test helpers (standard library only)
 )
 
