@@ -10,6 +10,7 @@ static pthread_once_t build_once = PTHREAD_ONCE_INIT;
 static void build_tables(void)
 {
     kernel_table *scalar = &tables[KILN_ISA_SCALAR];
+    ops_register_scalar(scalar);
     convert_register_scalar(scalar);
     scalar->isa = KILN_ISA_SCALAR;
 

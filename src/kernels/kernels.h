@@ -16,8 +16,73 @@
 
 #include "kiln.h"
 
+/* Convolution geometry. Activations are NHWC; weights [out_c, kernel,
+ * kernel, in_c] (OHWI), repacked from PyTorch's OIHW at load. */
+typedef struct conv2d_geom {
+    int64_t batch, in_h, in_w, in_c;
+    int64_t out_h, out_w, out_c;
+    int kernel, stride;
+    int pad_top, pad_left; /* bottom and right follow from the output size */
+} conv2d_geom;
+
+/* Multi-head attention over token-major tensors: token t of batch b starts
+ * at b * len * stride + t * stride, and head h is channels
+ * [h * head_dim, (h + 1) * head_dim) of it. Heads need no transposes. */
+typedef struct attention_geom {
+    int64_t batch, heads, q_len, kv_len, head_dim;
+    int64_t q_stride, k_stride, v_stride, o_stride; /* floats from one token to the next */
+    float scale;                                    /* usually 1 / sqrt(head_dim) */
+    int causal;                                     /* query i sees keys 0..i only */
+} attention_geom;
+
+/*
+ * Work is split by the caller (the graph executor) into ranges; a kernel
+ * computes the part of its output in the range it is given, reads what it
+ * needs, allocates nothing and starts no threads.
+ */
 typedef struct kernel_table {
     kiln_isa isa;
+
+    /* y[m, n] = bias[n] + sum_k x[m, k] w[n, k] for m in [m0, m1), n in
+     * [n0, n1). w is [n_total, k] as PyTorch stores linear weights; x and y
+     * rows are ldx and ldy floats apart; bias may be NULL. */
+    void (*linear_f32)(const float *x, int64_t ldx, const float *w, const float *bias, float *y, int64_t ldy,
+                       int64_t k, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+
+    /* Output pixels [p0, p1) of batch * out_h * out_w and output channels
+     * [c0, c1): y = conv(x, w) + bias (+ residual, same shape as y, if not
+     * NULL). bias may be NULL. */
+    void (*conv2d_f32)(const conv2d_geom *g, const float *x, const float *w, const float *bias,
+                       const float *residual, float *y, int64_t p0, int64_t p1, int64_t c0, int64_t c1);
+
+    /* Group normalization of x [batch, hw, c] for the (batch, group) pairs
+     * [i0, i1) of batch * groups, then y = norm * gamma + beta, then SiLU if
+     * silu is set. y may be x. */
+    void (*group_norm_f32)(const float *x, float *y, int64_t hw, int64_t c, int64_t groups, float eps,
+                           const float *gamma, const float *beta, int silu, int64_t i0, int64_t i1);
+
+    /* Layer normalization of rows [r0, r1) of length c. y may be x. */
+    void (*layer_norm_f32)(const float *x, float *y, int64_t c, float eps, const float *gamma, const float *beta,
+                           int64_t r0, int64_t r1);
+
+    /* softmax(q k^T * scale) v for the (batch, head, query) items [i0, i1)
+     * of batch * heads * q_len, in that order (query fastest). */
+    void (*attention_f32)(const attention_geom *g, const float *q, const float *k, const float *v, float *o,
+                          int64_t i0, int64_t i1);
+
+    /* Element-wise over [i0, i1). y may alias an input. */
+    void (*add_f32)(const float *a, const float *b, float *y, int64_t i0, int64_t i1);
+    void (*silu_f32)(const float *x, float *y, int64_t i0, int64_t i1);
+    void (*gelu_f32)(const float *x, float *y, int64_t i0, int64_t i1);       /* exact, with erf */
+    void (*quick_gelu_f32)(const float *x, float *y, int64_t i0, int64_t i1); /* x * sigmoid(1.702 x) */
+
+    /* x [rows, hw, c] + bias [rows, c] broadcast over hw, for the rows of
+     * batch * hw in [r0, r1). y may be x. */
+    void (*add_channel_bias_f32)(const float *x, const float *bias, float *y, int64_t hw, int64_t c, int64_t r0,
+                                 int64_t r1);
+
+    /* GEGLU: x [rows, 2n] -> y [rows, n], y = x[:, :n] * gelu(x[:, n:]), rows [r0, r1). */
+    void (*geglu_f32)(const float *x, float *y, int64_t n, int64_t r0, int64_t r1);
 
     /* element type conversions of n contiguous values; narrowing rounds to
      * nearest even (see core/half.h, the reference) */
@@ -35,6 +100,7 @@ const kernel_table *kernels_for(kiln_isa isa);
 const kernel_table *kernels_get(void);
 
 /* Each ISA file fills in what it has. */
+void ops_register_scalar(kernel_table *t);
 void convert_register_scalar(kernel_table *t);
 void convert_register_avx2(kernel_table *t);
 void convert_register_avx512(kernel_table *t);

@@ -1,0 +1,38 @@
+/*
+ * executor.h - running a graph: a static memory plan, then replay.
+ *
+ * graph_exec_create plans once where every activation lives: the lifetime
+ * of each node's output (from the node to its last reader; outputs to the
+ * end) is packed into one arena, so a run allocates nothing and the peak is
+ * known before the first step. A run walks the nodes in order and splits
+ * each across the thread pool.
+ */
+#ifndef KILN_GRAPH_EXECUTOR_H
+#define KILN_GRAPH_EXECUTOR_H
+
+#include "core/threadpool.h"
+#include "graph/graph.h"
+
+typedef struct graph_exec graph_exec;
+
+/* Plans and allocates the arena. The graph must stay alive and unchanged
+ * while the executor exists. Errors: the graph's own error, KILN_ERR_NOMEM
+ * (naming the arena size). */
+kiln_status graph_exec_create(const graph *g, graph_exec **out);
+void graph_exec_destroy(graph_exec *e);
+
+/* Bytes of the activation arena: the plan's peak. */
+size_t graph_exec_arena_bytes(const graph_exec *e);
+
+/* Points an input node at caller memory (f32, its shape), read during runs.
+ * Errors: KILN_ERR_INVALID when id is not an input. */
+kiln_status graph_exec_bind(graph_exec *e, graph_id input, const float *data);
+
+/* Runs every node. Errors: KILN_ERR_INVALID when an input is unbound. */
+kiln_status graph_exec_run(graph_exec *e, tpool *pool);
+
+/* The data of an output node (graph_mark_output) after a run; lives until
+ * the next run or destroy. NULL for other nodes. */
+const float *graph_exec_output(const graph_exec *e, graph_id id);
+
+#endif

@@ -1,0 +1,64 @@
+/*
+ * weight_store.h - a model's weights as f32 tensors in the layouts the
+ * kernels read, each prepared once and shared by every graph built from it.
+ *
+ * Tensors are asked for by their canonical name: the name in the original
+ * single-file SD checkpoints ("model.diffusion_model.out.2.weight"). A
+ * store may hold several files (a diffusers folder has one per component);
+ * a name map translates canonical names to a file's own names.
+ *
+ * F32 tensors that need no repacking are used in place in the mapped file;
+ * F16/BF16 ones are converted, and convolution weights are repacked from
+ * PyTorch's OIHW to OHWI, both into memory the store owns.
+ */
+#ifndef KILN_MODELS_WEIGHT_STORE_H
+#define KILN_MODELS_WEIGHT_STORE_H
+
+#include "core/tensor.h"
+#include "kiln.h"
+
+typedef struct weight_store weight_store;
+
+/* Translates a canonical name into the name file w uses; writes it to buf
+ * and returns 1, or returns 0 when the file cannot hold that tensor. The map
+ * may look at w (say, to count a folder's blocks). */
+typedef int (*weight_name_map)(const kiln_weights *w, const char *canonical, char *buf, size_t size);
+
+kiln_status wstore_create(weight_store **out);
+/* Takes ownership of w. map may be NULL (the file uses canonical names). */
+kiln_status wstore_add_file(weight_store *ws, kiln_weights *w, weight_name_map map);
+void wstore_destroy(weight_store *ws);
+
+/* The file's descriptor of a canonical tensor, or NULL when absent. */
+const kiln_tensor_desc *wstore_find(const weight_store *ws, const char *canonical);
+
+/* The metadata value for key: one set with wstore_set_metadata, else the
+ * first file's that has it, else NULL. */
+const char *wstore_metadata(const weight_store *ws, const char *key);
+
+/* Sets (or replaces) a metadata value for this model, for what a layout
+ * keeps outside its weight files (a diffusers folder's config.json). Both
+ * strings are copied. Errors: KILN_ERR_NOMEM. */
+kiln_status wstore_set_metadata(weight_store *ws, const char *key, const char *value);
+
+/* How a tensor is laid out for the kernels. */
+typedef enum weight_kind {
+    WEIGHT_PLAIN,  /* as stored, any shape with this element count */
+    WEIGHT_CONV,   /* OIHW in the file -> OHWI */
+    WEIGHT_KIND_COUNT
+} weight_kind;
+
+/* The tensor `canonical`, prepared as kind, checked against the expected
+ * shape (ndim dims; as in the file for WEIGHT_CONV, i.e. [O, I, kh, kw]; for
+ * WEIGHT_PLAIN the element count must match, so a [O, I, 1, 1] 1x1
+ * convolution can be asked for as a [O, I] matrix). *out's data lives as
+ * long as the store. Errors: KILN_ERR_SHAPE naming the tensor, the shape
+ * found and the shape expected; KILN_ERR_FORMAT when missing;
+ * KILN_ERR_UNSUPPORTED for non-float dtypes; KILN_ERR_NOMEM. */
+kiln_status wstore_get(weight_store *ws, const char *canonical, weight_kind kind, int ndim,
+                       const int64_t *shape, tensor *out);
+
+/* Bytes the store allocated for converted tensors. */
+size_t wstore_converted_bytes(const weight_store *ws);
+
+#endif
