@@ -169,6 +169,144 @@ KILN_API void kiln_weights_metadata(const kiln_weights *w, size_t index,
 /* The value for key, or NULL. */
 KILN_API const char *kiln_weights_metadata_get(const kiln_weights *w, const char *key);
 
+
+/* ---- limits ---------------------------------------------------------------
+ * What a request may ask for; every entry point refuses values outside
+ * these with KILN_ERR_INVALID and a message naming the field and range. */
+
+#define KILN_MIN_SIZE 64          /* width and height, pixels */
+#define KILN_MAX_SIZE 2048
+#define KILN_SIZE_MULTIPLE 8
+#define KILN_MAX_STEPS 150
+#define KILN_MAX_CFG 30.0f        /* classifier-free guidance scale, 0 to this */
+#define KILN_MAX_IMAGES 64        /* images per request */
+#define KILN_MAX_PROMPT_BYTES 4096
+#define KILN_MAX_INIT_PIXELS (4096 * 4096)
+
+/* ---- engine ---------------------------------------------------------------- */
+
+typedef struct kiln_engine kiln_engine;
+
+typedef struct kiln_engine_options {
+    int threads; /* 0: one per core this process may use */
+} kiln_engine_options;
+
+KILN_API void kiln_engine_options_defaults(kiln_engine_options *o);
+
+/* An engine owns the thread pool that every model it loads runs on.
+ * Errors: KILN_ERR_NOMEM, KILN_ERR_INVALID. */
+KILN_API kiln_status kiln_engine_create(const kiln_engine_options *o, kiln_engine **out);
+KILN_API void kiln_engine_destroy(kiln_engine *e);
+KILN_API int kiln_engine_threads(const kiln_engine *e);
+
+/* ---- models ---------------------------------------------------------------- */
+
+typedef struct kiln_model kiln_model;
+
+typedef struct kiln_model_options {
+    const char *tokenizer_dir; /* NULL: tokenizer/ beside the file or in the folder */
+} kiln_model_options;
+
+KILN_API void kiln_model_options_defaults(kiln_model_options *o);
+
+/* Loads an SD 1.x/2.x checkpoint: a .safetensors file in the original
+ * single-file layout, or a diffusers folder. The architecture is read from
+ * the tensor shapes. Errors name the file and the tensor at fault
+ * (KILN_ERR_IO, KILN_ERR_FORMAT, KILN_ERR_SHAPE, KILN_ERR_NOMEM). The model
+ * runs on e's threads; e must outlive it. One generation at a time per
+ * model: calls on one model are not thread-safe. */
+KILN_API kiln_status kiln_model_load(kiln_engine *e, const char *path, const kiln_model_options *o,
+                                     kiln_model **out);
+KILN_API void kiln_model_destroy(kiln_model *m);
+
+typedef struct kiln_model_info {
+    const char *name;           /* file name without extension */
+    const char *path;
+    int native_resolution;      /* the default width and height */
+    int default_steps;
+    float default_cfg;
+    const char *default_sampler;
+    int v_prediction;
+    int unet_channels, text_width, text_layers, vocab_size;
+    uint64_t parameters;
+} kiln_model_info;
+
+/* The strings live as long as m. */
+KILN_API void kiln_model_get_info(const kiln_model *m, kiln_model_info *out);
+
+/* ---- generation ------------------------------------------------------------- */
+
+typedef struct kiln_progress {
+    int step, steps;        /* sampler steps done in this batch, of */
+    int images_done, images; /* finished images, of the request's */
+    double elapsed_s, eta_s;
+    const char *stage;      /* "text", "denoise", "decode", "encode" */
+} kiln_progress;
+
+/* Return non-zero to cancel: generation stops after the current step and
+ * kiln_generate returns KILN_ERR_CANCELLED, with the images finished so far
+ * in the result. */
+typedef int (*kiln_progress_fn)(void *user, const kiln_progress *p);
+
+typedef struct kiln_request {
+    const char *prompt;
+    const char *negative_prompt; /* NULL or "": none */
+    int width, height;           /* 0: the model's native resolution */
+    int steps;                   /* 0: the model's default */
+    float cfg_scale;             /* < 0: the model's default; 0 or 1 turns guidance off */
+    const char *sampler;         /* "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "lcm" or an
+                                    AUTOMATIC1111 name; NULL: the model's default */
+    uint64_t seed;               /* image i uses seed + i */
+    const char *rng;             /* "torch-cpu" (default) or "philox" */
+    int num_images;              /* 1.. KILN_MAX_IMAGES */
+    int batch_size;              /* images per UNet batch; 0: 1 */
+    /* img2img: an RGB image (rows top to bottom), scaled to width x height */
+    const uint8_t *init_rgb;
+    int init_width, init_height;
+    float strength;              /* 0 < strength <= 1 */
+    kiln_progress_fn on_progress;
+    void *user;
+} kiln_request;
+
+KILN_API void kiln_request_defaults(kiln_request *r);
+
+typedef struct kiln_image {
+    int width, height;
+    uint8_t *rgb;         /* width * height * 3 bytes, owned by the result */
+    uint64_t seed;
+    char *parameters;     /* the AUTOMATIC1111 "parameters" text for this image */
+} kiln_image;
+
+typedef struct kiln_timings {
+    double total_s, text_s, denoise_s, decode_s, encode_s;
+    double unet_s;        /* all UNet evaluations */
+    int unet_evals;
+    size_t activation_bytes; /* the largest graph arena used */
+} kiln_timings;
+
+typedef struct kiln_result {
+    int count;            /* images finished (fewer than asked when cancelled) */
+    kiln_image *images;
+    kiln_timings timings;
+    int width, height, steps;
+    float cfg_scale;
+    const char *sampler;  /* canonical name */
+} kiln_result;
+
+/* Runs a request. On KILN_OK or KILN_ERR_CANCELLED, *out holds the images
+ * made (free with kiln_result_destroy); on other errors *out is untouched.
+ * Errors: KILN_ERR_INVALID (names the field and its allowed range),
+ * KILN_ERR_NOMEM, KILN_ERR_CANCELLED. */
+KILN_API kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **out);
+KILN_API void kiln_result_destroy(kiln_result *res);
+
+/* Writes one image as PNG with its parameters in a "parameters" text chunk,
+ * atomically; never replaces an existing file unless overwrite is set. */
+KILN_API kiln_status kiln_image_write_png(const kiln_image *img, const char *path, int overwrite);
+
+/* Reads a PNG as RGB (malloc'd; the caller frees). */
+KILN_API kiln_status kiln_image_read_png(const char *path, uint8_t **rgb, int *width, int *height);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,6 +7,8 @@ packages=(
   build-essential cmake pkg-config   # the build
   libjansson-dev                     # JSON: safetensors headers, --json output
   libutf8proc-dev                    # Unicode categories and case: the tokenizer
+  libpng-dev                         # PNG in and out
+  libssl-dev                         # SHA-256 for the model hash in PNG parameters
   python3                            # test helpers (standard library only)
 )
 

@@ -14,6 +14,7 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"generate", cmd_generate, "make images from a prompt (txt2img, img2img)"},
     {"info", cmd_info, "list the tensors, sizes and metadata of a safetensors file"},
 };
 

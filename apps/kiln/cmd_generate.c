@@ -1,0 +1,393 @@
+/*
+ * cmd_generate.c - `kiln generate`: a prompt in, PNG files out.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "kiln.h"
+
+typedef struct generate_args {
+    const char *model, *tokenizer, *out_dir, *init_image;
+    int threads, json, quiet, overwrite, seed_given;
+    kiln_request req;
+} generate_args;
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static void generate_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: kiln generate [-m MODEL] -p PROMPT [options]\n"
+            "  -m, --model PATH       .safetensors checkpoint or diffusers folder (default: the shipped model)\n"
+            "  -p, --prompt TEXT      what to draw\n"
+            "  -n, --negative TEXT    what to steer away from\n"
+            "  -W, --width N          pixels, multiple of 8 (default: the model's native size)\n"
+            "  -H, --height N\n"
+            "      --steps N          sampler steps (default: the model's)\n"
+            "      --cfg X            guidance scale (default: the model's)\n"
+            "      --sampler NAME     euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ddim, lcm\n"
+            "      --seed N           image i uses seed + i (default: random)\n"
+            "      --rng NAME         torch-cpu (default) or philox, the noise other tools draw\n"
+            "      --num-images N     how many images (default 1)\n"
+            "      --batch-size N     images per UNet batch (default 1)\n"
+            "      --init-image F     img2img from this PNG\n"
+            "      --strength X       how much of the init image to redraw, (0, 1] (default 0.75)\n"
+            "      --tokenizer DIR    vocab.json + merges.txt (single-file checkpoints carry none)\n"
+            "  -o, --output DIR       where the PNGs go (default: outputs)\n"
+            "      --overwrite        replace existing files instead of picking new names\n"
+            "      --threads N        worker threads (default: all cores)\n"
+            "      --json             print a JSON summary on stdout\n"
+            "  -q, --quiet            no progress bar\n");
+}
+
+/* Parses an integer option value within [lo, hi]; prints why not. */
+static int parse_int(const char *name, const char *text, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || end == text || *end || v < lo || v > hi) {
+        fprintf(stderr, "kiln generate: %s must be an integer from %lld to %lld, got '%s'\n", name, lo, hi, text);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_float(const char *name, const char *text, double lo, double hi, float *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "kiln generate: %s must be a number from %g to %g, got '%s'\n", name, lo, hi, text);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+static const char *default_model_path(void)
+{
+    const char *env = getenv("KILN_MODEL");
+    if (env && *env)
+        return env;
+#ifdef KILN_DEFAULT_MODEL
+    return KILN_DEFAULT_MODEL;
+#else
+    return NULL;
+#endif
+}
+
+static int parse_args(int argc, char **argv, generate_args *a)
+{
+    memset(a, 0, sizeof *a);
+    kiln_request_defaults(&a->req);
+    a->req.prompt = NULL;
+    a->out_dir = "outputs";
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        long long n;
+#define NEEDS_VALUE()                                                                                    \
+    do {                                                                                                 \
+        if (!value) {                                                                                    \
+            fprintf(stderr, "kiln generate: %s needs a value\n", arg);                                   \
+            return -1;                                                                                   \
+        }                                                                                                \
+        i++;                                                                                             \
+    } while (0)
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+            generate_usage(stdout);
+            return 1;
+        } else if (!strcmp(arg, "-m") || !strcmp(arg, "--model")) {
+            NEEDS_VALUE();
+            a->model = value;
+        } else if (!strcmp(arg, "-p") || !strcmp(arg, "--prompt")) {
+            NEEDS_VALUE();
+            a->req.prompt = value;
+        } else if (!strcmp(arg, "-n") || !strcmp(arg, "--negative")) {
+            NEEDS_VALUE();
+            a->req.negative_prompt = value;
+        } else if (!strcmp(arg, "-W") || !strcmp(arg, "--width")) {
+            NEEDS_VALUE();
+            if (parse_int("width", value, KILN_MIN_SIZE, KILN_MAX_SIZE, &n))
+                return -1;
+            a->req.width = (int)n;
+        } else if (!strcmp(arg, "-H") || !strcmp(arg, "--height")) {
+            NEEDS_VALUE();
+            if (parse_int("height", value, KILN_MIN_SIZE, KILN_MAX_SIZE, &n))
+                return -1;
+            a->req.height = (int)n;
+        } else if (!strcmp(arg, "--steps")) {
+            NEEDS_VALUE();
+            if (parse_int("steps", value, 1, KILN_MAX_STEPS, &n))
+                return -1;
+            a->req.steps = (int)n;
+        } else if (!strcmp(arg, "--cfg")) {
+            NEEDS_VALUE();
+            if (parse_float("cfg", value, 0, KILN_MAX_CFG, &a->req.cfg_scale))
+                return -1;
+        } else if (!strcmp(arg, "--sampler")) {
+            NEEDS_VALUE();
+            a->req.sampler = value;
+        } else if (!strcmp(arg, "--seed")) {
+            NEEDS_VALUE();
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(value, &end, 10);
+            if (errno || end == value || *end || value[0] == '-') {
+                fprintf(stderr, "kiln generate: seed must be an integer from 0 to %llu, got '%s'\n", ULLONG_MAX, value);
+                return -1;
+            }
+            a->req.seed = s;
+            a->seed_given = 1;
+        } else if (!strcmp(arg, "--rng")) {
+            NEEDS_VALUE();
+            a->req.rng = value;
+        } else if (!strcmp(arg, "--num-images")) {
+            NEEDS_VALUE();
+            if (parse_int("num-images", value, 1, KILN_MAX_IMAGES, &n))
+                return -1;
+            a->req.num_images = (int)n;
+        } else if (!strcmp(arg, "--batch-size")) {
+            NEEDS_VALUE();
+            if (parse_int("batch-size", value, 1, KILN_MAX_IMAGES, &n))
+                return -1;
+            a->req.batch_size = (int)n;
+        } else if (!strcmp(arg, "--init-image")) {
+            NEEDS_VALUE();
+            a->init_image = value;
+        } else if (!strcmp(arg, "--strength")) {
+            NEEDS_VALUE();
+            if (parse_float("strength", value, 0, 1, &a->req.strength) || a->req.strength <= 0) {
+                if (a->req.strength <= 0)
+                    fprintf(stderr, "kiln generate: strength must be above 0 and at most 1, got '%s'\n", value);
+                return -1;
+            }
+        } else if (!strcmp(arg, "--tokenizer")) {
+            NEEDS_VALUE();
+            a->tokenizer = value;
+        } else if (!strcmp(arg, "-o") || !strcmp(arg, "--output")) {
+            NEEDS_VALUE();
+            a->out_dir = value;
+        } else if (!strcmp(arg, "--threads")) {
+            NEEDS_VALUE();
+            if (parse_int("threads", value, 0, 1024, &n))
+                return -1;
+            a->threads = (int)n;
+        } else if (!strcmp(arg, "--overwrite")) {
+            a->overwrite = 1;
+        } else if (!strcmp(arg, "--json")) {
+            a->json = 1;
+        } else if (!strcmp(arg, "-q") || !strcmp(arg, "--quiet")) {
+            a->quiet = 1;
+        } else {
+            fprintf(stderr, "kiln generate: unknown option '%s'\n", arg);
+            return -1;
+        }
+#undef NEEDS_VALUE
+    }
+    if (!a->req.prompt) {
+        fprintf(stderr, "kiln generate: a prompt is required (-p TEXT)\n");
+        return -1;
+    }
+    if (!a->model)
+        a->model = default_model_path();
+    if (!a->model) {
+        fprintf(stderr, "kiln generate: no model given (-m PATH) and none shipped with this build\n");
+        return -1;
+    }
+    if (!a->seed_given) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        a->req.seed = ((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid()) % 4294967296ull;
+    }
+    return 0;
+}
+
+typedef struct progress_state {
+    int show;
+    int cancelled_reported;
+} progress_state;
+
+static int on_progress(void *user, const kiln_progress *p)
+{
+    progress_state *s = user;
+    if (s->show) {
+        int width = 30, filled = p->steps ? width * p->step / p->steps : 0;
+        char bar[64];
+        for (int i = 0; i < width; i++)
+            bar[i] = i < filled ? '=' : ' ';
+        bar[width] = '\0';
+        fprintf(stderr, "\rimage %d/%d  step %d/%d [%s] %5.1fs, ETA %5.1fs ", p->images_done + 1, p->images,
+                p->step, p->steps, bar, p->elapsed_s, p->eta_s);
+        fflush(stderr);
+    }
+    return interrupted;
+}
+
+/* Writes image i as <dir>/<NNNNN>-<seed>.png with the first free NNNNN (or
+ * exactly <dir>/00000-<seed>.png with --overwrite). */
+static int save_image(const generate_args *a, const kiln_image *img, char *path, size_t size)
+{
+    for (int index = 0; index < 100000; index++) {
+        snprintf(path, size, "%s/%05d-%llu.png", a->out_dir, index, (unsigned long long)img->seed);
+        if (!a->overwrite && access(path, F_OK) == 0)
+            continue;
+        kiln_status st = kiln_image_write_png(img, path, a->overwrite);
+        if (st == KILN_OK)
+            return 0;
+        if (!a->overwrite && access(path, F_OK) == 0)
+            continue; /* taken by someone else meanwhile */
+        fprintf(stderr, "kiln generate: %s\n", kiln_last_error());
+        return -1;
+    }
+    fprintf(stderr, "kiln generate: %s: no free file name left\n", a->out_dir);
+    return -1;
+}
+
+static int ensure_dir(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (S_ISDIR(st.st_mode))
+            return 0;
+        fprintf(stderr, "kiln generate: output %s exists and is not a directory\n", dir);
+        return -1;
+    }
+    if (mkdir(dir, 0755) != 0) {
+        fprintf(stderr, "kiln generate: cannot create output directory %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void print_json(const generate_args *a, const kiln_model_info *info, const kiln_result *res,
+                       char paths[][4096], int engine_threads, kiln_status st)
+{
+    json_t *images = json_array();
+    for (int i = 0; i < res->count; i++)
+        json_array_append_new(images, json_pack("{s:s, s:I, s:i, s:i}", "path", paths[i], "seed",
+                                                (json_int_t)res->images[i].seed, "width", res->images[i].width,
+                                                "height", res->images[i].height));
+    const kiln_timings *t = &res->timings;
+    json_t *timings = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:f}", "total_s", t->total_s, "text_s", t->text_s,
+                                "encode_s", t->encode_s, "denoise_s", t->denoise_s, "decode_s", t->decode_s,
+                                "unet_s", t->unet_s, "unet_evals", t->unet_evals, "unet_eval_s",
+                                t->unet_evals ? t->unet_s / t->unet_evals : 0.0);
+    json_t *root = json_pack("{s:s, s:s, s:o, s:i, s:i, s:i, s:f, s:s, s:i, s:i, s:o, s:I, s:s}", "status",
+                             st == KILN_OK ? "ok" : "cancelled", "model", info->name, "images", images, "width",
+                             res->width, "height", res->height, "steps", res->steps, "cfg_scale",
+                             (double)res->cfg_scale, "sampler", res->sampler, "images_requested",
+                             a->req.num_images, "threads", engine_threads, "timings", timings,
+                             "activation_bytes", (json_int_t)t->activation_bytes, "kiln", kiln_version());
+    json_dumpf(root, stdout, JSON_INDENT(2));
+    putchar('\n');
+    json_decref(root);
+}
+
+int cmd_generate(int argc, char **argv)
+{
+    generate_args a;
+    int parsed = parse_args(argc, argv, &a);
+    if (parsed != 0) {
+        if (parsed < 0)
+            fprintf(stderr, "run 'kiln generate --help' for the options\n");
+        return parsed > 0 ? CLI_OK : CLI_USAGE;
+    }
+    if (ensure_dir(a.out_dir) != 0)
+        return CLI_FAILED;
+
+    uint8_t *init_rgb = NULL;
+    if (a.init_image) {
+        if (kiln_image_read_png(a.init_image, &init_rgb, &a.req.init_width, &a.req.init_height) != KILN_OK)
+            return cli_fail("generate: init image");
+        a.req.init_rgb = init_rgb;
+    }
+
+    kiln_engine_options eo;
+    kiln_engine_options_defaults(&eo);
+    eo.threads = a.threads;
+    kiln_engine *engine = NULL;
+    kiln_model *model = NULL;
+    kiln_result *res = NULL;
+    int rc = CLI_FAILED;
+    if (kiln_engine_create(&eo, &engine) != KILN_OK) {
+        cli_fail("generate");
+        goto done;
+    }
+    kiln_model_options mo;
+    kiln_model_options_defaults(&mo);
+    mo.tokenizer_dir = a.tokenizer;
+    if (kiln_model_load(engine, a.model, &mo, &model) != KILN_OK) {
+        cli_fail("generate: loading the model");
+        goto done;
+    }
+    kiln_model_info info;
+    kiln_model_get_info(model, &info);
+
+    progress_state ps = {.show = !a.quiet && isatty(STDERR_FILENO)};
+    a.req.on_progress = on_progress;
+    a.req.user = &ps;
+    struct sigaction sa = {0}, old_int, old_term;
+    sa.sa_handler = on_interrupt;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    kiln_status st = kiln_generate(model, &a.req, &res);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (ps.show)
+        fputc('\n', stderr);
+    if (st != KILN_OK && st != KILN_ERR_CANCELLED) {
+        cli_fail("generate");
+        goto done;
+    }
+
+    char (*paths)[4096] = calloc((size_t)(res->count ? res->count : 1), sizeof *paths);
+    if (!paths) {
+        fprintf(stderr, "kiln generate: out of memory\n");
+        goto done;
+    }
+    int saved = 0;
+    for (int i = 0; i < res->count; i++)
+        if (save_image(&a, &res->images[i], paths[i], sizeof paths[i]) == 0) {
+            saved++;
+            if (!a.json)
+                printf("%s\n", paths[i]);
+        }
+    if (a.json)
+        print_json(&a, &info, res, paths, kiln_engine_threads(engine), st);
+    if (!a.quiet) {
+        const kiln_timings *t = &res->timings;
+        fprintf(stderr, "kiln: %d image%s %dx%d, %d steps %s, cfg %g, in %.2fs (text %.2fs, unet %.3fs/eval, decode %.2fs)\n",
+                res->count, res->count == 1 ? "" : "s", res->width, res->height, res->steps, res->sampler,
+                (double)res->cfg_scale, t->total_s, t->text_s, t->unet_evals ? t->unet_s / t->unet_evals : 0.0,
+                t->decode_s);
+    }
+    free(paths);
+    if (st == KILN_ERR_CANCELLED)
+        fprintf(stderr, "kiln generate: interrupted; kept the %d finished image%s\n", saved, saved == 1 ? "" : "s");
+    rc = st == KILN_OK && saved == res->count ? CLI_OK : CLI_FAILED;
+done:
+    kiln_result_destroy(res);
+    kiln_model_destroy(model);
+    kiln_engine_destroy(engine);
+    free(init_rgb);
+    return rc;
+}

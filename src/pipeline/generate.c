@@ -1,0 +1,693 @@
+/*
+ * generate.c - the engine, the loaded model and kiln_generate: prompt to
+ * pixels. Text encoding with the negative prompt batched beside the
+ * prompt, the sampler loop with classifier-free guidance in one UNet batch,
+ * VAE decoding one image at a time.
+ *
+ * Graphs are built once per shape and replayed: each step only binds
+ * buffers and runs.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/threadpool.h"
+#include "graph/executor.h"
+#include "kiln.h"
+#include "models/sd_model.h"
+#include "pipeline/image_io.h"
+#include "pipeline/parameters.h"
+#include "pipeline/rng.h"
+#include "pipeline/samplers.h"
+
+struct kiln_engine {
+    tpool *pool;
+    int threads;
+};
+
+/* One graph and its executor, for one shape. */
+typedef struct cached_graph {
+    graph *g;
+    graph_exec *exec;
+    int batch, h, w; /* the shape it was built for */
+    graph_id in[3], out;
+} cached_graph;
+
+struct kiln_model {
+    kiln_engine *engine;
+    sd_model *sd;
+    char hash[11]; /* "" until first needed */
+    sd_schedule schedule;
+    cached_graph text, unet, decoder, encoder;
+};
+
+void kiln_engine_options_defaults(kiln_engine_options *o)
+{
+    memset(o, 0, sizeof *o);
+}
+
+kiln_status kiln_engine_create(const kiln_engine_options *o, kiln_engine **out)
+{
+    kiln_engine_options defaults;
+    if (!o) {
+        kiln_engine_options_defaults(&defaults);
+        o = &defaults;
+    }
+    if (o->threads < 0 || o->threads > 1024)
+        return err_set(KILN_ERR_INVALID, "threads is %d; allowed 0 (all cores) to 1024", o->threads);
+    kiln_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return err_set(KILN_ERR_NOMEM, "cannot allocate an engine");
+    kiln_status st = tpool_create(o->threads, &e->pool);
+    if (st != KILN_OK) {
+        free(e);
+        return st;
+    }
+    e->threads = tpool_size(e->pool);
+    *out = e;
+    return KILN_OK;
+}
+
+void kiln_engine_destroy(kiln_engine *e)
+{
+    if (!e)
+        return;
+    tpool_destroy(e->pool);
+    free(e);
+}
+
+int kiln_engine_threads(const kiln_engine *e)
+{
+    return e->threads;
+}
+
+/* ---- model ---- */
+
+void kiln_model_options_defaults(kiln_model_options *o)
+{
+    memset(o, 0, sizeof *o);
+}
+
+static void cached_graph_clear(cached_graph *c)
+{
+    graph_exec_destroy(c->exec);
+    graph_destroy(c->g);
+    memset(c, 0, sizeof *c);
+}
+
+kiln_status kiln_model_load(kiln_engine *e, const char *path, const kiln_model_options *o, kiln_model **out)
+{
+    kiln_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return err_set(KILN_ERR_NOMEM, "cannot allocate a model");
+    kiln_status st = sd_model_load(path, o ? o->tokenizer_dir : NULL, &m->sd);
+    if (st != KILN_OK) {
+        free(m);
+        return st;
+    }
+    m->engine = e;
+    schedule_init_sd(&m->schedule);
+    *out = m;
+    return KILN_OK;
+}
+
+void kiln_model_destroy(kiln_model *m)
+{
+    if (!m)
+        return;
+    cached_graph_clear(&m->text);
+    cached_graph_clear(&m->unet);
+    cached_graph_clear(&m->decoder);
+    cached_graph_clear(&m->encoder);
+    sd_model_destroy(m->sd);
+    free(m);
+}
+
+void kiln_model_get_info(const kiln_model *m, kiln_model_info *out)
+{
+    const sd_model *sd = m->sd;
+    memset(out, 0, sizeof *out);
+    out->name = sd->name;
+    out->path = sd->path;
+    out->native_resolution = sd->native_resolution;
+    out->default_steps = sd->default_steps;
+    out->default_cfg = sd->default_cfg;
+    out->default_sampler = sd->default_sampler;
+    out->v_prediction = sd->v_prediction;
+    out->unet_channels = sd->unet.model_channels;
+    out->text_width = sd->clip.width;
+    out->text_layers = sd->clip.layers;
+    out->vocab_size = sd->clip.vocab;
+}
+
+/* ---- graphs ---- */
+
+typedef graph_id (*graph_builder)(kiln_model *m, graph *g, int batch, int h, int w, graph_id in[3]);
+
+static graph_id build_text(kiln_model *m, graph *g, int batch, int h, int w, graph_id in[3])
+{
+    model_build b = sd_model_builder(m->sd, g, SD_CLIP_PREFIX);
+    int64_t shape[2] = {batch, m->sd->clip.positions};
+    in[0] = graph_input(g, "input_ids", TENSOR_LAYOUT_PLAIN, 2, shape);
+    return clip_text_build(&b, &m->sd->clip, in[0]);
+}
+
+static graph_id build_unet(kiln_model *m, graph *g, int batch, int h, int w, graph_id in[3])
+{
+    const unet_config *c = &m->sd->unet;
+    model_build b = sd_model_builder(m->sd, g, SD_UNET_PREFIX);
+    int64_t x_shape[4] = {batch, h, w, c->in_channels}, t_shape[1] = {batch};
+    int64_t ctx_shape[3] = {batch, m->sd->clip.positions, c->context_dim};
+    in[0] = graph_input(g, "x", TENSOR_LAYOUT_NHWC, 4, x_shape);
+    in[1] = graph_input(g, "timesteps", TENSOR_LAYOUT_PLAIN, 1, t_shape);
+    in[2] = graph_input(g, "context", TENSOR_LAYOUT_PLAIN, 3, ctx_shape);
+    return unet_build(&b, c, in[0], in[1], in[2]);
+}
+
+static graph_id build_decoder(kiln_model *m, graph *g, int batch, int h, int w, graph_id in[3])
+{
+    model_build b = sd_model_builder(m->sd, g, SD_VAE_PREFIX);
+    int64_t shape[4] = {batch, h, w, m->sd->vae.z_channels};
+    in[0] = graph_input(g, "latent", TENSOR_LAYOUT_NHWC, 4, shape);
+    return vae_build_decoder(&b, &m->sd->vae, in[0]);
+}
+
+static graph_id build_encoder(kiln_model *m, graph *g, int batch, int h, int w, graph_id in[3])
+{
+    model_build b = sd_model_builder(m->sd, g, SD_VAE_PREFIX);
+    int64_t shape[4] = {batch, h, w, m->sd->vae.image_channels};
+    in[0] = graph_input(g, "image", TENSOR_LAYOUT_NHWC, 4, shape);
+    return vae_build_encoder(&b, &m->sd->vae, in[0]);
+}
+
+/* The cached graph for this shape, built (and planned) if the shape changed. */
+static kiln_status get_graph(kiln_model *m, cached_graph *c, graph_builder build, int batch, int h, int w)
+{
+    if (c->exec && c->batch == batch && c->h == h && c->w == w)
+        return KILN_OK;
+    cached_graph_clear(c);
+    kiln_status st = graph_create(&c->g);
+    if (st != KILN_OK)
+        return st;
+    c->in[0] = c->in[1] = c->in[2] = GRAPH_NONE;
+    c->out = build(m, c->g, batch, h, w, c->in);
+    graph_mark_output(c->g, c->out);
+    st = graph_exec_create(c->g, &c->exec);
+    if (st != KILN_OK) {
+        cached_graph_clear(c);
+        return st;
+    }
+    c->batch = batch, c->h = h, c->w = w;
+    return KILN_OK;
+}
+
+/* ---- requests ---- */
+
+void kiln_request_defaults(kiln_request *r)
+{
+    memset(r, 0, sizeof *r);
+    r->prompt = "";
+    r->cfg_scale = -1.0f;
+    r->num_images = 1;
+    r->strength = 0.75f;
+}
+
+typedef struct plan {
+    const kiln_request *r;
+    int width, height, lat_w, lat_h, steps, batch;
+    float cfg;
+    int guided; /* cfg != 1: the unconditional pass runs */
+    sampler_settings sampler;
+    sampler_plan sampler_plan;
+    rng_kind rng;
+    size_t latent_values; /* per image */
+} plan;
+
+static kiln_status check_request(const kiln_model *m, const kiln_request *r, plan *p)
+{
+    const sd_model *sd = m->sd;
+    memset(p, 0, sizeof *p);
+    p->r = r;
+    if (!r->prompt)
+        return err_set(KILN_ERR_INVALID, "prompt is missing");
+    if (strlen(r->prompt) > KILN_MAX_PROMPT_BYTES)
+        return err_set(KILN_ERR_INVALID, "prompt is %zu bytes; at most %d allowed", strlen(r->prompt),
+                       KILN_MAX_PROMPT_BYTES);
+    if (r->negative_prompt && strlen(r->negative_prompt) > KILN_MAX_PROMPT_BYTES)
+        return err_set(KILN_ERR_INVALID, "negative_prompt is %zu bytes; at most %d allowed",
+                       strlen(r->negative_prompt), KILN_MAX_PROMPT_BYTES);
+    p->width = r->width ? r->width : sd->native_resolution;
+    p->height = r->height ? r->height : sd->native_resolution;
+    int factor = vae_factor(&sd->vae);
+    int multiple = factor > KILN_SIZE_MULTIPLE ? factor : KILN_SIZE_MULTIPLE;
+    if (p->width < KILN_MIN_SIZE || p->width > KILN_MAX_SIZE || p->width % multiple != 0)
+        return err_set(KILN_ERR_INVALID, "width is %d; allowed %d to %d in multiples of %d", p->width, KILN_MIN_SIZE,
+                       KILN_MAX_SIZE, multiple);
+    if (p->height < KILN_MIN_SIZE || p->height > KILN_MAX_SIZE || p->height % multiple != 0)
+        return err_set(KILN_ERR_INVALID, "height is %d; allowed %d to %d in multiples of %d", p->height,
+                       KILN_MIN_SIZE, KILN_MAX_SIZE, multiple);
+    p->lat_w = p->width / factor;
+    p->lat_h = p->height / factor;
+    p->steps = r->steps ? r->steps : sd->default_steps;
+    if (p->steps < 1 || p->steps > KILN_MAX_STEPS)
+        return err_set(KILN_ERR_INVALID, "steps is %d; allowed 1 to %d", p->steps, KILN_MAX_STEPS);
+    p->cfg = r->cfg_scale < 0 ? sd->default_cfg : r->cfg_scale;
+    if (!(p->cfg >= 0.0f && p->cfg <= KILN_MAX_CFG))
+        return err_set(KILN_ERR_INVALID, "cfg_scale is %g; allowed 0 to %g", (double)p->cfg, (double)KILN_MAX_CFG);
+    p->guided = p->cfg != 1.0f && p->cfg != 0.0f;
+    if (r->num_images < 1 || r->num_images > KILN_MAX_IMAGES)
+        return err_set(KILN_ERR_INVALID, "num_images is %d; allowed 1 to %d", r->num_images, KILN_MAX_IMAGES);
+    p->batch = r->batch_size ? r->batch_size : 1;
+    if (p->batch < 1 || p->batch > KILN_MAX_IMAGES)
+        return err_set(KILN_ERR_INVALID, "batch_size is %d; allowed 0 (automatic) to %d", r->batch_size,
+                       KILN_MAX_IMAGES);
+    if (p->batch > r->num_images)
+        p->batch = r->num_images;
+    const char *sampler = r->sampler ? r->sampler : sd->default_sampler;
+    if (sampler_parse(sampler, &p->sampler.kind, &p->sampler.karras) != 0)
+        return err_set(KILN_ERR_INVALID,
+                       "sampler '%s' is unknown; allowed euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ddim, lcm", sampler);
+    p->sampler.steps = p->steps;
+    p->sampler.strength = 1.0f;
+    if (r->init_rgb) {
+        if (!(r->strength > 0.0f && r->strength <= 1.0f))
+            return err_set(KILN_ERR_INVALID, "strength is %g; allowed above 0 up to 1", (double)r->strength);
+        if (r->init_width < 1 || r->init_height < 1 ||
+            (int64_t)r->init_width * r->init_height > (int64_t)KILN_MAX_INIT_PIXELS)
+            return err_set(KILN_ERR_INVALID, "init image is %dx%d; allowed 1 to %d pixels", r->init_width,
+                           r->init_height, KILN_MAX_INIT_PIXELS);
+        p->sampler.strength = r->strength;
+    }
+    p->rng = RNG_TORCH_CPU;
+    if (r->rng && rng_parse(r->rng, &p->rng) != 0)
+        return err_set(KILN_ERR_INVALID, "rng '%s' is unknown; allowed torch-cpu, philox", r->rng);
+    p->latent_values = (size_t)p->lat_w * p->lat_h * (size_t)sd->unet.in_channels;
+    return sampler_plan_create(&m->schedule, &p->sampler, &p->sampler_plan);
+}
+
+/* ---- the sampler's view of the model ---- */
+
+typedef struct denoiser {
+    kiln_model *m;
+    const plan *p;
+    int batch;           /* images in this micro-batch */
+    float *unet_x;       /* [2 * batch or batch, h, w, c]: unconditional half first */
+    float *timesteps;
+    rng_stream *streams; /* one per image */
+    float *noise_nchw;
+    double started, unet_seconds;
+    int unet_evals, images_done;
+    kiln_timings *timings;
+} denoiser;
+
+static kiln_status predict(void *ctx, const float *x_in, float t, float *out)
+{
+    denoiser *d = ctx;
+    size_t n = d->p->latent_values * (size_t)d->batch;
+    int passes = d->p->guided ? 2 : 1;
+    for (int pass = 0; pass < passes; pass++)
+        memcpy(d->unet_x + (size_t)pass * n, x_in, n * sizeof *x_in);
+    for (int i = 0; i < passes * d->batch; i++)
+        d->timesteps[i] = t;
+    double start = clock_now();
+    kiln_status st = graph_exec_run(d->m->unet.exec, d->m->engine->pool);
+    d->unet_seconds += clock_now() - start;
+    d->unet_evals++;
+    if (st != KILN_OK)
+        return st;
+    const float *eps = graph_exec_output(d->m->unet.exec, d->m->unet.out);
+    if (!d->p->guided) {
+        memcpy(out, eps, n * sizeof *out);
+        return KILN_OK;
+    }
+    /* eps = uncond + scale (cond - uncond) (Ho & Salimans 2022) */
+    const float *uncond = eps, *cond = eps + n;
+    float scale = d->p->cfg;
+    for (size_t i = 0; i < n; i++)
+        out[i] = uncond[i] + scale * (cond[i] - uncond[i]);
+    return KILN_OK;
+}
+
+/* torch.randn draws in NCHW order; kiln's latents are NHWC */
+static void draw_latent_noise(denoiser *d, rng_stream *stream, float *nhwc)
+{
+    const plan *p = d->p;
+    int c = d->m->sd->unet.in_channels, hw = p->lat_h * p->lat_w;
+    rng_randn(stream, d->noise_nchw, p->latent_values);
+    for (int ch = 0; ch < c; ch++)
+        for (int i = 0; i < hw; i++)
+            nhwc[(size_t)i * c + ch] = d->noise_nchw[(size_t)ch * hw + i];
+}
+
+static kiln_status noise(void *ctx, int step, float *out)
+{
+    denoiser *d = ctx;
+    for (int i = 0; i < d->batch; i++)
+        draw_latent_noise(d, &d->streams[i], out + (size_t)i * d->p->latent_values);
+    return KILN_OK;
+}
+
+static int progress(void *ctx, int step, int steps)
+{
+    denoiser *d = ctx;
+    const kiln_request *r = d->p->r;
+    if (!r->on_progress)
+        return 0;
+    double elapsed = clock_now() - d->started;
+    double per_step = elapsed / (double)(d->images_done / d->batch * steps + step);
+    int batches_left = (r->num_images - d->images_done - d->batch + d->batch - 1) / d->batch;
+    kiln_progress pr = {.step = step, .steps = steps, .images_done = d->images_done, .images = r->num_images,
+                        .elapsed_s = elapsed, .eta_s = per_step * ((steps - step) + batches_left * steps),
+                        .stage = "denoise"};
+    return r->on_progress(r->user, &pr);
+}
+
+/* ---- text ---- */
+
+static kiln_status encode_text(kiln_model *m, const plan *p, float **context)
+{
+    const sd_model *sd = m->sd;
+    int positions = sd->clip.positions;
+    kiln_status st = get_graph(m, &m->text, build_text, 2, 0, 0);
+    if (st != KILN_OK)
+        return st;
+    int32_t ids[2 * 512];
+    float ids_f[2 * 512];
+    if (positions > 512)
+        return err_set(KILN_ERR_UNSUPPORTED, "text encoder with %d positions (kiln handles up to 512)", positions);
+    const char *texts[2] = {p->r->negative_prompt ? p->r->negative_prompt : "", p->r->prompt};
+    for (int i = 0; i < 2; i++) {
+        int truncated = 0;
+        st = tok_encode_padded(sd->tokenizer, texts[i], positions, ids + i * positions, &truncated);
+        if (st != KILN_OK)
+            return err_wrap(st, "%s: ", i ? "prompt" : "negative_prompt");
+        for (int j = 0; j < positions; j++) {
+            if (ids[i * positions + j] >= sd->clip.vocab)
+                return err_set(KILN_ERR_FORMAT, "tokenizer gives id %d but the text encoder has %d tokens",
+                               ids[i * positions + j], sd->clip.vocab);
+            ids_f[i * positions + j] = (float)ids[i * positions + j];
+        }
+    }
+    graph_exec_bind(m->text.exec, m->text.in[0], ids_f);
+    st = graph_exec_run(m->text.exec, m->engine->pool);
+    if (st != KILN_OK)
+        return st;
+    size_t n = 2 * (size_t)positions * (size_t)sd->clip.width;
+    *context = malloc(n * sizeof **context);
+    if (!*context)
+        return err_set(KILN_ERR_NOMEM, "cannot allocate the text conditioning");
+    memcpy(*context, graph_exec_output(m->text.exec, m->text.out), n * sizeof **context);
+    return KILN_OK;
+}
+
+/* ---- images ---- */
+
+static uint8_t to_byte(float v)
+{
+    float x = (v + 1.0f) * 127.5f;
+    if (!(x > 0.0f))
+        return 0;
+    if (x >= 255.0f)
+        return 255;
+    return (uint8_t)lrintf(x);
+}
+
+static kiln_status decode_image(kiln_model *m, const plan *p, const float *latent, kiln_image *img)
+{
+    kiln_status st = get_graph(m, &m->decoder, build_decoder, 1, p->lat_h, p->lat_w);
+    if (st != KILN_OK)
+        return st;
+    float *z = malloc(p->latent_values * sizeof *z);
+    img->rgb = malloc((size_t)p->width * p->height * 3);
+    if (!z || !img->rgb) {
+        free(z);
+        return err_set(KILN_ERR_NOMEM, "cannot allocate a %dx%d image", p->width, p->height);
+    }
+    for (size_t i = 0; i < p->latent_values; i++)
+        z[i] = latent[i] / m->sd->latent_scale;
+    graph_exec_bind(m->decoder.exec, m->decoder.in[0], z);
+    st = graph_exec_run(m->decoder.exec, m->engine->pool);
+    free(z);
+    if (st != KILN_OK)
+        return st;
+    const float *pixels = graph_exec_output(m->decoder.exec, m->decoder.out); /* [1, H, W, 3] in [-1, 1] */
+    size_t n = (size_t)p->width * p->height * 3;
+    for (size_t i = 0; i < n; i++)
+        img->rgb[i] = to_byte(pixels[i]);
+    img->width = p->width;
+    img->height = p->height;
+    return KILN_OK;
+}
+
+/* Bilinear resampling of the init image to the requested size, as floats
+ * in [-1, 1], NHWC. */
+static void resize_to_unit(const uint8_t *src, int sw, int sh, float *dst, int dw, int dh)
+{
+    for (int y = 0; y < dh; y++) {
+        float fy = ((float)y + 0.5f) * (float)sh / (float)dh - 0.5f;
+        int y0 = (int)floorf(fy);
+        float wy = fy - (float)y0;
+        int ya = y0 < 0 ? 0 : y0, yb = y0 + 1 >= sh ? sh - 1 : y0 + 1;
+        if (ya >= sh)
+            ya = sh - 1;
+        for (int x = 0; x < dw; x++) {
+            float fx = ((float)x + 0.5f) * (float)sw / (float)dw - 0.5f;
+            int x0 = (int)floorf(fx);
+            float wx = fx - (float)x0;
+            int xa = x0 < 0 ? 0 : x0, xb = x0 + 1 >= sw ? sw - 1 : x0 + 1;
+            if (xa >= sw)
+                xa = sw - 1;
+            for (int c = 0; c < 3; c++) {
+                float a = src[((size_t)ya * sw + xa) * 3 + c], b = src[((size_t)ya * sw + xb) * 3 + c];
+                float d = src[((size_t)yb * sw + xa) * 3 + c], e = src[((size_t)yb * sw + xb) * 3 + c];
+                float v = (a * (1 - wx) + b * wx) * (1 - wy) + (d * (1 - wx) + e * wx) * wy;
+                dst[((size_t)y * dw + x) * 3 + c] = v / 127.5f - 1.0f;
+            }
+        }
+    }
+}
+
+/* The init image's latent: the mean of the VAE's posterior, scaled (the
+ * mean, not a sample, so img2img is deterministic given the seed). */
+static kiln_status encode_init(kiln_model *m, const plan *p, float **latent)
+{
+    const kiln_request *r = p->r;
+    kiln_status st = get_graph(m, &m->encoder, build_encoder, 1, p->height, p->width);
+    if (st != KILN_OK)
+        return st;
+    float *image = malloc((size_t)p->width * p->height * 3 * sizeof *image);
+    *latent = malloc(p->latent_values * sizeof **latent);
+    if (!image || !*latent) {
+        free(image);
+        free(*latent);
+        return err_set(KILN_ERR_NOMEM, "cannot allocate the init image");
+    }
+    resize_to_unit(r->init_rgb, r->init_width, r->init_height, image, p->width, p->height);
+    graph_exec_bind(m->encoder.exec, m->encoder.in[0], image);
+    st = graph_exec_run(m->encoder.exec, m->engine->pool);
+    free(image);
+    if (st != KILN_OK) {
+        free(*latent);
+        return st;
+    }
+    const float *moments = graph_exec_output(m->encoder.exec, m->encoder.out); /* [1, h, w, 2z]: mean first */
+    int z = m->sd->vae.z_channels;
+    size_t pixels = (size_t)p->lat_h * p->lat_w;
+    for (size_t i = 0; i < pixels; i++)
+        for (int c = 0; c < z; c++)
+            (*latent)[i * z + c] = moments[i * 2 * z + c] * m->sd->latent_scale;
+    return KILN_OK;
+}
+
+/* ---- the request ---- */
+
+void kiln_result_destroy(kiln_result *res)
+{
+    if (!res)
+        return;
+    for (int i = 0; i < res->count; i++) {
+        free(res->images[i].rgb);
+        free(res->images[i].parameters);
+    }
+    free(res->images);
+    free(res);
+}
+
+static kiln_status run_batch(kiln_model *m, const plan *p, const float *context, const float *init_latent,
+                             int first, int batch, denoiser *d, kiln_result *res)
+{
+    const sd_model *sd = m->sd;
+    int passes = p->guided ? 2 : 1;
+    kiln_status st = get_graph(m, &m->unet, build_unet, passes * batch, p->lat_h, p->lat_w);
+    if (st != KILN_OK)
+        return st;
+    size_t n = p->latent_values * (size_t)batch;
+    size_t ctx_values = (size_t)sd->clip.positions * sd->clip.width;
+    float *x = malloc(n * sizeof *x), *start_noise = malloc(n * sizeof *start_noise);
+    float *unet_x = malloc((size_t)passes * n * sizeof *unet_x);
+    float *timesteps = malloc((size_t)passes * batch * sizeof *timesteps);
+    float *ctx = malloc((size_t)passes * batch * ctx_values * sizeof *ctx);
+    rng_stream *streams = malloc((size_t)batch * sizeof *streams);
+    if (!x || !start_noise || !unet_x || !timesteps || !ctx || !streams) {
+        st = err_set(KILN_ERR_NOMEM, "cannot allocate a batch of %d latents", batch);
+        goto done;
+    }
+    /* context rows: unconditional for the first half, the prompt for the second */
+    for (int pass = 0; pass < passes; pass++)
+        for (int i = 0; i < batch; i++)
+            memcpy(ctx + ((size_t)pass * batch + i) * ctx_values, context + (size_t)(p->guided ? pass : 1) * ctx_values,
+                   ctx_values * sizeof *ctx);
+
+    d->batch = batch;
+    d->unet_x = unet_x;
+    d->timesteps = timesteps;
+    d->streams = streams;
+    for (int i = 0; i < batch; i++) {
+        rng_init(&streams[i], p->rng, p->r->seed + (uint64_t)(first + i));
+        draw_latent_noise(d, &streams[i], start_noise + (size_t)i * p->latent_values);
+    }
+    float *init_batch = NULL;
+    if (init_latent) {
+        init_batch = malloc(n * sizeof *init_batch);
+        if (!init_batch) {
+            st = err_set(KILN_ERR_NOMEM, "cannot allocate a batch of %d latents", batch);
+            goto done;
+        }
+        for (int i = 0; i < batch; i++)
+            memcpy(init_batch + (size_t)i * p->latent_values, init_latent, p->latent_values * sizeof *x);
+    }
+    sampler_start(&p->sampler_plan, &p->sampler, init_batch, start_noise, x, n);
+    free(init_batch);
+
+    graph_exec_bind(m->unet.exec, m->unet.in[0], unet_x);
+    graph_exec_bind(m->unet.exec, m->unet.in[1], timesteps);
+    graph_exec_bind(m->unet.exec, m->unet.in[2], ctx);
+    sampler_model model = {.ctx = d, .predict = predict, .noise = noise, .progress = progress,
+                           .v_prediction = sd->v_prediction};
+    double denoise_start = clock_now();
+    st = sampler_run(&m->schedule, &p->sampler, &p->sampler_plan, &model, x, n);
+    res->timings.denoise_s += clock_now() - denoise_start;
+    if (st != KILN_OK)
+        goto done;
+
+    double decode_start = clock_now();
+    for (int i = 0; i < batch; i++) {
+        kiln_image *img = &res->images[res->count];
+        memset(img, 0, sizeof *img);
+        st = decode_image(m, p, x + (size_t)i * p->latent_values, img);
+        if (st != KILN_OK) {
+            free(img->rgb);
+            img->rgb = NULL;
+            goto done;
+        }
+        img->seed = p->r->seed + (uint64_t)(first + i);
+        res->count++;
+    }
+    res->timings.decode_s += clock_now() - decode_start;
+    d->images_done += batch;
+done:
+    free(x);
+    free(start_noise);
+    free(unet_x);
+    free(timesteps);
+    free(ctx);
+    free(streams);
+    return st;
+}
+
+kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **out)
+{
+    plan p;
+    kiln_status st = check_request(m, r, &p);
+    if (st != KILN_OK)
+        return st;
+    double start = clock_now();
+    kiln_result *res = calloc(1, sizeof *res);
+    float *context = NULL, *init_latent = NULL, *noise_nchw = NULL;
+    if (!res || !(res->images = calloc((size_t)r->num_images, sizeof *res->images)) ||
+        !(noise_nchw = malloc(p.latent_values * sizeof *noise_nchw))) {
+        st = err_set(KILN_ERR_NOMEM, "cannot allocate the result of %d images", r->num_images);
+        goto fail;
+    }
+    res->width = p.width, res->height = p.height, res->steps = p.steps, res->cfg_scale = p.cfg;
+    res->sampler = sampler_name(p.sampler.kind);
+
+    double t0 = clock_now();
+    st = encode_text(m, &p, &context);
+    res->timings.text_s = clock_now() - t0;
+    if (st != KILN_OK)
+        goto fail;
+    if (r->init_rgb) {
+        t0 = clock_now();
+        st = encode_init(m, &p, &init_latent);
+        res->timings.encode_s = clock_now() - t0;
+        if (st != KILN_OK)
+            goto fail;
+    }
+
+    denoiser d = {.m = m, .p = &p, .noise_nchw = noise_nchw, .started = clock_now(), .timings = &res->timings};
+    for (int first = 0; first < r->num_images; first += p.batch) {
+        int batch = r->num_images - first < p.batch ? r->num_images - first : p.batch;
+        st = run_batch(m, &p, context, init_latent, first, batch, &d, res);
+        if (st != KILN_OK)
+            break;
+    }
+    res->timings.unet_s = d.unet_seconds;
+    res->timings.unet_evals = d.unet_evals;
+    res->timings.activation_bytes = m->unet.exec ? graph_exec_arena_bytes(m->unet.exec) : 0;
+    if (st != KILN_OK && st != KILN_ERR_CANCELLED)
+        goto fail;
+    if (!m->hash[0] && res->count > 0) {
+        /* hashing a multi-GB file takes seconds: once per model */
+        char path[4096];
+        if (m->sd->is_folder)
+            snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", m->sd->path);
+        else
+            snprintf(path, sizeof path, "%s", m->sd->path);
+        if (parameters_model_hash(path, m->hash) != KILN_OK)
+            LOG_WARN("no model hash in the parameters: %s", kiln_last_error());
+    }
+    for (int i = 0; i < res->count; i++) {
+        image_parameters ip = {.prompt = r->prompt, .negative_prompt = r->negative_prompt, .steps = p.steps,
+                               .sampler = p.sampler.kind, .karras = p.sampler.karras, .cfg_scale = p.cfg,
+                               .seed = res->images[i].seed, .width = p.width, .height = p.height,
+                               .model_hash = m->hash[0] ? m->hash : NULL, .model_name = m->sd->name,
+                               .denoising_strength = r->init_rgb ? r->strength : 0.0f, .rng = rng_name(p.rng)};
+        kiln_status pst = parameters_format(&ip, &res->images[i].parameters);
+        if (pst != KILN_OK) {
+            st = pst;
+            goto fail;
+        }
+    }
+    res->timings.total_s = clock_now() - start;
+    res->steps = p.sampler_plan.calls;
+    sampler_plan_free(&p.sampler_plan);
+    free(context);
+    free(init_latent);
+    free(noise_nchw);
+    *out = res;
+    return st;
+
+fail:
+    sampler_plan_free(&p.sampler_plan);
+    free(context);
+    free(init_latent);
+    free(noise_nchw);
+    kiln_result_destroy(res);
+    return st;
+}
+
+kiln_status kiln_image_write_png(const kiln_image *img, const char *path, int overwrite)
+{
+    png_text_entry text = {"parameters", img->parameters ? img->parameters : ""};
+    return png_write_rgb(path, img->rgb, img->width, img->height, &text, 1, overwrite);
+}
+
+kiln_status kiln_image_read_png(const char *path, uint8_t **rgb, int *width, int *height)
+{
+    return png_read_rgb(path, KILN_MAX_INIT_PIXELS, rgb, width, height);
+}
