@@ -54,6 +54,12 @@ static const rename_rule unet_resnet_rules[] = {
 
 int diffusers_unet_name(const kiln_weights *w, const char *canonical, char *buf, size_t size)
 {
+    diffusers_layout layout = {.unet_blocks_per_level = count_present(w, "down_blocks.0.resnets", "conv1.weight")};
+    return diffusers_unet_name_in(&layout, canonical, buf, size);
+}
+
+int diffusers_unet_name_in(const diffusers_layout *layout, const char *canonical, char *buf, size_t size)
+{
     const char *rest;
     if (!starts_with(canonical, "model.diffusion_model.", &rest))
         return 0;
@@ -71,7 +77,7 @@ int diffusers_unet_name(const kiln_weights *w, const char *canonical, char *buf,
             return 1;
         }
 
-    int per_level = count_present(w, "down_blocks.0.resnets", "conv1.weight");
+    int per_level = layout->unet_blocks_per_level;
     if (per_level < 1)
         return 0;
     char part[160];
@@ -122,7 +128,8 @@ int diffusers_unet_name(const kiln_weights *w, const char *canonical, char *buf,
 
 static const rename_rule vae_resnet_rules[] = {{"nin_shortcut.", "conv_shortcut."}};
 
-/* The mid-block attention: current diffusers names, then the pre-0.14 ones. */
+/* The mid-block attention: current diffusers names, then the pre-0.14 ones
+ * when w lacks the current ones. */
 static void vae_attention_name(const kiln_weights *w, const char *side, const char *inner, char *buf, size_t size)
 {
     static const rename_rule current[] = {
@@ -132,13 +139,20 @@ static void vae_attention_name(const kiln_weights *w, const char *side, const ch
     char part[128];
     rename_part(inner, current, sizeof current / sizeof current[0], part, sizeof part);
     snprintf(buf, size, "%s.mid_block.attentions.0.%s", side, part);
-    if (kiln_weights_find(w, buf))
+    if (!w || kiln_weights_find(w, buf))
         return;
     rename_part(inner, legacy, sizeof legacy / sizeof legacy[0], part, sizeof part);
     snprintf(buf, size, "%s.mid_block.attentions.0.%s", side, part);
 }
 
 int diffusers_vae_name(const kiln_weights *w, const char *canonical, char *buf, size_t size)
+{
+    diffusers_layout layout = {.vae_levels = count_present(w, "decoder.up_blocks", "resnets.0.conv1.weight")};
+    return diffusers_vae_name_in(&layout, w, canonical, buf, size);
+}
+
+int diffusers_vae_name_in(const diffusers_layout *layout, const kiln_weights *w, const char *canonical, char *buf,
+                          size_t size)
 {
     const char *rest, *tail;
     if (!starts_with(canonical, "first_stage_model.", &rest))
@@ -155,7 +169,7 @@ int diffusers_vae_name(const kiln_weights *w, const char *canonical, char *buf, 
         return 1;
     }
     /* the decoder's levels run the other way in diffusers */
-    int levels = count_present(w, "decoder.up_blocks", "resnets.0.conv1.weight");
+    int levels = layout->vae_levels;
     if (sscanf(rest, "%7[a-z].up.%d.block.%d.%n", side, &level, &block, &chars) == 3 && chars > 0) {
         rename_part(rest + chars, vae_resnet_rules, 1, part, sizeof part);
         snprintf(buf, size, "%s.up_blocks.%d.resnets.%d.%s", side, levels - 1 - level, block, part);

@@ -17,6 +17,17 @@
 
 int diffusers_unet_name(const kiln_weights *w, const char *canonical, char *buf, size_t size);
 int diffusers_vae_name(const kiln_weights *w, const char *canonical, char *buf, size_t size);
+
+/* The same from the counts the names need, for writing a folder. w may be
+ * NULL (the VAE's attention then gets the current diffusers names). */
+typedef struct diffusers_layout {
+    int unet_blocks_per_level; /* layers_per_block */
+    int vae_levels;            /* len(block_out_channels) */
+} diffusers_layout;
+
+int diffusers_unet_name_in(const diffusers_layout *layout, const char *canonical, char *buf, size_t size);
+int diffusers_vae_name_in(const diffusers_layout *layout, const kiln_weights *w, const char *canonical, char *buf,
+                          size_t size);
 int diffusers_text_encoder_name(const kiln_weights *w, const char *canonical, char *buf, size_t size);
 
 /* Reads what the folder's config.json files say that the weights do not

@@ -24,6 +24,16 @@ struct weight_store {
     int n_files;
 
     char **meta_keys, **meta_values; /* set by wstore_set_metadata */
+
+    /* recorder mode: what was asked for, in order */
+    int recording;
+    struct recorded {
+        char *name;
+        int ndim;
+        int64_t shape[4];
+    } *records;
+    size_t n_records, records_capacity;
+
     size_t meta_count;
 
     prepared *slots; /* open addressing, power-of-two capacity */
@@ -73,6 +83,9 @@ void wstore_destroy(weight_store *ws)
     }
     free(ws->meta_keys);
     free(ws->meta_values);
+    for (size_t i = 0; i < ws->n_records; i++)
+        free(ws->records[i].name);
+    free(ws->records);
     for (int i = 0; i < ws->n_files; i++)
         kiln_weights_destroy(ws->files[i]);
     free(ws);
@@ -200,9 +213,68 @@ static void repack_conv(const float *src, float *dst, int64_t o, int64_t i, int6
                     dst[((a * kh + y) * kw + x) * i + c] = src[((a * i + c) * kh + y) * kw + x];
 }
 
+kiln_status wstore_create_recorder(weight_store **out)
+{
+    kiln_status st = wstore_create(out);
+    if (st == KILN_OK)
+        (*out)->recording = 1;
+    return st;
+}
+
+size_t wstore_recorded_count(const weight_store *ws)
+{
+    return ws->n_records;
+}
+
+void wstore_recorded(const weight_store *ws, size_t index, const char **name, int *ndim, int64_t shape[4])
+{
+    const struct recorded *r = &ws->records[index];
+    *name = r->name;
+    *ndim = r->ndim;
+    memcpy(shape, r->shape, sizeof r->shape);
+}
+
+/* Recorder mode: note the tensor (once) and hand out a placeholder. */
+static kiln_status record(weight_store *ws, const char *canonical, weight_kind kind, int ndim, const int64_t *shape,
+                          tensor *out)
+{
+    static float placeholder[1];
+    if (ndim < 1 || ndim > 4)
+        return err_set(KILN_ERR_SHAPE, "recording tensor '%s': %d dims", canonical, ndim);
+    size_t i = 0;
+    while (i < ws->n_records && strcmp(ws->records[i].name, canonical) != 0)
+        i++;
+    if (i == ws->n_records) {
+        if (ws->n_records == ws->records_capacity) {
+            size_t capacity = ws->records_capacity ? 2 * ws->records_capacity : 256;
+            struct recorded *grown = realloc(ws->records, capacity * sizeof *grown);
+            if (!grown)
+                return err_set(KILN_ERR_NOMEM, "cannot record tensor '%s'", canonical);
+            ws->records = grown;
+            ws->records_capacity = capacity;
+        }
+        struct recorded *r = &ws->records[ws->n_records];
+        r->name = strdup(canonical);
+        if (!r->name)
+            return err_set(KILN_ERR_NOMEM, "cannot record tensor '%s'", canonical);
+        r->ndim = ndim;
+        memset(r->shape, 0, sizeof r->shape);
+        memcpy(r->shape, shape, (size_t)ndim * sizeof *shape);
+        ws->n_records++;
+    }
+    int64_t stored[4];
+    memcpy(stored, shape, (size_t)ndim * sizeof *shape);
+    if (kind == WEIGHT_CONV) { /* the kernels' OHWI */
+        stored[1] = shape[2], stored[2] = shape[3], stored[3] = shape[1];
+    }
+    return tensor_init(out, KILN_DTYPE_F32, TENSOR_LAYOUT_PLAIN, ndim, stored, placeholder);
+}
+
 kiln_status wstore_get(weight_store *ws, const char *canonical, weight_kind kind, int ndim,
                        const int64_t *shape, tensor *out)
 {
+    if (ws->recording)
+        return record(ws, canonical, kind, ndim, shape, out);
     prepared *slot = slot_for(ws, canonical, kind);
     if (slot->name) {
         *out = slot->t;

@@ -58,6 +58,18 @@ typedef enum weight_kind {
 kiln_status wstore_get(weight_store *ws, const char *canonical, weight_kind kind, int ndim,
                        const int64_t *shape, tensor *out);
 
+/* A store that holds no file but records what builders ask of it: each
+ * wstore_get succeeds with the shape asked for (as the file would store
+ * it: OIHW for WEIGHT_CONV) over a placeholder that must never be read.
+ * Building a model's graphs against it lists the tensors a checkpoint of
+ * that architecture has: how kiln writes random-weight models for tests. */
+kiln_status wstore_create_recorder(weight_store **out);
+
+/* The tensors recorded so far, in the order first asked for. index < count;
+ * the name lives as long as the store. */
+size_t wstore_recorded_count(const weight_store *ws);
+void wstore_recorded(const weight_store *ws, size_t index, const char **name, int *ndim, int64_t shape[4]);
+
 /* Bytes the store allocated for converted tensors. */
 size_t wstore_converted_bytes(const weight_store *ws);
 
