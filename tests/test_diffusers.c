@@ -141,7 +141,7 @@ static void test_diffusers_unet(void)
     graph_id out = unet_build(&gd.b, &c, x, t, ctx);
     graph_mark_output(gd.g, out);
     graph_exec *exec = NULL;
-    CHECK(graph_exec_create(gd.g, &exec) == KILN_OK, "unet from the diffusers folder: %s", kiln_last_error());
+    CHECK(graph_exec_create(gd.g, NULL, &exec) == KILN_OK, "unet from the diffusers folder: %s", kiln_last_error());
     if (exec) {
         graph_exec_bind(exec, x, x_data);
         graph_exec_bind(exec, t, t_data);
@@ -173,7 +173,7 @@ static void test_diffusers_vae(void)
     graph_mark_output(gd.g, moments);
     graph_mark_output(gd.g, decoded);
     graph_exec *exec = NULL;
-    CHECK(graph_exec_create(gd.g, &exec) == KILN_OK, "vae from the diffusers folder: %s", kiln_last_error());
+    CHECK(graph_exec_create(gd.g, NULL, &exec) == KILN_OK, "vae from the diffusers folder: %s", kiln_last_error());
     if (exec) {
         graph_exec_bind(exec, img, img_data);
         graph_exec_bind(exec, z, z_data);
@@ -202,7 +202,7 @@ static void test_diffusers_text_encoder(void)
     graph_id out = clip_text_build(&gd.b, &c, ids);
     graph_mark_output(gd.g, out);
     graph_exec *exec = NULL;
-    CHECK(graph_exec_create(gd.g, &exec) == KILN_OK, "text encoder from the diffusers folder: %s", kiln_last_error());
+    CHECK(graph_exec_create(gd.g, NULL, &exec) == KILN_OK, "text encoder from the diffusers folder: %s", kiln_last_error());
     if (exec) {
         graph_exec_bind(exec, ids, ids_data);
         if (golden_run(&gd, &exec, MODEL_TOL) == KILN_OK)

@@ -37,7 +37,7 @@ static void run_block(const char *file, const char *extra_name, block_builder bu
     graph_id out = build(&gd, x, extra);
     graph_mark_output(gd.g, out);
     graph_exec *exec = NULL;
-    kiln_status st = graph_exec_create(gd.g, &exec);
+    kiln_status st = graph_exec_create(gd.g, NULL, &exec);
     CHECK(st == KILN_OK, "%s: building the graph: %s", file, kiln_last_error());
     if (st == KILN_OK) {
         graph_exec_bind(exec, x, x_data);
@@ -171,7 +171,7 @@ static void test_timestep_embedding(void)
     graph_mark_output(gd.g, e32);
     graph_mark_output(gd.g, e320);
     graph_exec *exec = NULL;
-    CHECK(graph_exec_create(gd.g, &exec) == KILN_OK, "graph: %s", kiln_last_error());
+    CHECK(graph_exec_create(gd.g, NULL, &exec) == KILN_OK, "graph: %s", kiln_last_error());
     if (exec) {
         graph_exec_bind(exec, t, t_data);
         if (golden_run(&gd, &exec, BLOCK_TOL) == KILN_OK) {
@@ -213,7 +213,7 @@ static void run_unet(const char *file, const char *case_prefix, int traces)
     graph_id out = unet_build(&gd.b, &c, x, t, ctx);
     graph_mark_output(gd.g, out);
     graph_exec *exec = NULL;
-    st = graph_exec_create(gd.g, &exec);
+    st = graph_exec_create(gd.g, NULL, &exec);
     CHECK(st == KILN_OK, "%s: building the unet: %s", file, kiln_last_error());
     if (st == KILN_OK) {
         graph_exec_bind(exec, x, x_data);
@@ -266,7 +266,7 @@ static void run_vae(const char *case_prefix, int traces)
     graph_mark_output(gd.g, moments);
     graph_mark_output(gd.g, decoded);
     graph_exec *exec = NULL;
-    st = graph_exec_create(gd.g, &exec);
+    st = graph_exec_create(gd.g, NULL, &exec);
     CHECK(st == KILN_OK, "building the vae: %s", kiln_last_error());
     if (st == KILN_OK) {
         graph_exec_bind(exec, img, img_data);
@@ -307,7 +307,7 @@ static void test_clip_small(void)
     graph_id out = clip_text_build(&gd.b, &c, ids);
     graph_mark_output(gd.g, out);
     graph_exec *exec = NULL;
-    st = graph_exec_create(gd.g, &exec);
+    st = graph_exec_create(gd.g, NULL, &exec);
     CHECK(st == KILN_OK, "building clip: %s", kiln_last_error());
     if (st == KILN_OK) {
         graph_exec_bind(exec, ids, ids_data);

@@ -11,9 +11,12 @@
 
 struct graph_exec {
     const graph *g;
+    const kernel_table *k; /* the level the weights were packed for */
     size_t count;
     float **data;    /* per node: where its output lives during a run */
     size_t *offset;  /* per node: arena offset, SIZE_MAX when not in the arena */
+    const packed_weights **packed; /* per linear / conv node: its weight */
+    weight_cache *own_cache;       /* when the caller gave none */
     arena memory;
 };
 
@@ -117,7 +120,31 @@ done:
     return st;
 }
 
-kiln_status graph_exec_create(const graph *g, graph_exec **out)
+/* Weights in the form their readers want: packed for the matrix kernels,
+ * f32 for the rest. */
+static kiln_status prepare_weights(graph_exec *e, weight_cache *cache)
+{
+    const graph *g = e->g;
+    for (size_t i = 0; i < e->count; i++) {
+        const graph_node *node = graph_node_at(g, (graph_id)i);
+        if (node->op == GRAPH_OP_WEIGHT) {
+            kiln_status st = weight_cache_f32(cache, &node->out, (const float **)&e->data[i]);
+            if (st != KILN_OK)
+                return err_wrap(st, "weight '%s': ", node->name);
+            continue;
+        }
+        if (node->op != GRAPH_OP_LINEAR && node->op != GRAPH_OP_CONV2D)
+            continue;
+        const tensor *w = &graph_node_at(g, node->inputs[1])->out;
+        int64_t taps = node->op == GRAPH_OP_CONV2D ? w->shape[2] * w->shape[3] : 1;
+        kiln_status st = weight_cache_packed(cache, w, w->shape[0], w->shape[1], taps, e->k->gemm_nr, &e->packed[i]);
+        if (st != KILN_OK)
+            return err_wrap(st, "weight of '%s': ", node->name);
+    }
+    return KILN_OK;
+}
+
+kiln_status graph_exec_create(const graph *g, weight_cache *cache, graph_exec **out)
 {
     if (graph_status(g) != KILN_OK)
         return graph_status(g);
@@ -125,14 +152,23 @@ kiln_status graph_exec_create(const graph *g, graph_exec **out)
     if (!e)
         return err_set(KILN_ERR_NOMEM, "cannot allocate a graph executor");
     e->g = g;
+    e->k = kernels_get();
     e->count = graph_node_count(g);
     e->data = calloc(e->count ? e->count : 1, sizeof *e->data);
     e->offset = calloc(e->count ? e->count : 1, sizeof *e->offset);
+    e->packed = calloc(e->count ? e->count : 1, sizeof *e->packed);
     kiln_status st = KILN_OK;
-    if (!e->data || !e->offset) {
+    if (!e->data || !e->offset || !e->packed) {
         st = err_set(KILN_ERR_NOMEM, "cannot allocate a graph executor");
         goto fail;
     }
+    if (!cache) {
+        if ((st = weight_cache_create(&e->own_cache)) != KILN_OK)
+            goto fail;
+        cache = e->own_cache;
+    }
+    if ((st = prepare_weights(e, cache)) != KILN_OK)
+        goto fail;
     size_t bytes = 0;
     st = plan_memory(e, &bytes);
     if (st != KILN_OK)
@@ -140,13 +176,9 @@ kiln_status graph_exec_create(const graph *g, graph_exec **out)
     st = arena_init(&e->memory, bytes);
     if (st != KILN_OK)
         goto fail;
-    for (size_t i = 0; i < e->count; i++) {
-        const graph_node *node = graph_node_at(g, (graph_id)i);
-        if (node->op == GRAPH_OP_WEIGHT)
-            e->data[i] = node->out.data;
-        else if (e->offset[i] != SIZE_MAX)
+    for (size_t i = 0; i < e->count; i++)
+        if (e->offset[i] != SIZE_MAX)
             e->data[i] = arena_at(&e->memory, e->offset[i]);
-    }
     LOG_DEBUG("graph: %zu nodes, activation arena %.1f MiB", e->count, (double)bytes / (1024.0 * 1024.0));
     *out = e;
     return KILN_OK;
@@ -160,8 +192,10 @@ void graph_exec_destroy(graph_exec *e)
     if (!e)
         return;
     arena_deinit(&e->memory);
+    weight_cache_destroy(e->own_cache);
     free(e->data);
     free(e->offset);
+    free(e->packed);
     free(e);
 }
 
@@ -191,6 +225,7 @@ const float *graph_exec_output(const graph_exec *e, graph_id id)
 typedef struct op_ctx {
     const kernel_table *k;
     const graph_node *node;
+    const packed_weights *w; /* linear and conv */
     const tensor *in[GRAPH_MAX_INPUTS];
     const float *x[GRAPH_MAX_INPUTS];
     float *y;
@@ -215,13 +250,16 @@ static int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+/* Tiles run weight-panel by weight-panel: a panel stays in cache while
+ * every row block streams past it. */
 static void run_linear(void *p, int64_t begin, int64_t end, int thread)
 {
     op_ctx *c = p;
     int64_t m_total = rows_of(c->in[0]), n_total = last_dim(&c->node->out), k = last_dim(c->in[0]);
+    int64_t tiles_m = (m_total + c->tile_m - 1) / c->tile_m;
     for (int64_t tile = begin; tile < end; tile++) {
-        int64_t m0 = (tile / c->tiles_n) * c->tile_m, n0 = (tile % c->tiles_n) * c->tile_n;
-        c->k->linear_f32(c->x[0], k, c->x[1], c->x[2], c->y, n_total, k, m0, min64(m0 + c->tile_m, m_total), n0,
+        int64_t m0 = (tile % tiles_m) * c->tile_m, n0 = (tile / tiles_m) * c->tile_n;
+        c->k->linear_f32(c->x[0], k, c->w, c->x[2], c->y, n_total, m0, min64(m0 + c->tile_m, m_total), n0,
                          min64(n0 + c->tile_n, n_total));
     }
 }
@@ -230,9 +268,10 @@ static void run_conv2d(void *p, int64_t begin, int64_t end, int thread)
 {
     op_ctx *c = p;
     int64_t pixels = c->conv.batch * c->conv.out_h * c->conv.out_w;
+    int64_t tiles_m = (pixels + c->tile_m - 1) / c->tile_m;
     for (int64_t tile = begin; tile < end; tile++) {
-        int64_t p0 = (tile / c->tiles_n) * c->tile_m, c0 = (tile % c->tiles_n) * c->tile_n;
-        c->k->conv2d_f32(&c->conv, c->x[0], c->x[1], c->x[2], NULL, c->y, p0, min64(p0 + c->tile_m, pixels), c0,
+        int64_t p0 = (tile % tiles_m) * c->tile_m, c0 = (tile / tiles_m) * c->tile_n;
+        c->k->conv2d_f32(&c->conv, c->x[0], c->w, c->x[2], NULL, c->y, p0, min64(p0 + c->tile_m, pixels), c0,
                          min64(c0 + c->tile_n, c->conv.out_c));
     }
 }
@@ -355,24 +394,28 @@ static kiln_status embed_tokens(const op_ctx *c)
     return KILN_OK;
 }
 
-/* Splits an m x n output into tiles, enough of them to keep every thread busy. */
+/* Splits an m x n output into tiles in multiples of the kernel's own tile,
+ * enough of them to keep every thread busy: skinny outputs (the time
+ * embedding, a few tokens) are split across their columns. */
 static void set_tiles(op_ctx *c, int64_t m, int64_t n, int threads)
 {
-    c->tile_n = n > 64 ? 64 : n;
-    c->tile_m = m > 16 ? 16 : m;
-    /* skinny outputs (time embedding, a few tokens): split the columns finer */
+    int64_t mr = c->k->gemm_mr > 0 ? c->k->gemm_mr : 1, nr = c->w->nr > 0 ? c->w->nr : 8;
+    c->tile_n = n < 2 * nr ? nr : 2 * nr;
+    c->tile_m = 4 * mr;
+    if (c->tile_m > m)
+        c->tile_m = (m + mr - 1) / mr * mr;
     int64_t tiles = ((m + c->tile_m - 1) / c->tile_m) * ((n + c->tile_n - 1) / c->tile_n);
-    while (tiles < 4 * threads && c->tile_n > 8) {
-        c->tile_n /= 2;
-        tiles = ((m + c->tile_m - 1) / c->tile_m) * ((n + c->tile_n - 1) / c->tile_n);
-    }
+    if (tiles < 4 * threads && c->tile_n > nr)
+        c->tile_n = nr;
+    while (((m + c->tile_m - 1) / c->tile_m) * ((n + c->tile_n - 1) / c->tile_n) < 4 * threads && c->tile_m > mr)
+        c->tile_m -= mr;
     c->tiles_n = (n + c->tile_n - 1) / c->tile_n;
 }
 
 static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
 {
     const graph_node *node = graph_node_at(e->g, id);
-    op_ctx c = {.k = kernels_get(), .node = node, .y = e->data[id]};
+    op_ctx c = {.k = e->k, .node = node, .w = e->packed[id], .y = e->data[id]};
     for (int i = 0; i < node->n_inputs; i++)
         if (node->inputs[i] != GRAPH_NONE) {
             c.in[i] = &graph_node_at(e->g, node->inputs[i])->out;

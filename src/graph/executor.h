@@ -12,13 +12,17 @@
 
 #include "core/threadpool.h"
 #include "graph/graph.h"
+#include "graph/weight_cache.h"
 
 typedef struct graph_exec graph_exec;
 
-/* Plans and allocates the arena. The graph must stay alive and unchanged
- * while the executor exists. Errors: the graph's own error, KILN_ERR_NOMEM
- * (naming the arena size). */
-kiln_status graph_exec_create(const graph *g, graph_exec **out);
+/* Plans and allocates the arena, and prepares every weight for the kernel
+ * level in use (kernels_get() now; the executor keeps that level) through
+ * cache, which must outlive the executor; cache NULL gives the executor a
+ * cache of its own. The graph must stay alive and unchanged while the
+ * executor exists. Errors: the graph's own error, KILN_ERR_NOMEM (naming
+ * the size), the cache's errors. */
+kiln_status graph_exec_create(const graph *g, weight_cache *cache, graph_exec **out);
 void graph_exec_destroy(graph_exec *e);
 
 /* Bytes of the activation arena: the plan's peak. */

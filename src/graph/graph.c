@@ -200,8 +200,8 @@ graph_id graph_weight(graph *g, const char *name, const tensor *t)
 {
     if (g->status != KILN_OK)
         return GRAPH_NONE;
-    if (t->dtype != KILN_DTYPE_F32 || !t->data)
-        return fail(g, KILN_ERR_UNSUPPORTED, name, "weights must be f32 with data", NULL);
+    if ((t->dtype != KILN_DTYPE_F32 && t->dtype != KILN_DTYPE_F16 && t->dtype != KILN_DTYPE_BF16) || !t->data)
+        return fail(g, KILN_ERR_UNSUPPORTED, name, "weights must be F32, F16 or BF16 with data", NULL);
     graph_id id = add_node(g, GRAPH_OP_WEIGHT, name, 0, NULL, t);
     if (id != GRAPH_NONE)
         g->nodes[id].out.data = t->data;
@@ -251,14 +251,14 @@ graph_id graph_conv2d(graph *g, const char *name, graph_id x, graph_id w, graph_
     REQUIRE_INPUTS(g, name, x, w);
     const tensor *xt = shape_of(g, x), *wt = shape_of(g, w);
     char a[96], c[96], detail[220];
-    if (xt->layout != TENSOR_LAYOUT_NHWC || wt->ndim != 4 || wt->shape[1] != wt->shape[2] ||
-        wt->shape[3] != xt->shape[3] || stride < 1) {
-        snprintf(detail, sizeof detail, "x %s (%s), weight %s (expected [out, k, k, %lld])",
+    if (xt->layout != TENSOR_LAYOUT_NHWC || wt->ndim != 4 || wt->shape[2] != wt->shape[3] ||
+        wt->shape[1] != xt->shape[3] || stride < 1) {
+        snprintf(detail, sizeof detail, "x %s (%s), weight %s (expected [out, %lld, k, k])",
                  shape_text(xt, a, sizeof a), tensor_layout_name(xt->layout), shape_text(wt, c, sizeof c),
                  (long long)(xt->ndim == 4 ? xt->shape[3] : -1));
         return fail(g, KILN_ERR_SHAPE, name, "convolution does not fit: ", detail);
     }
-    int k = (int)wt->shape[1];
+    int k = (int)wt->shape[2];
     int64_t out_h = (xt->shape[1] + pad_top + pad_bottom - k) / stride + 1;
     int64_t out_w = (xt->shape[2] + pad_left + pad_right - k) / stride + 1;
     if (out_h < 1 || out_w < 1)

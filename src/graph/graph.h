@@ -10,7 +10,8 @@
  *
  * Activations are f32, NHWC for images ([batch, h, w, c]) and token-major
  * for sequences ([batch, tokens, c]). Weights are graph constants that point
- * at memory the model owns.
+ * at memory the model owns (F32, F16 or BF16, in PyTorch's layout); the
+ * executor's weight cache prepares them for the kernels.
  */
 #ifndef KILN_GRAPH_GRAPH_H
 #define KILN_GRAPH_GRAPH_H
@@ -32,7 +33,7 @@ typedef enum graph_op {
     GRAPH_OP_VIEW,   /* the input's data under another shape, no copy */
 
     GRAPH_OP_LINEAR,           /* x [.., k] . w[n, k]^T + b */
-    GRAPH_OP_CONV2D,           /* NHWC x, OHWI w, + b */
+    GRAPH_OP_CONV2D,           /* NHWC x, w [out, in, k, k] as PyTorch stores it, + b */
     GRAPH_OP_GROUP_NORM,       /* optionally followed by SiLU */
     GRAPH_OP_LAYER_NORM,       /* over the last dim */
     GRAPH_OP_ATTENTION,        /* softmax(q k^T s) v, heads interleaved in channels */
@@ -102,7 +103,8 @@ int graph_is_output(const graph *g, graph_id id);
 
 /* ---- sources ---- */
 graph_id graph_input(graph *g, const char *name, tensor_layout layout, int ndim, const int64_t *shape);
-/* A constant: t->data must stay valid while the graph runs. */
+/* A constant (F32, F16 or BF16): t->data must stay valid while the graph
+ * and its executors live. */
 graph_id graph_weight(graph *g, const char *name, const tensor *t);
 /* The same data under another shape with the same element count. */
 graph_id graph_view(graph *g, graph_id x, tensor_layout layout, int ndim, const int64_t *shape);

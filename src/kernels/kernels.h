@@ -16,8 +16,27 @@
 
 #include "kiln.h"
 
-/* Convolution geometry. Activations are NHWC; weights [out_c, kernel,
- * kernel, in_c] (OHWI), repacked from PyTorch's OIHW at load. */
+/* The weight operand of a matrix multiply or convolution, packed once for
+ * the kernel level that reads it:
+ *   nr == 0  the scalar layout: [n][taps][k] (OHWI for a convolution)
+ *   nr > 0   panels of nr output channels: [n / nr][taps][k][nr], the last
+ *            panel zero-padded; what the SIMD micro-kernels stream through
+ * taps is kernel * kernel for a convolution and 1 for a linear layer. */
+typedef struct packed_weights {
+    int nr;
+    int64_t n, k, taps;
+    const float *data; /* 64-byte aligned */
+} packed_weights;
+
+/* Floats a packed copy takes. */
+size_t kernels_packed_floats(int nr, int64_t n, int64_t k, int64_t taps);
+
+/* Packs PyTorch's layout, src[n][k][taps] (a linear layer's [n][k], a
+ * convolution's [out][in][kh][kw]), of dtype F32, F16 or BF16, into dst
+ * (kernels_packed_floats(...) floats). */
+void kernels_pack_weights(const void *src, kiln_dtype dtype, int nr, int64_t n, int64_t k, int64_t taps, float *dst);
+
+/* Convolution geometry. Activations are NHWC. */
 typedef struct conv2d_geom {
     int64_t batch, in_h, in_w, in_c;
     int64_t out_h, out_w, out_c;
@@ -43,16 +62,22 @@ typedef struct attention_geom {
 typedef struct kernel_table {
     kiln_isa isa;
 
+    /* The tile the matrix kernels are built around: rows of output (pixels
+     * or tokens) and output channels; nr is also the packing the level's
+     * kernels read (packed_weights.nr). Callers split work in multiples of
+     * these. */
+    int gemm_mr, gemm_nr;
+
     /* y[m, n] = bias[n] + sum_k x[m, k] w[n, k] for m in [m0, m1), n in
-     * [n0, n1). w is [n_total, k] as PyTorch stores linear weights; x and y
-     * rows are ldx and ldy floats apart; bias may be NULL. */
-    void (*linear_f32)(const float *x, int64_t ldx, const float *w, const float *bias, float *y, int64_t ldy,
-                       int64_t k, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+     * [n0, n1) (n0 a multiple of w->nr); x and y rows are ldx and ldy floats
+     * apart; bias may be NULL. */
+    void (*linear_f32)(const float *x, int64_t ldx, const packed_weights *w, const float *bias, float *y,
+                       int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 
     /* Output pixels [p0, p1) of batch * out_h * out_w and output channels
-     * [c0, c1): y = conv(x, w) + bias (+ residual, same shape as y, if not
-     * NULL). bias may be NULL. */
-    void (*conv2d_f32)(const conv2d_geom *g, const float *x, const float *w, const float *bias,
+     * [c0, c1) (c0 a multiple of w->nr): y = conv(x, w) + bias (+ residual,
+     * same shape as y, if not NULL). bias may be NULL. */
+    void (*conv2d_f32)(const conv2d_geom *g, const float *x, const packed_weights *w, const float *bias,
                        const float *residual, float *y, int64_t p0, int64_t p1, int64_t c0, int64_t c1);
 
     /* Group normalization of x [batch, hw, c] for the (batch, group) pairs
@@ -101,6 +126,7 @@ const kernel_table *kernels_get(void);
 
 /* Each ISA file fills in what it has. */
 void ops_register_scalar(kernel_table *t);
+void gemm_register_avx512(kernel_table *t);
 void convert_register_scalar(kernel_table *t);
 void convert_register_avx2(kernel_table *t);
 void convert_register_avx512(kernel_table *t);

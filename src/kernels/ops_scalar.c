@@ -7,9 +7,12 @@
 
 #include "kernels/kernels.h"
 
-static void linear_f32_scalar(const float *x, int64_t ldx, const float *w, const float *bias, float *y, int64_t ldy,
-                              int64_t k, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+/* Both matrix kernels read the scalar packing (nr == 0): w[n][taps][k]. */
+static void linear_f32_scalar(const float *x, int64_t ldx, const packed_weights *pw, const float *bias, float *y,
+                              int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
 {
+    const float *w = pw->data;
+    const int64_t k = pw->k;
     for (int64_t m = m0; m < m1; m++) {
         const float *xr = x + m * ldx;
         for (int64_t n = n0; n < n1; n++) {
@@ -22,9 +25,10 @@ static void linear_f32_scalar(const float *x, int64_t ldx, const float *w, const
     }
 }
 
-static void conv2d_f32_scalar(const conv2d_geom *g, const float *x, const float *w, const float *bias,
+static void conv2d_f32_scalar(const conv2d_geom *g, const float *x, const packed_weights *pw, const float *bias,
                               const float *residual, float *y, int64_t p0, int64_t p1, int64_t c0, int64_t c1)
 {
+    const float *w = pw->data;
     const int64_t ksize = g->kernel;
     for (int64_t p = p0; p < p1; p++) {
         int64_t ox = p % g->out_w;
@@ -207,6 +211,8 @@ static void geglu_f32_scalar(const float *x, float *y, int64_t n, int64_t r0, in
 
 void ops_register_scalar(kernel_table *t)
 {
+    t->gemm_mr = 1;
+    t->gemm_nr = 0;
     t->linear_f32 = linear_f32_scalar;
     t->conv2d_f32 = conv2d_f32_scalar;
     t->group_norm_f32 = group_norm_f32_scalar;

@@ -15,7 +15,7 @@ typedef struct prepared {
     char *name; /* canonical; NULL marks an empty slot */
     weight_kind kind;
     tensor t;
-    void *owned; /* converted copy, or NULL when t.data points into the file */
+    void *owned; /* an aligned copy, or NULL when t.data points into the file */
 } prepared;
 
 struct weight_store {
@@ -38,7 +38,7 @@ struct weight_store {
 
     prepared *slots; /* open addressing, power-of-two capacity */
     size_t capacity, used;
-    size_t converted_bytes;
+    size_t copied_bytes;
 };
 
 kiln_status wstore_create(weight_store **out)
@@ -158,9 +158,9 @@ const char *wstore_metadata(const weight_store *ws, const char *key)
     return NULL;
 }
 
-size_t wstore_converted_bytes(const weight_store *ws)
+size_t wstore_copied_bytes(const weight_store *ws)
 {
-    return ws->converted_bytes;
+    return ws->copied_bytes;
 }
 
 static uint64_t hash_name(const char *s, weight_kind kind)
@@ -201,16 +201,6 @@ static kiln_status grow(weight_store *ws)
 static void shape_text(const int64_t *shape, int ndim, char *buf, size_t size)
 {
     tensor_shape_str(shape, ndim, buf, size);
-}
-
-/* OIHW -> OHWI */
-static void repack_conv(const float *src, float *dst, int64_t o, int64_t i, int64_t kh, int64_t kw)
-{
-    for (int64_t a = 0; a < o; a++)
-        for (int64_t c = 0; c < i; c++)
-            for (int64_t y = 0; y < kh; y++)
-                for (int64_t x = 0; x < kw; x++)
-                    dst[((a * kh + y) * kw + x) * i + c] = src[((a * i + c) * kh + y) * kw + x];
 }
 
 kiln_status wstore_create_recorder(weight_store **out)
@@ -262,12 +252,7 @@ static kiln_status record(weight_store *ws, const char *canonical, weight_kind k
         memcpy(r->shape, shape, (size_t)ndim * sizeof *shape);
         ws->n_records++;
     }
-    int64_t stored[4];
-    memcpy(stored, shape, (size_t)ndim * sizeof *shape);
-    if (kind == WEIGHT_CONV) { /* the kernels' OHWI */
-        stored[1] = shape[2], stored[2] = shape[3], stored[3] = shape[1];
-    }
-    return tensor_init(out, KILN_DTYPE_F32, TENSOR_LAYOUT_PLAIN, ndim, stored, placeholder);
+    return tensor_init(out, KILN_DTYPE_F32, TENSOR_LAYOUT_PLAIN, ndim, shape, placeholder);
 }
 
 kiln_status wstore_get(weight_store *ws, const char *canonical, weight_kind kind, int ndim,
@@ -306,43 +291,20 @@ kiln_status wstore_get(weight_store *ws, const char *canonical, weight_kind kind
                        kiln_weights_path(ws->files[file]), d->name, kiln_dtype_name(d->dtype));
 
     const kiln_weights *w = ws->files[file];
-    const void *in_file = kiln_weights_data(w, d);
+    const void *data = kiln_weights_data(w, d);
     void *owned = NULL;
-    float *data;
-    int in_place = d->dtype == KILN_DTYPE_F32 && kind == WEIGHT_PLAIN && ((uintptr_t)in_file % sizeof(float)) == 0;
-    if (in_place) {
-        data = (float *)in_file;
-    } else {
-        size_t bytes = (size_t)have_numel * sizeof(float);
-        owned = NULL;
+    size_t elem = kiln_dtype_size(d->dtype);
+    if ((uintptr_t)data % elem != 0) {
+        /* the header's length left this tensor misaligned for its type */
+        size_t bytes = (size_t)d->nbytes;
         if (posix_memalign(&owned, ARENA_ALIGN, bytes ? bytes : ARENA_ALIGN) != 0)
             return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for tensor '%s'", bytes, d->name);
-        kiln_status st = kiln_weights_read_f32(w, d, owned, (size_t)have_numel);
-        if (st == KILN_OK && kind == WEIGHT_CONV) {
-            float *packed = NULL;
-            if (posix_memalign((void **)&packed, ARENA_ALIGN, bytes ? bytes : ARENA_ALIGN) != 0) {
-                st = err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for tensor '%s'", bytes, d->name);
-            } else {
-                repack_conv(owned, packed, shape[0], shape[1], shape[2], shape[3]);
-                free(owned);
-                owned = packed;
-            }
-        }
-        if (st != KILN_OK) {
-            free(owned);
-            return st;
-        }
+        memcpy(owned, data, bytes);
         data = owned;
-        ws->converted_bytes += bytes;
+        ws->copied_bytes += bytes;
     }
-
     tensor t;
-    if (kind == WEIGHT_CONV) {
-        int64_t ohwi[4] = {shape[0], shape[2], shape[3], shape[1]};
-        tensor_init(&t, KILN_DTYPE_F32, TENSOR_LAYOUT_PLAIN, 4, ohwi, data);
-    } else {
-        tensor_init(&t, KILN_DTYPE_F32, TENSOR_LAYOUT_PLAIN, ndim, shape, data);
-    }
+    tensor_init(&t, d->dtype, TENSOR_LAYOUT_PLAIN, ndim, shape, (void *)data);
 
     if ((ws->used + 1) * 4 > ws->capacity * 3) {
         kiln_status st = grow(ws);

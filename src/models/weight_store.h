@@ -7,9 +7,10 @@
  * store may hold several files (a diffusers folder has one per component);
  * a name map translates canonical names to a file's own names.
  *
- * F32 tensors that need no repacking are used in place in the mapped file;
- * F16/BF16 ones are converted, and convolution weights are repacked from
- * PyTorch's OIHW to OHWI, both into memory the store owns.
+ * Tensors are handed out as the file stores them (F32, F16 or BF16, in
+ * PyTorch's layout), in place in the mapped file: the graph's weight cache
+ * converts and packs them for the kernels. Only a tensor the file leaves
+ * misaligned for its type is copied, into memory the store owns.
  */
 #ifndef KILN_MODELS_WEIGHT_STORE_H
 #define KILN_MODELS_WEIGHT_STORE_H
@@ -41,26 +42,25 @@ const char *wstore_metadata(const weight_store *ws, const char *key);
  * strings are copied. Errors: KILN_ERR_NOMEM. */
 kiln_status wstore_set_metadata(weight_store *ws, const char *key, const char *value);
 
-/* How a tensor is laid out for the kernels. */
+/* How strictly a tensor's stored shape must match the one asked for. */
 typedef enum weight_kind {
-    WEIGHT_PLAIN,  /* as stored, any shape with this element count */
-    WEIGHT_CONV,   /* OIHW in the file -> OHWI */
+    WEIGHT_PLAIN, /* the same element count: a [O, I, 1, 1] 1x1 convolution
+                     and an [O, I] linear layer are the same matrix */
+    WEIGHT_CONV,  /* exactly the shape asked for: [O, I, kh, kw] */
     WEIGHT_KIND_COUNT
 } weight_kind;
 
-/* The tensor `canonical`, prepared as kind, checked against the expected
- * shape (ndim dims; as in the file for WEIGHT_CONV, i.e. [O, I, kh, kw]; for
- * WEIGHT_PLAIN the element count must match, so a [O, I, 1, 1] 1x1
- * convolution can be asked for as a [O, I] matrix). *out's data lives as
- * long as the store. Errors: KILN_ERR_SHAPE naming the tensor, the shape
- * found and the shape expected; KILN_ERR_FORMAT when missing;
+/* The tensor `canonical` (F32, F16 or BF16) with the shape asked for (ndim
+ * dims), checked against the file as kind says. *out's data lives as long
+ * as the store. Errors: KILN_ERR_SHAPE naming the tensor, the shape found
+ * and the shape expected; KILN_ERR_FORMAT when missing;
  * KILN_ERR_UNSUPPORTED for non-float dtypes; KILN_ERR_NOMEM. */
 kiln_status wstore_get(weight_store *ws, const char *canonical, weight_kind kind, int ndim,
                        const int64_t *shape, tensor *out);
 
 /* A store that holds no file but records what builders ask of it: each
- * wstore_get succeeds with the shape asked for (as the file would store
- * it: OIHW for WEIGHT_CONV) over a placeholder that must never be read.
+ * wstore_get succeeds with the shape asked for over a placeholder that
+ * must never be read.
  * Building a model's graphs against it lists the tensors a checkpoint of
  * that architecture has: how kiln writes random-weight models for tests. */
 kiln_status wstore_create_recorder(weight_store **out);
@@ -70,7 +70,7 @@ kiln_status wstore_create_recorder(weight_store **out);
 size_t wstore_recorded_count(const weight_store *ws);
 void wstore_recorded(const weight_store *ws, size_t index, const char **name, int *ndim, int64_t shape[4]);
 
-/* Bytes the store allocated for converted tensors. */
-size_t wstore_converted_bytes(const weight_store *ws);
+/* Bytes the store copied (misaligned tensors). */
+size_t wstore_copied_bytes(const weight_store *ws);
 
 #endif

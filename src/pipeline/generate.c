@@ -41,6 +41,7 @@ struct kiln_model {
     kiln_engine *engine;
     sd_model *sd;
     char hash[11]; /* "" until first needed */
+    weight_cache *weights; /* packed once, shared by every graph */
     sd_schedule schedule;
     cached_graph text, unet, decoder, encoder;
 };
@@ -105,7 +106,10 @@ kiln_status kiln_model_load(kiln_engine *e, const char *path, const kiln_model_o
     if (!m)
         return err_set(KILN_ERR_NOMEM, "cannot allocate a model");
     kiln_status st = sd_model_load(path, o ? o->tokenizer_dir : NULL, &m->sd);
+    if (st == KILN_OK)
+        st = weight_cache_create(&m->weights);
     if (st != KILN_OK) {
+        sd_model_destroy(m->sd);
         free(m);
         return st;
     }
@@ -123,6 +127,7 @@ void kiln_model_destroy(kiln_model *m)
     cached_graph_clear(&m->unet);
     cached_graph_clear(&m->decoder);
     cached_graph_clear(&m->encoder);
+    weight_cache_destroy(m->weights);
     sd_model_destroy(m->sd);
     free(m);
 }
@@ -196,7 +201,7 @@ static kiln_status get_graph(kiln_model *m, cached_graph *c, graph_builder build
     c->in[0] = c->in[1] = c->in[2] = GRAPH_NONE;
     c->out = build(m, c->g, batch, h, w, c->in);
     graph_mark_output(c->g, c->out);
-    st = graph_exec_create(c->g, &c->exec);
+    st = graph_exec_create(c->g, m->weights, &c->exec);
     if (st != KILN_OK) {
         cached_graph_clear(c);
         return st;

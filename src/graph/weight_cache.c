@@ -1,0 +1,179 @@
+#include "graph/weight_cache.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "core/error.h"
+
+/* The prepared form of one source tensor: packed with panel width nr, or
+ * (nr == FORM_F32) plainly converted. */
+#define FORM_F32 (-1)
+
+typedef struct entry {
+    const void *source; /* NULL marks an empty slot */
+    int form;
+    packed_weights packed;
+    float *data;
+} entry;
+
+/* Entries are allocated one by one so that the pointers handed out stay
+ * valid when the table grows. */
+struct weight_cache {
+    entry **slots; /* open addressing, power-of-two capacity */
+    size_t capacity, used, bytes;
+};
+
+kiln_status weight_cache_create(weight_cache **out)
+{
+    weight_cache *c = calloc(1, sizeof *c);
+    if (c) {
+        c->capacity = 1024;
+        c->slots = calloc(c->capacity, sizeof *c->slots);
+    }
+    if (!c || !c->slots) {
+        free(c);
+        return err_set(KILN_ERR_NOMEM, "cannot allocate a weight cache");
+    }
+    *out = c;
+    return KILN_OK;
+}
+
+void weight_cache_destroy(weight_cache *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->capacity; i++)
+        if (c->slots[i]) {
+            free(c->slots[i]->data);
+            free(c->slots[i]);
+        }
+    free(c->slots);
+    free(c);
+}
+
+size_t weight_cache_bytes(const weight_cache *c)
+{
+    return c->bytes;
+}
+
+/* The slot holding (source, form), or the empty slot where it belongs. */
+static entry **slot_for(weight_cache *c, const void *source, int form)
+{
+    size_t mask = c->capacity - 1;
+    uint64_t h = ((uint64_t)(uintptr_t)source * 0x9E3779B97F4A7C15ull) ^ (uint64_t)(form + 7);
+    for (size_t i = (size_t)(h >> 17) & mask;; i = (i + 1) & mask) {
+        entry **e = &c->slots[i];
+        if (!*e || ((*e)->source == source && (*e)->form == form))
+            return e;
+    }
+}
+
+/* Makes room for one more entry (keeps the table under 3/4 full). */
+static kiln_status reserve(weight_cache *c)
+{
+    if ((c->used + 1) * 4 <= c->capacity * 3)
+        return KILN_OK;
+    entry **old = c->slots;
+    size_t old_capacity = c->capacity;
+    c->slots = calloc(old_capacity * 2, sizeof *c->slots);
+    if (!c->slots) {
+        c->slots = old;
+        return err_set(KILN_ERR_NOMEM, "cannot grow the weight cache");
+    }
+    c->capacity = old_capacity * 2;
+    for (size_t i = 0; i < old_capacity; i++)
+        if (old[i])
+            *slot_for(c, old[i]->source, old[i]->form) = old[i];
+    free(old);
+    return KILN_OK;
+}
+
+static kiln_status check_dtype(const tensor *w)
+{
+    if (w->dtype != KILN_DTYPE_F32 && w->dtype != KILN_DTYPE_F16 && w->dtype != KILN_DTYPE_BF16)
+        return err_set(KILN_ERR_UNSUPPORTED, "weights must be F32, F16 or BF16, not %s", kiln_dtype_name(w->dtype));
+    return KILN_OK;
+}
+
+static float *allocate(size_t floats)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, ARENA_ALIGN, floats ? floats * sizeof(float) : ARENA_ALIGN) != 0)
+        return NULL;
+    return p;
+}
+
+/* A new entry for (source, form) owning data, placed in the table. */
+static entry *insert(weight_cache *c, const void *source, int form, float *data, size_t floats)
+{
+    entry *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    e->source = source;
+    e->form = form;
+    e->data = data;
+    *slot_for(c, source, form) = e;
+    c->used++;
+    c->bytes += floats * sizeof(float);
+    return e;
+}
+
+kiln_status weight_cache_packed(weight_cache *c, const tensor *w, int64_t n, int64_t k, int64_t taps, int nr,
+                                const packed_weights **out)
+{
+    entry **found = slot_for(c, w->data, nr);
+    if (*found) {
+        *out = &(*found)->packed;
+        return KILN_OK;
+    }
+    kiln_status st = check_dtype(w);
+    if (st == KILN_OK)
+        st = reserve(c);
+    if (st != KILN_OK)
+        return st;
+    size_t floats = kernels_packed_floats(nr, n, k, taps);
+    float *data = allocate(floats);
+    entry *e = data ? insert(c, w->data, nr, data, floats) : NULL;
+    if (!e) {
+        free(data);
+        return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for packed weights [%lld x %lld x %lld]",
+                       floats * sizeof(float), (long long)n, (long long)k, (long long)taps);
+    }
+    kernels_pack_weights(w->data, w->dtype, nr, n, k, taps, data);
+    e->packed = (packed_weights){.nr = nr, .n = n, .k = k, .taps = taps, .data = data};
+    *out = &e->packed;
+    return KILN_OK;
+}
+
+kiln_status weight_cache_f32(weight_cache *c, const tensor *w, const float **out)
+{
+    if (w->dtype == KILN_DTYPE_F32) {
+        *out = w->data;
+        return KILN_OK;
+    }
+    entry **found = slot_for(c, w->data, FORM_F32);
+    if (*found) {
+        *out = (*found)->data;
+        return KILN_OK;
+    }
+    kiln_status st = check_dtype(w);
+    if (st == KILN_OK)
+        st = reserve(c);
+    if (st != KILN_OK)
+        return st;
+    size_t n = (size_t)tensor_numel(w);
+    float *data = allocate(n);
+    if (!data || !insert(c, w->data, FORM_F32, data, n)) {
+        free(data);
+        return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for a converted weight", n * sizeof(float));
+    }
+    const kernel_table *k = kernels_get();
+    if (w->dtype == KILN_DTYPE_F16)
+        k->f16_to_f32(w->data, data, n);
+    else
+        k->bf16_to_f32(w->data, data, n);
+    *out = data;
+    return KILN_OK;
+}

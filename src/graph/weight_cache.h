@@ -1,0 +1,35 @@
+/*
+ * weight_cache.h - weights prepared for the kernels, once per model.
+ *
+ * Graph weights point at the file's tensors (F32, F16 or BF16, PyTorch's
+ * layout). Before a graph runs, its executor asks the cache for the form
+ * each kernel reads: matrix and convolution weights packed for the kernel
+ * level in use, everything else (biases, norms, embeddings) as f32. The
+ * cache keys on the source data and the form, so every graph built from a
+ * model (each resolution, each batch size) shares one prepared copy.
+ * Not thread-safe: one owner (the model) at a time.
+ */
+#ifndef KILN_GRAPH_WEIGHT_CACHE_H
+#define KILN_GRAPH_WEIGHT_CACHE_H
+
+#include "core/tensor.h"
+#include "kernels/kernels.h"
+
+typedef struct weight_cache weight_cache;
+
+kiln_status weight_cache_create(weight_cache **out);
+void weight_cache_destroy(weight_cache *c);
+
+/* w as a GEMM operand of n outputs, k inputs per tap and taps taps, packed
+ * with panel width nr. The result lives as long as the cache.
+ * Errors: KILN_ERR_NOMEM (naming the bytes), KILN_ERR_UNSUPPORTED (dtype). */
+kiln_status weight_cache_packed(weight_cache *c, const tensor *w, int64_t n, int64_t k, int64_t taps, int nr,
+                                const packed_weights **out);
+
+/* w as f32: itself when it is f32, else a converted copy. */
+kiln_status weight_cache_f32(weight_cache *c, const tensor *w, const float **out);
+
+/* Bytes the cache holds. */
+size_t weight_cache_bytes(const weight_cache *c);
+
+#endif

@@ -1,0 +1,136 @@
+/*
+ * gemm_avx512.c - the matrix kernels with AVX-512: linear layers and
+ * convolutions (as implicit GEMM: no im2col, each tap reads the input in
+ * place), on weights packed in panels of 32 output channels.
+ *
+ * The micro-kernel computes a 12 x 32 output tile: 24 zmm accumulators,
+ * two weight vectors loaded and twelve activations broadcast per k, which
+ * keeps both FMA units busy without running out of registers (32). A tile
+ * is computed over the whole reduction before it is stored, so each output
+ * element is one sum in a fixed order: results do not depend on how the
+ * work was split across threads or batched.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+#define MR 12
+#define NR 32
+
+/* Inputs of a convolution tap that fall in the padding read from here. */
+#define ZERO_ROW_FLOATS 4096
+static const float zero_row[ZERO_ROW_FLOATS] __attribute__((aligned(64)));
+
+/* One tap: c += a[r][0..k) . b[0..k)[32] for the 12 rows. */
+static inline void tap_12x32(const float *const a[MR], const float *b, int64_t k, __m512 c[2 * MR])
+{
+    for (int64_t i = 0; i < k; i++) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+        b += NR;
+#define ROW(r)                                                                                           \
+    {                                                                                                    \
+        __m512 av = _mm512_set1_ps(a[r][i]);                                                             \
+        c[2 * (r)] = _mm512_fmadd_ps(av, b0, c[2 * (r)]);                                                \
+        c[2 * (r) + 1] = _mm512_fmadd_ps(av, b1, c[2 * (r) + 1]);                                        \
+    }
+        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7) ROW(8) ROW(9) ROW(10) ROW(11)
+#undef ROW
+    }
+}
+
+/* Adds bias and residual and stores the rows that exist and the columns
+ * below n. */
+static inline void store_tile(__m512 c[2 * MR], int rows, float *const y[MR], const float *const res[MR],
+                              const float *bias, int64_t cols)
+{
+    __mmask16 m0 = cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1);
+    __mmask16 m1 = cols >= 32 ? (__mmask16)0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+    __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 b1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    for (int r = 0; r < rows; r++) {
+        __m512 v0 = _mm512_add_ps(c[2 * r], b0), v1 = _mm512_add_ps(c[2 * r + 1], b1);
+        if (res) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, res[r]));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, res[r] + 16));
+        }
+        _mm512_mask_storeu_ps(y[r], m0, v0);
+        _mm512_mask_storeu_ps(y[r] + 16, m1, v1);
+    }
+}
+
+static void linear_f32_avx512(const float *x, int64_t ldx, const packed_weights *w, const float *bias, float *y,
+                              int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+{
+    const int64_t k = w->k;
+    for (int64_t n = n0; n < n1; n += NR) {
+        const float *panel = w->data + (n / NR) * k * NR;
+        for (int64_t m = m0; m < m1; m += MR) {
+            int rows = m1 - m < MR ? (int)(m1 - m) : MR;
+            const float *a[MR];
+            float *out[MR];
+            for (int r = 0; r < MR; r++) {
+                /* missing rows repeat the last one: computed, never stored */
+                int64_t row = m + (r < rows ? r : rows - 1);
+                a[r] = x + row * ldx;
+                out[r] = y + row * ldy + n;
+            }
+            __m512 c[2 * MR];
+            for (int i = 0; i < 2 * MR; i++)
+                c[i] = _mm512_setzero_ps();
+            tap_12x32(a, panel, k, c);
+            store_tile(c, rows, out, NULL, bias ? bias + n : NULL, n1 - n < NR ? n1 - n : NR);
+        }
+    }
+}
+
+static void conv2d_f32_avx512(const conv2d_geom *g, const float *x, const packed_weights *w, const float *bias,
+                              const float *residual, float *y, int64_t p0, int64_t p1, int64_t c0, int64_t c1)
+{
+    const int64_t k = w->k, taps = w->taps, ksize = g->kernel;
+    /* the zero row stands in for padding: wider inputs take the scalar path */
+    if (k > ZERO_ROW_FLOATS) {
+        kernels_for(KILN_ISA_SCALAR)->conv2d_f32(g, x, w, bias, residual, y, p0, p1, c0, c1);
+        return;
+    }
+    for (int64_t n = c0; n < c1; n += NR) {
+        const float *panel = w->data + (n / NR) * taps * k * NR;
+        for (int64_t p = p0; p < p1; p += MR) {
+            int rows = p1 - p < MR ? (int)(p1 - p) : MR;
+            int64_t oy[MR], ox[MR], ob[MR];
+            float *out[MR];
+            const float *res[MR];
+            for (int r = 0; r < MR; r++) {
+                int64_t q = p + (r < rows ? r : rows - 1);
+                ox[r] = q % g->out_w;
+                oy[r] = (q / g->out_w) % g->out_h;
+                ob[r] = q / (g->out_w * g->out_h);
+                out[r] = y + q * g->out_c + n;
+                res[r] = residual ? residual + q * g->out_c + n : NULL;
+            }
+            __m512 c[2 * MR];
+            for (int i = 0; i < 2 * MR; i++)
+                c[i] = _mm512_setzero_ps();
+            for (int64_t t = 0; t < taps; t++) {
+                int64_t ky = t / ksize, kx = t % ksize;
+                const float *a[MR];
+                for (int r = 0; r < MR; r++) {
+                    int64_t iy = oy[r] * g->stride + ky - g->pad_top, ix = ox[r] * g->stride + kx - g->pad_left;
+                    a[r] = iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w
+                               ? zero_row
+                               : x + ((ob[r] * g->in_h + iy) * g->in_w + ix) * g->in_c;
+                }
+                tap_12x32(a, panel + t * k * NR, k, c);
+            }
+            store_tile(c, rows, out, residual ? res : NULL, bias ? bias + n : NULL, c1 - n < NR ? c1 - n : NR);
+        }
+    }
+}
+
+void gemm_register_avx512(kernel_table *t)
+{
+    t->gemm_mr = MR;
+    t->gemm_nr = NR;
+    t->linear_f32 = linear_f32_avx512;
+    t->conv2d_f32 = conv2d_f32_avx512;
+}

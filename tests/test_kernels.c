@@ -1,0 +1,152 @@
+/*
+ * The SIMD kernels against the scalar reference (kernels/ops_scalar.c) on
+ * random data and on the shapes that break tiling: 1, primes, one past a
+ * tile, padding on every side, stride 2. Each level this CPU has is
+ * compared; max-abs and relative errors are printed.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cpu.h"
+#include "kernels/kernels.h"
+#include "test_support.h"
+
+/* Accumulation order differs between levels (FMA, tile order), so results
+ * agree to float32 rounding of sums of up to a few thousand terms. */
+#define TOL 2e-5
+
+static float *random_floats(test_rng *r, size_t n)
+{
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    for (size_t i = 0; i < n; i++)
+        x[i] = test_rng_uniform(r, -1.0f, 1.0f);
+    return x;
+}
+
+static packed_weights pack(const float *w, int nr, int64_t n, int64_t k, int64_t taps)
+{
+    float *data = NULL;
+    if (posix_memalign((void **)&data, 64, kernels_packed_floats(nr, n, k, taps) * sizeof(float) + 64) != 0)
+        abort();
+    kernels_pack_weights(w, KILN_DTYPE_F32, nr, n, k, taps, data);
+    return (packed_weights){.nr = nr, .n = n, .k = k, .taps = taps, .data = data};
+}
+
+static double max_rel_err(const float *got, const float *want, size_t n, double *max_abs)
+{
+    double worst = 0, scale = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        scale = fmax(scale, fabs(want[i]));
+        double e = fabs((double)got[i] - want[i]);
+        worst = isnan(e) ? INFINITY : fmax(worst, e);
+    }
+    *max_abs = worst;
+    return worst / scale;
+}
+
+static int levels_to_test(kiln_isa *out)
+{
+    int n = 0;
+    for (int isa = KILN_ISA_AVX2; isa <= (int)cpu_get()->best_isa; isa++)
+        if (kernels_for((kiln_isa)isa)->gemm_nr > 0)
+            out[n++] = (kiln_isa)isa;
+    return n;
+}
+
+static void test_linear_matches_scalar(void)
+{
+    kiln_isa levels[KILN_ISA_COUNT];
+    int n_levels = levels_to_test(levels);
+    if (n_levels == 0)
+        printf("    no SIMD matrix kernels on this cpu: nothing to compare\n");
+    const int64_t ms[] = {1, 2, 11, 12, 13, 37}, ns[] = {1, 7, 32, 33, 70}, ks[] = {1, 3, 64, 333};
+    test_rng r = test_rng_seed(1);
+    double worst = 0;
+    for (int l = 0; l < n_levels; l++)
+        for (size_t a = 0; a < 6; a++)
+            for (size_t b = 0; b < 5; b++)
+                for (size_t c = 0; c < 4; c++) {
+                    int64_t m = ms[a], n = ns[b], k = ks[c];
+                    const kernel_table *fast = kernels_for(levels[l]), *ref = kernels_for(KILN_ISA_SCALAR);
+                    float *x = random_floats(&r, (size_t)(m * (k + 3))), *w = random_floats(&r, (size_t)(n * k));
+                    float *bias = random_floats(&r, (size_t)n);
+                    float *y0 = calloc((size_t)(m * (n + 5)), sizeof *y0), *y1 = calloc((size_t)(m * (n + 5)), sizeof *y1);
+                    packed_weights p0 = pack(w, 0, n, k, 1), p1 = pack(w, fast->gemm_nr, n, k, 1);
+                    /* strided rows (ldx = k + 3, ldy = n + 5) and a split in two column ranges */
+                    ref->linear_f32(x, k + 3, &p0, bias, y0, n + 5, 0, m, 0, n);
+                    int64_t split = n > fast->gemm_nr ? fast->gemm_nr : n;
+                    fast->linear_f32(x, k + 3, &p1, bias, y1, n + 5, 0, m, 0, split);
+                    fast->linear_f32(x, k + 3, &p1, bias, y1, n + 5, 0, m, split, n);
+                    double abs_err, rel = max_rel_err(y1, y0, (size_t)(m * (n + 5)), &abs_err);
+                    worst = fmax(worst, rel);
+                    CHECK(rel <= TOL, "linear %s m=%lld n=%lld k=%lld: rel err %.3e (abs %.3e)", kiln_isa_name(levels[l]),
+                          (long long)m, (long long)n, (long long)k, rel, abs_err);
+                    free(x), free(w), free(bias), free(y0), free(y1);
+                    free((void *)p0.data), free((void *)p1.data);
+                }
+    printf("    linear: worst rel err %.2e over %d levels\n", worst, n_levels);
+}
+
+static void test_conv_matches_scalar(void)
+{
+    kiln_isa levels[KILN_ISA_COUNT];
+    int n_levels = levels_to_test(levels);
+    typedef struct conv_case {
+        int batch, h, w, in_c, out_c, kernel, stride, pad_top, pad_left, pad_bottom, pad_right, residual;
+    } conv_case;
+    const conv_case cases[] = {
+        {1, 5, 7, 3, 8, 3, 1, 1, 1, 1, 1, 0},    {2, 6, 6, 32, 32, 3, 1, 1, 1, 1, 1, 1},
+        {1, 9, 4, 17, 45, 3, 2, 1, 1, 1, 1, 0},  {1, 8, 10, 16, 33, 3, 2, 0, 0, 1, 1, 1}, /* the VAE's downsample */
+        {2, 3, 5, 64, 70, 1, 1, 0, 0, 0, 0, 1},  {1, 1, 1, 5, 1, 3, 1, 1, 1, 1, 1, 0},
+        {1, 13, 13, 40, 64, 3, 1, 1, 1, 1, 1, 0},
+    };
+    test_rng r = test_rng_seed(2);
+    double worst = 0;
+    for (int l = 0; l < n_levels; l++)
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            const conv_case *cc = &cases[i];
+            const kernel_table *fast = kernels_for(levels[l]), *ref = kernels_for(KILN_ISA_SCALAR);
+            conv2d_geom g = {.batch = cc->batch, .in_h = cc->h, .in_w = cc->w, .in_c = cc->in_c, .out_c = cc->out_c,
+                             .kernel = cc->kernel, .stride = cc->stride, .pad_top = cc->pad_top, .pad_left = cc->pad_left};
+            g.out_h = (cc->h + cc->pad_top + cc->pad_bottom - cc->kernel) / cc->stride + 1;
+            g.out_w = (cc->w + cc->pad_left + cc->pad_right - cc->kernel) / cc->stride + 1;
+            int64_t taps = (int64_t)cc->kernel * cc->kernel, pixels = g.batch * g.out_h * g.out_w;
+            size_t out_n = (size_t)(pixels * g.out_c);
+            float *x = random_floats(&r, (size_t)(g.batch * g.in_h * g.in_w * g.in_c));
+            float *w = random_floats(&r, (size_t)(g.out_c * g.in_c * taps)), *bias = random_floats(&r, (size_t)g.out_c);
+            float *res = cc->residual ? random_floats(&r, out_n) : NULL;
+            float *y0 = calloc(out_n, sizeof *y0), *y1 = calloc(out_n, sizeof *y1);
+            packed_weights p0 = pack(w, 0, g.out_c, g.in_c, taps), p1 = pack(w, fast->gemm_nr, g.out_c, g.in_c, taps);
+            ref->conv2d_f32(&g, x, &p0, bias, res, y0, 0, pixels, 0, g.out_c);
+            /* in pieces, as threads would take it */
+            int64_t half = pixels / 2;
+            fast->conv2d_f32(&g, x, &p1, bias, res, y1, 0, half, 0, g.out_c);
+            fast->conv2d_f32(&g, x, &p1, bias, res, y1, half, pixels, 0, g.out_c);
+            double abs_err, rel = max_rel_err(y1, y0, out_n, &abs_err);
+            worst = fmax(worst, rel);
+            CHECK(rel <= TOL, "conv %s case %zu: rel err %.3e (abs %.3e)", kiln_isa_name(levels[l]), i, rel, abs_err);
+            free(x), free(w), free(bias), free(res), free(y0), free(y1);
+            free((void *)p0.data), free((void *)p1.data);
+        }
+    printf("    conv: worst rel err %.2e over %d levels\n", worst, n_levels);
+}
+
+static void test_packing_layouts(void)
+{
+    /* w[n=3][k=2][taps=2]: the scalar layout is [n][taps][k] */
+    const float w[12] = {0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23};
+    float scalar[12], panel[2 * 2 * 4];
+    kernels_pack_weights(w, KILN_DTYPE_F32, 0, 3, 2, 2, scalar);
+    const float want[12] = {0, 2, 1, 3, 10, 12, 11, 13, 20, 22, 21, 23};
+    CHECK(memcmp(scalar, want, sizeof want) == 0, "scalar packing: got %g %g %g %g ...", scalar[0], scalar[1],
+          scalar[2], scalar[3]);
+    /* panels of 4 columns: [taps][k][4], column 3 zero-padded */
+    CHECK(kernels_packed_floats(4, 3, 2, 2) == 16, "packed size %zu", kernels_packed_floats(4, 3, 2, 2));
+    kernels_pack_weights(w, KILN_DTYPE_F32, 4, 3, 2, 2, panel);
+    const float want_panel[16] = {0, 10, 20, 0, 2, 12, 22, 0, 1, 11, 21, 0, 3, 13, 23, 0};
+    CHECK(memcmp(panel, want_panel, sizeof want_panel) == 0, "panel packing: got %g %g %g %g %g ...", panel[0],
+          panel[1], panel[2], panel[3], panel[4]);
+}
+
+TEST_MAIN(TEST(test_packing_layouts), TEST(test_linear_matches_scalar), TEST(test_conv_matches_scalar))
