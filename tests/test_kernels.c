@@ -132,6 +132,54 @@ static void test_conv_matches_scalar(void)
     printf("    conv: worst rel err %.2e over %d levels\n", worst, n_levels);
 }
 
+static void test_attention_matches_scalar(void)
+{
+    kiln_isa levels[KILN_ISA_COUNT];
+    int n_levels = 0;
+    for (int isa = KILN_ISA_AVX2; isa <= (int)cpu_get()->best_isa; isa++)
+        if (kernels_for((kiln_isa)isa)->attention_f32 != kernels_for(KILN_ISA_SCALAR)->attention_f32)
+            levels[n_levels++] = (kiln_isa)isa;
+    typedef struct att_case {
+        int batch, heads, q_len, kv_len, head_dim, causal;
+    } att_case;
+    const att_case cases[] = {
+        {1, 1, 1, 1, 1, 0},   {2, 3, 13, 17, 5, 0}, {1, 8, 50, 77, 40, 0}, {2, 2, 77, 77, 32, 1},
+        {1, 1, 33, 64, 100, 0}, {1, 2, 29, 29, 64, 1}, {1, 1, 20, 40, 512, 0},
+    };
+    test_rng r = test_rng_seed(3);
+    double worst = 0;
+    for (int l = 0; l < n_levels; l++)
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            const att_case *ac = &cases[i];
+            int64_t width = (int64_t)ac->heads * ac->head_dim;
+            attention_geom g = {.batch = ac->batch, .heads = ac->heads, .q_len = ac->q_len, .kv_len = ac->kv_len,
+                                .head_dim = ac->head_dim, .q_stride = width + 3, .k_stride = width + 1,
+                                .v_stride = width + 2, .o_stride = width, .scale = 1.0f / sqrtf((float)ac->head_dim),
+                                .causal = ac->causal};
+            /* scores of a few units: a realistic softmax, neither flat nor one-hot */
+            float *q = random_floats(&r, (size_t)(ac->batch * ac->q_len * (width + 3)));
+            float *k = random_floats(&r, (size_t)(ac->batch * ac->kv_len * (width + 1)));
+            float *v = random_floats(&r, (size_t)(ac->batch * ac->kv_len * (width + 2)));
+            for (int64_t j = 0; j < ac->batch * ac->q_len * (width + 3); j++)
+                q[j] *= 3.0f;
+            size_t out_n = (size_t)(ac->batch * ac->q_len * width);
+            float *o0 = calloc(out_n, sizeof *o0), *o1 = calloc(out_n, sizeof *o1);
+            const kernel_table *fast = kernels_for(levels[l]), *ref = kernels_for(KILN_ISA_SCALAR);
+            void *scratch = NULL;
+            if (posix_memalign(&scratch, 64, fast->attention_scratch(&g) + 64) != 0)
+                abort();
+            int64_t items = (int64_t)ac->batch * ac->heads * ac->q_len, third = items / 3;
+            ref->attention_f32(&g, q, k, v, o0, 0, items, NULL);
+            fast->attention_f32(&g, q, k, v, o1, 0, third, scratch);
+            fast->attention_f32(&g, q, k, v, o1, third, items, scratch);
+            double abs_err, rel = max_rel_err(o1, o0, out_n, &abs_err);
+            worst = fmax(worst, rel);
+            CHECK(rel <= 1e-5, "attention %s case %zu: rel err %.3e (abs %.3e)", kiln_isa_name(levels[l]), i, rel, abs_err);
+            free(q), free(k), free(v), free(o0), free(o1), free(scratch);
+        }
+    printf("    attention: worst rel err %.2e over %d levels\n", worst, n_levels);
+}
+
 static void test_packing_layouts(void)
 {
     /* w[n=3][k=2][taps=2]: the scalar layout is [n][taps][k] */
@@ -149,4 +197,5 @@ static void test_packing_layouts(void)
           panel[1], panel[2], panel[3], panel[4]);
 }
 
-TEST_MAIN(TEST(test_packing_layouts), TEST(test_linear_matches_scalar), TEST(test_conv_matches_scalar))
+TEST_MAIN(TEST(test_packing_layouts), TEST(test_linear_matches_scalar), TEST(test_conv_matches_scalar),
+          TEST(test_attention_matches_scalar))

@@ -18,6 +18,11 @@ struct graph_exec {
     const packed_weights **packed; /* per linear / conv node: its weight */
     weight_cache *own_cache;       /* when the caller gave none */
     arena memory;
+    /* per-thread scratch for kernels that need it (attention): sized at the
+     * first run for the pool, kept after */
+    size_t scratch_per_thread;
+    int scratch_threads;
+    unsigned char *scratch;
 };
 
 /* ---- memory plan ---- */
@@ -193,6 +198,7 @@ void graph_exec_destroy(graph_exec *e)
         return;
     arena_deinit(&e->memory);
     weight_cache_destroy(e->own_cache);
+    free(e->scratch);
     free(e->data);
     free(e->offset);
     free(e->packed);
@@ -226,6 +232,8 @@ typedef struct op_ctx {
     const kernel_table *k;
     const graph_node *node;
     const packed_weights *w; /* linear and conv */
+    unsigned char *scratch;  /* thread i's is scratch + i * scratch_stride */
+    size_t scratch_stride;
     const tensor *in[GRAPH_MAX_INPUTS];
     const float *x[GRAPH_MAX_INPUTS];
     float *y;
@@ -295,7 +303,8 @@ static void run_layer_norm(void *p, int64_t begin, int64_t end, int thread)
 static void run_attention(void *p, int64_t begin, int64_t end, int thread)
 {
     op_ctx *c = p;
-    c->k->attention_f32(&c->attn, c->x[0], c->x[1], c->x[2], c->y, begin, end);
+    c->k->attention_f32(&c->attn, c->x[0], c->x[1], c->x[2], c->y, begin, end,
+                        c->scratch + (size_t)thread * c->scratch_stride);
 }
 
 static void run_elementwise(void *p, int64_t begin, int64_t end, int thread)
@@ -412,10 +421,22 @@ static void set_tiles(op_ctx *c, int64_t m, int64_t n, int threads)
     c->tiles_n = (n + c->tile_n - 1) / c->tile_n;
 }
 
+static attention_geom attention_geometry(const graph_exec *e, const graph_node *node)
+{
+    const tensor *q = &graph_node_at(e->g, node->inputs[0])->out, *k = &graph_node_at(e->g, node->inputs[1])->out;
+    const tensor *v = &graph_node_at(e->g, node->inputs[2])->out;
+    int heads = node->params.attention.heads;
+    return (attention_geom){.batch = q->shape[0], .heads = heads, .q_len = q->shape[1], .kv_len = k->shape[1],
+                            .head_dim = q->shape[2] / heads, .q_stride = q->shape[2], .k_stride = k->shape[2],
+                            .v_stride = v->shape[2], .o_stride = node->out.shape[2],
+                            .scale = node->params.attention.scale, .causal = node->params.attention.causal};
+}
+
 static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
 {
     const graph_node *node = graph_node_at(e->g, id);
-    op_ctx c = {.k = e->k, .node = node, .w = e->packed[id], .y = e->data[id]};
+    op_ctx c = {.k = e->k, .node = node, .w = e->packed[id], .y = e->data[id], .scratch = e->scratch,
+                .scratch_stride = e->scratch_per_thread};
     for (int i = 0; i < node->n_inputs; i++)
         if (node->inputs[i] != GRAPH_NONE) {
             c.in[i] = &graph_node_at(e->g, node->inputs[i])->out;
@@ -456,13 +477,9 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         tpool_for(pool, rows_of(c.in[0]), 8, TPOOL_DYNAMIC, run_layer_norm, &c);
         break;
     case GRAPH_OP_ATTENTION: {
-        const tensor *q = c.in[0], *k = c.in[1];
+        c.attn = attention_geometry(e, node);
         int heads = node->params.attention.heads;
-        c.attn = (attention_geom){.batch = q->shape[0], .heads = heads, .q_len = q->shape[1], .kv_len = k->shape[1],
-                                  .head_dim = q->shape[2] / heads, .q_stride = q->shape[2], .k_stride = k->shape[2],
-                                  .v_stride = c.in[2]->shape[2], .o_stride = out->shape[2],
-                                  .scale = node->params.attention.scale, .causal = node->params.attention.causal};
-        tpool_for(pool, c.attn.batch * heads * c.attn.q_len, 16, TPOOL_DYNAMIC, run_attention, &c);
+        tpool_for(pool, c.attn.batch * heads * c.attn.q_len, 48, TPOOL_DYNAMIC, run_attention, &c);
         break;
     }
     case GRAPH_OP_ADD:
@@ -494,15 +511,43 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
     return KILN_OK;
 }
 
+/* Scratch for every thread of the pool: allocated once, not per step. */
+static kiln_status ensure_scratch(graph_exec *e, int threads)
+{
+    if (e->scratch_threads >= threads)
+        return KILN_OK;
+    size_t per_thread = 0;
+    for (size_t i = 0; i < e->count; i++) {
+        const graph_node *node = graph_node_at(e->g, (graph_id)i);
+        if (node->op == GRAPH_OP_ATTENTION) {
+            attention_geom g = attention_geometry(e, node);
+            size_t bytes = arena_round_up(e->k->attention_scratch(&g));
+            if (bytes > per_thread)
+                per_thread = bytes;
+        }
+    }
+    free(e->scratch);
+    e->scratch = NULL;
+    e->scratch_threads = 0;
+    if (per_thread && posix_memalign((void **)&e->scratch, ARENA_ALIGN, per_thread * (size_t)threads) != 0)
+        return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes of kernel scratch", per_thread * (size_t)threads);
+    e->scratch_per_thread = per_thread;
+    e->scratch_threads = threads;
+    return KILN_OK;
+}
+
 kiln_status graph_exec_run(graph_exec *e, tpool *pool)
 {
+    kiln_status st = ensure_scratch(e, tpool_size(pool));
+    if (st != KILN_OK)
+        return st;
     for (size_t i = 0; i < e->count; i++) {
         const graph_node *node = graph_node_at(e->g, (graph_id)i);
         if (node->op == GRAPH_OP_INPUT && !e->data[i])
             return err_set(KILN_ERR_INVALID, "graph input '%s' has no data bound", node->name);
     }
     for (size_t i = 0; i < e->count; i++) {
-        kiln_status st = run_node(e, (graph_id)i, pool);
+        st = run_node(e, (graph_id)i, pool);
         if (st != KILN_OK)
             return st;
     }

@@ -91,9 +91,12 @@ typedef struct kernel_table {
                            int64_t r0, int64_t r1);
 
     /* softmax(q k^T * scale) v for the (batch, head, query) items [i0, i1)
-     * of batch * heads * q_len, in that order (query fastest). */
+     * of batch * heads * q_len, in that order (query fastest). scratch is
+     * the calling thread's own, of attention_scratch(g) bytes, 64-byte
+     * aligned. */
     void (*attention_f32)(const attention_geom *g, const float *q, const float *k, const float *v, float *o,
-                          int64_t i0, int64_t i1);
+                          int64_t i0, int64_t i1, void *scratch);
+    size_t (*attention_scratch)(const attention_geom *g);
 
     /* Element-wise over [i0, i1). y may alias an input. */
     void (*add_f32)(const float *a, const float *b, float *y, int64_t i0, int64_t i1);
@@ -127,6 +130,7 @@ const kernel_table *kernels_get(void);
 /* Each ISA file fills in what it has. */
 void ops_register_scalar(kernel_table *t);
 void gemm_register_avx512(kernel_table *t);
+void attention_register_avx512(kernel_table *t);
 void convert_register_scalar(kernel_table *t);
 void convert_register_avx2(kernel_table *t);
 void convert_register_avx512(kernel_table *t);

@@ -125,8 +125,13 @@ static void layer_norm_f32_scalar(const float *x, float *y, int64_t c, float eps
 
 /* The plain softmax: one pass for the row's maximum, one for the
  * exponentials, accumulated straight into the output row. */
+static size_t attention_scratch_scalar(const attention_geom *g)
+{
+    return 0;
+}
+
 static void attention_f32_scalar(const attention_geom *g, const float *q, const float *k, const float *v, float *o,
-                                 int64_t i0, int64_t i1)
+                                 int64_t i0, int64_t i1, void *scratch)
 {
     const int64_t d = g->head_dim;
     for (int64_t i = i0; i < i1; i++) {
@@ -218,6 +223,7 @@ void ops_register_scalar(kernel_table *t)
     t->group_norm_f32 = group_norm_f32_scalar;
     t->layer_norm_f32 = layer_norm_f32_scalar;
     t->attention_f32 = attention_f32_scalar;
+    t->attention_scratch = attention_scratch_scalar;
     t->add_f32 = add_f32_scalar;
     t->silu_f32 = silu_f32_scalar;
     t->gelu_f32 = gelu_f32_scalar;

@@ -1,0 +1,150 @@
+/*
+ * attention_avx512.c - fused multi-head attention with AVX-512: for a tile
+ * of up to 12 queries of one head, keys are visited in blocks of 16; the
+ * scores of a block are a 12 x 16 micro-GEMM against the block's keys
+ * (transposed once into scratch), turned into probabilities with an online
+ * softmax (Milakov & Gimelshein 2018; FlashAttention, Dao et al. 2022) and
+ * accumulated into the output tile at once. The full score matrix is
+ * never formed: memory is O(tile), not O(queries x keys).
+ *
+ * exp is a polynomial (exp_ps below): relative error under 2e-7 on the
+ * range softmax uses (arguments <= 0), against libm's expf.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+#define TQ 12 /* queries per tile */
+#define BK 16 /* keys per block: one zmm of scores per query */
+
+/* e^x for x <= 0 (inputs below -87.3 give 0): x = n ln2 + r with |r| <=
+ * ln2/2, e^r by a degree-6 polynomial (Cephes' expf coefficients), 2^n by
+ * scalef. */
+static inline __m512 exp_ps(__m512 x)
+{
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
+    r = _mm512_fnmadd_ps(n, ln2_lo, r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r2 = _mm512_mul_ps(r, r);
+    p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* Scratch: the block's keys transposed [d][16], and the output tile
+ * [TQ][d] accumulated in f32. */
+static size_t attention_scratch_avx512(const attention_geom *g)
+{
+    size_t d = (size_t)((g->head_dim + 15) / 16 * 16);
+    return (d * BK + TQ * d) * sizeof(float) + 64;
+}
+
+/* One tile: queries [t0, t0 + rows) of head h in batch b. */
+static void attention_tile(const attention_geom *g, const float *q, const float *k, const float *v, float *o,
+                           int64_t b, int64_t h, int64_t t0, int rows, float *kt, float *acc)
+{
+    const int64_t d = g->head_dim, dv = (d + 15) / 16 * 16;
+    const float *qrow[TQ];
+    for (int r = 0; r < TQ; r++)
+        qrow[r] = q + (b * g->q_len + t0 + (r < rows ? r : rows - 1)) * g->q_stride + h * d;
+    const float *kb = k + b * g->kv_len * g->k_stride + h * d;
+    const float *vb = v + b * g->kv_len * g->v_stride + h * d;
+    memset(acc, 0, (size_t)(TQ * dv) * sizeof *acc);
+    float row_max[TQ], row_sum[TQ];
+    for (int r = 0; r < TQ; r++)
+        row_max[r] = -INFINITY, row_sum[r] = 0.0f;
+    /* causal: the tile's last query sees keys up to itself */
+    int64_t keys = g->causal ? t0 + rows : g->kv_len;
+    if (keys > g->kv_len)
+        keys = g->kv_len;
+    const __m512 scale = _mm512_set1_ps(g->scale);
+
+    for (int64_t j0 = 0; j0 < keys; j0 += BK) {
+        int n = keys - j0 < BK ? (int)(keys - j0) : BK;
+        /* transpose the block's keys: kt[e][j] */
+        for (int j = 0; j < BK; j++) {
+            const float *kr = kb + (j0 + (j < n ? j : n - 1)) * g->k_stride;
+            for (int64_t e = 0; e < d; e++)
+                kt[e * BK + j] = kr[e];
+        }
+        __m512 s[TQ];
+        for (int r = 0; r < TQ; r++)
+            s[r] = _mm512_setzero_ps();
+        for (int64_t e = 0; e < d; e++) {
+            __m512 ke = _mm512_load_ps(kt + e * BK);
+            for (int r = 0; r < TQ; r++)
+                s[r] = _mm512_fmadd_ps(_mm512_set1_ps(qrow[r][e]), ke, s[r]);
+        }
+        for (int r = 0; r < rows; r++) {
+            /* keys past the block's end, or after the query when causal */
+            int64_t visible = g->causal ? t0 + r + 1 - j0 : n;
+            if (visible > n)
+                visible = n;
+            if (visible <= 0)
+                continue;
+            __mmask16 live = (__mmask16)((1u << visible) - 1);
+            __m512 sr = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), live, _mm512_mul_ps(s[r], scale));
+            float block_max = _mm512_reduce_max_ps(sr);
+            float new_max = block_max > row_max[r] ? block_max : row_max[r];
+            float correction = row_max[r] == -INFINITY ? 0.0f : expf(row_max[r] - new_max);
+            __m512 p = exp_ps(_mm512_sub_ps(sr, _mm512_set1_ps(new_max)));
+            p = _mm512_maskz_mov_ps(live, p);
+            row_sum[r] = row_sum[r] * correction + _mm512_reduce_add_ps(p);
+            row_max[r] = new_max;
+            float probs[BK] __attribute__((aligned(64)));
+            _mm512_store_ps(probs, p);
+            float *out = acc + r * dv;
+            __m512 corr = _mm512_set1_ps(correction);
+            for (int64_t e = 0; e < dv; e += 16) {
+                __mmask16 m = d - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - e)) - 1);
+                __m512 a = _mm512_mul_ps(_mm512_load_ps(out + e), corr);
+                for (int j = 0; j < (int)visible; j++)
+                    a = _mm512_fmadd_ps(_mm512_set1_ps(probs[j]), _mm512_maskz_loadu_ps(m, vb + (j0 + j) * g->v_stride + e), a);
+                _mm512_store_ps(out + e, a);
+            }
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        float *dst = o + (b * g->q_len + t0 + r) * g->o_stride + h * d;
+        __m512 inv = _mm512_set1_ps(row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f);
+        for (int64_t e = 0; e < d; e += 16) {
+            __mmask16 m = d - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - e)) - 1);
+            _mm512_mask_storeu_ps(dst + e, m, _mm512_mul_ps(_mm512_load_ps(acc + r * dv + e), inv));
+        }
+    }
+}
+
+static void attention_f32_avx512(const attention_geom *g, const float *q, const float *k, const float *v, float *o,
+                                 int64_t i0, int64_t i1, void *scratch)
+{
+    const int64_t dv = (g->head_dim + 15) / 16 * 16;
+    float *kt = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    float *acc = kt + dv * BK;
+    /* items are (batch, head, query), query fastest: tiles never cross a head */
+    for (int64_t i = i0; i < i1;) {
+        int64_t t = i % g->q_len, bh = i / g->q_len;
+        int64_t run = g->q_len - t;
+        if (run > i1 - i)
+            run = i1 - i;
+        if (run > TQ)
+            run = TQ;
+        attention_tile(g, q, k, v, o, bh / g->heads, bh % g->heads, t, (int)run, kt, acc);
+        i += run;
+    }
+}
+
+void attention_register_avx512(kernel_table *t)
+{
+    t->attention_f32 = attention_f32_avx512;
+    t->attention_scratch = attention_scratch_avx512;
+}
