@@ -14,6 +14,7 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"bench", cmd_bench, "time the text encoder, UNet and VAE on this machine"},
     {"generate", cmd_generate, "make images from a prompt (txt2img, img2img)"},
     {"info", cmd_info, "list the tensors, sizes and metadata of a safetensors file"},
 };

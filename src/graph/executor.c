@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/arena.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "kernels/kernels.h"
@@ -23,6 +24,7 @@ struct graph_exec {
     size_t scratch_per_thread;
     int scratch_threads;
     unsigned char *scratch;
+    graph_profile *profile;
 };
 
 /* ---- memory plan ---- */
@@ -126,17 +128,23 @@ done:
 }
 
 /* Weights in the form their readers want: packed for the matrix kernels,
- * f32 for the rest. */
+ * f32 for everything else (biases, norms, embeddings); a weight only the
+ * matrix kernels read is never converted whole. */
 static kiln_status prepare_weights(graph_exec *e, weight_cache *cache)
 {
     const graph *g = e->g;
     for (size_t i = 0; i < e->count; i++) {
         const graph_node *node = graph_node_at(g, (graph_id)i);
-        if (node->op == GRAPH_OP_WEIGHT) {
-            kiln_status st = weight_cache_f32(cache, &node->out, (const float **)&e->data[i]);
+        for (int k = 0; k < node->n_inputs; k++) {
+            graph_id in = node->inputs[k];
+            const graph_node *src = graph_node_at(g, in);
+            if (!src || src->op != GRAPH_OP_WEIGHT || e->data[in])
+                continue;
+            if (k == 1 && (node->op == GRAPH_OP_LINEAR || node->op == GRAPH_OP_CONV2D))
+                continue;
+            kiln_status st = weight_cache_f32(cache, &src->out, (const float **)&e->data[in]);
             if (st != KILN_OK)
-                return err_wrap(st, "weight '%s': ", node->name);
-            continue;
+                return err_wrap(st, "weight '%s': ", src->name);
         }
         if (node->op != GRAPH_OP_LINEAR && node->op != GRAPH_OP_CONV2D)
             continue;
@@ -203,6 +211,11 @@ void graph_exec_destroy(graph_exec *e)
     free(e->offset);
     free(e->packed);
     free(e);
+}
+
+void graph_exec_set_profile(graph_exec *e, graph_profile *p)
+{
+    e->profile = p;
 }
 
 size_t graph_exec_arena_bytes(const graph_exec *e)
@@ -409,8 +422,8 @@ static kiln_status embed_tokens(const op_ctx *c)
 static void set_tiles(op_ctx *c, int64_t m, int64_t n, int threads)
 {
     int64_t mr = c->k->gemm_mr > 0 ? c->k->gemm_mr : 1, nr = c->w->nr > 0 ? c->w->nr : 8;
-    c->tile_n = n < 2 * nr ? nr : 2 * nr;
-    c->tile_m = 4 * mr;
+    c->tile_n = nr;
+    c->tile_m = 8 * mr;
     if (c->tile_m > m)
         c->tile_m = (m + mr - 1) / mr * mr;
     int64_t tiles = ((m + c->tile_m - 1) / c->tile_m) * ((n + c->tile_n - 1) / c->tile_n);
@@ -546,10 +559,20 @@ kiln_status graph_exec_run(graph_exec *e, tpool *pool)
         if (node->op == GRAPH_OP_INPUT && !e->data[i])
             return err_set(KILN_ERR_INVALID, "graph input '%s' has no data bound", node->name);
     }
+    graph_profile *prof = e->profile;
     for (size_t i = 0; i < e->count; i++) {
+        uint64_t start = prof ? clock_now_ns() : 0;
         st = run_node(e, (graph_id)i, pool);
         if (st != KILN_OK)
             return st;
+        if (prof) {
+            graph_op op = graph_node_at(e->g, (graph_id)i)->op;
+            prof->seconds[op] += (double)(clock_now_ns() - start) * 1e-9;
+            prof->flops[op] += graph_node_flops(e->g, (graph_id)i);
+            prof->nodes[op]++;
+        }
     }
+    if (prof)
+        prof->runs++;
     return KILN_OK;
 }

@@ -35,6 +35,18 @@ kiln_status graph_exec_bind(graph_exec *e, graph_id input, const float *data);
 /* Runs every node. Errors: KILN_ERR_INVALID when an input is unbound. */
 kiln_status graph_exec_run(graph_exec *e, tpool *pool);
 
+/* Time and work per op kind, added up over the runs it was attached to. */
+typedef struct graph_profile {
+    double seconds[GRAPH_OP_COUNT];
+    double flops[GRAPH_OP_COUNT];
+    int64_t nodes[GRAPH_OP_COUNT];
+    int runs;
+} graph_profile;
+
+/* Attaches a profile the following runs add to (NULL detaches). Timing
+ * each node costs a clock read per node. */
+void graph_exec_set_profile(graph_exec *e, graph_profile *p);
+
 /* The data of an output node (graph_mark_output) after a run; lives until
  * the next run or destroy. NULL for other nodes. */
 const float *graph_exec_output(const graph_exec *e, graph_id id);

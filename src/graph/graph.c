@@ -447,3 +447,28 @@ graph_id graph_embed_tokens(graph *g, const char *name, graph_id ids, graph_id t
     graph_id in[3] = {ids, table, positions};
     return add_node(g, GRAPH_OP_EMBED_TOKENS, name, 3, in, &out);
 }
+
+double graph_node_flops(const graph *g, graph_id id)
+{
+    const graph_node *n = graph_node_at(g, id);
+    if (!n)
+        return 0;
+    const tensor *out = &n->out;
+    switch (n->op) {
+    case GRAPH_OP_LINEAR: {
+        const tensor *w = &graph_node_at(g, n->inputs[1])->out;
+        return 2.0 * (double)(tensor_numel(out) / out->shape[out->ndim - 1]) * (double)w->shape[0] * (double)w->shape[1];
+    }
+    case GRAPH_OP_CONV2D: {
+        const tensor *w = &graph_node_at(g, n->inputs[1])->out;
+        return 2.0 * (double)tensor_numel(out) * (double)(w->shape[1] * w->shape[2] * w->shape[3]);
+    }
+    case GRAPH_OP_ATTENTION: {
+        const tensor *q = &graph_node_at(g, n->inputs[0])->out, *k = &graph_node_at(g, n->inputs[1])->out;
+        /* q k^T and p v: two products of q_len x kv_len x channels */
+        return 4.0 * (double)q->shape[0] * (double)q->shape[1] * (double)k->shape[1] * (double)q->shape[2];
+    }
+    default:
+        return 0;
+    }
+}

@@ -132,4 +132,8 @@ graph_id graph_embed_tokens(graph *g, const char *name, graph_id ids, graph_id t
 
 const char *graph_op_name(graph_op op);
 
+/* Floating-point operations a node performs (a multiply-add counts 2):
+ * the matrix products of linear, conv2d and attention; 0 for the rest. */
+double graph_node_flops(const graph *g, graph_id id);
+
 #endif

@@ -39,25 +39,62 @@ static inline void tap_12x32(const float *const a[MR], const float *b, int64_t k
     }
 }
 
-/* Adds bias and residual and stores the rows that exist and the columns
- * below n. */
-static inline void store_tile(__m512 c[2 * MR], int rows, float *const y[MR], const float *const res[MR],
+static inline void column_masks(int64_t cols, __mmask16 *m0, __mmask16 *m1)
+{
+    *m0 = cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1);
+    *m1 = cols >= 32 ? (__mmask16)0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+}
+
+/* Starts a tile: zero for the first block of the reduction, else the
+ * partial sums stored by the previous block. */
+static inline void load_tile(__m512 c[2 * MR], int first, int rows, float *const y[MR], int64_t cols)
+{
+    if (first) {
+        for (int i = 0; i < 2 * MR; i++)
+            c[i] = _mm512_setzero_ps();
+        return;
+    }
+    __mmask16 m0, m1;
+    column_masks(cols, &m0, &m1);
+    for (int r = 0; r < MR; r++) {
+        int row = r < rows ? r : rows - 1;
+        c[2 * r] = _mm512_maskz_loadu_ps(m0, y[row]);
+        c[2 * r + 1] = _mm512_maskz_loadu_ps(m1, y[row] + 16);
+    }
+}
+
+/* Stores the rows that exist and the columns below cols; on the last block
+ * of the reduction, with bias and residual added. */
+static inline void store_tile(__m512 c[2 * MR], int last, int rows, float *const y[MR], const float *const res[MR],
                               const float *bias, int64_t cols)
 {
-    __mmask16 m0 = cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1);
-    __mmask16 m1 = cols >= 32 ? (__mmask16)0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
-    __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
-    __m512 b1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    __mmask16 m0, m1;
+    column_masks(cols, &m0, &m1);
+    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+    if (last && bias) {
+        b0 = _mm512_maskz_loadu_ps(m0, bias);
+        b1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+    }
     for (int r = 0; r < rows; r++) {
-        __m512 v0 = _mm512_add_ps(c[2 * r], b0), v1 = _mm512_add_ps(c[2 * r + 1], b1);
-        if (res) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, res[r]));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, res[r] + 16));
+        __m512 v0 = c[2 * r], v1 = c[2 * r + 1];
+        if (last) {
+            v0 = _mm512_add_ps(v0, b0);
+            v1 = _mm512_add_ps(v1, b1);
+            if (res) {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, res[r]));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, res[r] + 16));
+            }
         }
         _mm512_mask_storeu_ps(y[r], m0, v0);
         _mm512_mask_storeu_ps(y[r] + 16, m1, v1);
     }
 }
+
+/* The reduction is cut into blocks of KC so that a block of a weight
+ * panel (KC x 32 floats, 32 KB) stays in L1 while every row tile of the
+ * call streams past it; partial sums wait in the output. The blocks are
+ * the same whatever the split, so each output is still one fixed sum. */
+#define KC 256
 
 static void linear_f32_avx512(const float *x, int64_t ldx, const packed_weights *w, const float *bias, float *y,
                               int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
@@ -65,21 +102,24 @@ static void linear_f32_avx512(const float *x, int64_t ldx, const packed_weights 
     const int64_t k = w->k;
     for (int64_t n = n0; n < n1; n += NR) {
         const float *panel = w->data + (n / NR) * k * NR;
-        for (int64_t m = m0; m < m1; m += MR) {
-            int rows = m1 - m < MR ? (int)(m1 - m) : MR;
-            const float *a[MR];
-            float *out[MR];
-            for (int r = 0; r < MR; r++) {
-                /* missing rows repeat the last one: computed, never stored */
-                int64_t row = m + (r < rows ? r : rows - 1);
-                a[r] = x + row * ldx;
-                out[r] = y + row * ldy + n;
+        int64_t cols = n1 - n < NR ? n1 - n : NR;
+        for (int64_t k0 = 0; k0 < k; k0 += KC) {
+            int64_t kc = k - k0 < KC ? k - k0 : KC;
+            for (int64_t m = m0; m < m1; m += MR) {
+                int rows = m1 - m < MR ? (int)(m1 - m) : MR;
+                const float *a[MR];
+                float *out[MR];
+                for (int r = 0; r < MR; r++) {
+                    /* missing rows repeat the last one: computed, never stored */
+                    int64_t row = m + (r < rows ? r : rows - 1);
+                    a[r] = x + row * ldx + k0;
+                    out[r] = y + row * ldy + n;
+                }
+                __m512 c[2 * MR];
+                load_tile(c, k0 == 0, rows, out, cols);
+                tap_12x32(a, panel + k0 * NR, kc, c);
+                store_tile(c, k0 + kc == k, rows, out, NULL, bias ? bias + n : NULL, cols);
             }
-            __m512 c[2 * MR];
-            for (int i = 0; i < 2 * MR; i++)
-                c[i] = _mm512_setzero_ps();
-            tap_12x32(a, panel, k, c);
-            store_tile(c, rows, out, NULL, bias ? bias + n : NULL, n1 - n < NR ? n1 - n : NR);
         }
     }
 }
@@ -95,40 +135,58 @@ static void conv2d_f32_avx512(const conv2d_geom *g, const float *x, const packed
     }
     for (int64_t n = c0; n < c1; n += NR) {
         const float *panel = w->data + (n / NR) * taps * k * NR;
-        for (int64_t p = p0; p < p1; p += MR) {
-            int rows = p1 - p < MR ? (int)(p1 - p) : MR;
-            int64_t oy[MR], ox[MR], ob[MR];
-            float *out[MR];
-            const float *res[MR];
-            for (int r = 0; r < MR; r++) {
-                int64_t q = p + (r < rows ? r : rows - 1);
-                ox[r] = q % g->out_w;
-                oy[r] = (q / g->out_w) % g->out_h;
-                ob[r] = q / (g->out_w * g->out_h);
-                out[r] = y + q * g->out_c + n;
-                res[r] = residual ? residual + q * g->out_c + n : NULL;
-            }
-            __m512 c[2 * MR];
-            for (int i = 0; i < 2 * MR; i++)
-                c[i] = _mm512_setzero_ps();
-            for (int64_t t = 0; t < taps; t++) {
-                int64_t ky = t / ksize, kx = t % ksize;
-                const float *a[MR];
-                for (int r = 0; r < MR; r++) {
-                    int64_t iy = oy[r] * g->stride + ky - g->pad_top, ix = ox[r] * g->stride + kx - g->pad_left;
-                    a[r] = iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w
-                               ? zero_row
-                               : x + ((ob[r] * g->in_h + iy) * g->in_w + ix) * g->in_c;
+        int64_t cols = c1 - n < NR ? c1 - n : NR;
+        for (int64_t t = 0; t < taps; t++) {
+            int64_t ky = t / ksize, kx = t % ksize;
+            for (int64_t k0 = 0; k0 < k; k0 += KC) {
+                int64_t kc = k - k0 < KC ? k - k0 : KC;
+                int first = t == 0 && k0 == 0, last = t == taps - 1 && k0 + kc == k;
+                for (int64_t p = p0; p < p1; p += MR) {
+                    int rows = p1 - p < MR ? (int)(p1 - p) : MR;
+                    const float *a[MR], *res[MR];
+                    float *out[MR];
+                    for (int r = 0; r < MR; r++) {
+                        int64_t q = p + (r < rows ? r : rows - 1);
+                        int64_t ox = q % g->out_w, oy = (q / g->out_w) % g->out_h, ob = q / (g->out_w * g->out_h);
+                        int64_t iy = oy * g->stride + ky - g->pad_top, ix = ox * g->stride + kx - g->pad_left;
+                        a[r] = iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w
+                                   ? zero_row
+                                   : x + ((ob * g->in_h + iy) * g->in_w + ix) * g->in_c + k0;
+                        out[r] = y + q * g->out_c + n;
+                        res[r] = residual ? residual + q * g->out_c + n : NULL;
+                    }
+                    __m512 c[2 * MR];
+                    load_tile(c, first, rows, out, cols);
+                    tap_12x32(a, panel + (t * k + k0) * NR, kc, c);
+                    store_tile(c, last, rows, out, residual ? res : NULL, bias ? bias + n : NULL, cols);
                 }
-                tap_12x32(a, panel + t * k * NR, k, c);
             }
-            store_tile(c, rows, out, residual ? res : NULL, bias ? bias + n : NULL, c1 - n < NR ? c1 - n : NR);
         }
     }
 }
 
+/* 16 independent FMA chains of 16 lanes: enough in flight to cover a
+ * 4-cycle latency on two FMA units. */
+static double fma_peak_avx512(int64_t rounds)
+{
+    __m512 a[16];
+    const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < 16; i++)
+        a[i] = _mm512_set1_ps((float)i);
+    for (int64_t r = 0; r < rounds; r++)
+        for (int i = 0; i < 16; i++)
+            a[i] = _mm512_fmadd_ps(a[i], m, c);
+    __m512 sum = a[0];
+    for (int i = 1; i < 16; i++)
+        sum = _mm512_add_ps(sum, a[i]);
+    volatile float sink = _mm512_reduce_add_ps(sum);
+    (void)sink;
+    return 2.0 * 16.0 * 16.0 * (double)rounds;
+}
+
 void gemm_register_avx512(kernel_table *t)
 {
+    t->fma_peak = fma_peak_avx512;
     t->gemm_mr = MR;
     t->gemm_nr = NR;
     t->linear_f32 = linear_f32_avx512;

@@ -98,6 +98,11 @@ typedef struct kernel_table {
                           int64_t i0, int64_t i1, void *scratch);
     size_t (*attention_scratch)(const attention_geom *g);
 
+    /* The machine's peak, measured: runs `rounds` rounds of independent
+     * multiply-adds (enough chains to cover the FMA latency) and returns
+     * the floating-point operations done, for benchmarks to time. */
+    double (*fma_peak)(int64_t rounds);
+
     /* Element-wise over [i0, i1). y may alias an input. */
     void (*add_f32)(const float *a, const float *b, float *y, int64_t i0, int64_t i1);
     void (*silu_f32)(const float *x, float *y, int64_t i0, int64_t i1);

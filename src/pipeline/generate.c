@@ -20,6 +20,7 @@
 #include "kiln.h"
 #include "models/sd_model.h"
 #include "pipeline/image_io.h"
+#include "pipeline/model_graphs.h"
 #include "pipeline/parameters.h"
 #include "pipeline/rng.h"
 #include "pipeline/samplers.h"
@@ -29,21 +30,13 @@ struct kiln_engine {
     int threads;
 };
 
-/* One graph and its executor, for one shape. */
-typedef struct cached_graph {
-    graph *g;
-    graph_exec *exec;
-    int batch, h, w; /* the shape it was built for */
-    graph_id in[3], out;
-} cached_graph;
-
 struct kiln_model {
     kiln_engine *engine;
     sd_model *sd;
     char hash[11]; /* "" until first needed */
     weight_cache *weights; /* packed once, shared by every graph */
     sd_schedule schedule;
-    cached_graph text, unet, decoder, encoder;
+    model_graph text, unet, decoder, encoder;
 };
 
 void kiln_engine_options_defaults(kiln_engine_options *o)
@@ -93,13 +86,6 @@ void kiln_model_options_defaults(kiln_model_options *o)
     memset(o, 0, sizeof *o);
 }
 
-static void cached_graph_clear(cached_graph *c)
-{
-    graph_exec_destroy(c->exec);
-    graph_destroy(c->g);
-    memset(c, 0, sizeof *c);
-}
-
 kiln_status kiln_model_load(kiln_engine *e, const char *path, const kiln_model_options *o, kiln_model **out)
 {
     kiln_model *m = calloc(1, sizeof *m);
@@ -123,10 +109,10 @@ void kiln_model_destroy(kiln_model *m)
 {
     if (!m)
         return;
-    cached_graph_clear(&m->text);
-    cached_graph_clear(&m->unet);
-    cached_graph_clear(&m->decoder);
-    cached_graph_clear(&m->encoder);
+    model_graph_clear(&m->text);
+    model_graph_clear(&m->unet);
+    model_graph_clear(&m->decoder);
+    model_graph_clear(&m->encoder);
     weight_cache_destroy(m->weights);
     sd_model_destroy(m->sd);
     free(m);
@@ -147,67 +133,6 @@ void kiln_model_get_info(const kiln_model *m, kiln_model_info *out)
     out->text_width = sd->clip.width;
     out->text_layers = sd->clip.layers;
     out->vocab_size = sd->clip.vocab;
-}
-
-/* ---- graphs ---- */
-
-typedef graph_id (*graph_builder)(kiln_model *m, graph *g, int batch, int h, int w, graph_id in[3]);
-
-static graph_id build_text(kiln_model *m, graph *g, int batch, int h, int w, graph_id in[3])
-{
-    model_build b = sd_model_builder(m->sd, g, SD_CLIP_PREFIX);
-    int64_t shape[2] = {batch, m->sd->clip.positions};
-    in[0] = graph_input(g, "input_ids", TENSOR_LAYOUT_PLAIN, 2, shape);
-    return clip_text_build(&b, &m->sd->clip, in[0]);
-}
-
-static graph_id build_unet(kiln_model *m, graph *g, int batch, int h, int w, graph_id in[3])
-{
-    const unet_config *c = &m->sd->unet;
-    model_build b = sd_model_builder(m->sd, g, SD_UNET_PREFIX);
-    int64_t x_shape[4] = {batch, h, w, c->in_channels}, t_shape[1] = {batch};
-    int64_t ctx_shape[3] = {batch, m->sd->clip.positions, c->context_dim};
-    in[0] = graph_input(g, "x", TENSOR_LAYOUT_NHWC, 4, x_shape);
-    in[1] = graph_input(g, "timesteps", TENSOR_LAYOUT_PLAIN, 1, t_shape);
-    in[2] = graph_input(g, "context", TENSOR_LAYOUT_PLAIN, 3, ctx_shape);
-    return unet_build(&b, c, in[0], in[1], in[2]);
-}
-
-static graph_id build_decoder(kiln_model *m, graph *g, int batch, int h, int w, graph_id in[3])
-{
-    model_build b = sd_model_builder(m->sd, g, SD_VAE_PREFIX);
-    int64_t shape[4] = {batch, h, w, m->sd->vae.z_channels};
-    in[0] = graph_input(g, "latent", TENSOR_LAYOUT_NHWC, 4, shape);
-    return vae_build_decoder(&b, &m->sd->vae, in[0]);
-}
-
-static graph_id build_encoder(kiln_model *m, graph *g, int batch, int h, int w, graph_id in[3])
-{
-    model_build b = sd_model_builder(m->sd, g, SD_VAE_PREFIX);
-    int64_t shape[4] = {batch, h, w, m->sd->vae.image_channels};
-    in[0] = graph_input(g, "image", TENSOR_LAYOUT_NHWC, 4, shape);
-    return vae_build_encoder(&b, &m->sd->vae, in[0]);
-}
-
-/* The cached graph for this shape, built (and planned) if the shape changed. */
-static kiln_status get_graph(kiln_model *m, cached_graph *c, graph_builder build, int batch, int h, int w)
-{
-    if (c->exec && c->batch == batch && c->h == h && c->w == w)
-        return KILN_OK;
-    cached_graph_clear(c);
-    kiln_status st = graph_create(&c->g);
-    if (st != KILN_OK)
-        return st;
-    c->in[0] = c->in[1] = c->in[2] = GRAPH_NONE;
-    c->out = build(m, c->g, batch, h, w, c->in);
-    graph_mark_output(c->g, c->out);
-    st = graph_exec_create(c->g, m->weights, &c->exec);
-    if (st != KILN_OK) {
-        cached_graph_clear(c);
-        return st;
-    }
-    c->batch = batch, c->h = h, c->w = w;
-    return KILN_OK;
 }
 
 /* ---- requests ---- */
@@ -377,7 +302,7 @@ static kiln_status encode_text(kiln_model *m, const plan *p, float **context)
 {
     const sd_model *sd = m->sd;
     int positions = sd->clip.positions;
-    kiln_status st = get_graph(m, &m->text, build_text, 2, 0, 0);
+    kiln_status st = model_graph_get(m->sd, m->weights, &m->text, MODEL_GRAPH_TEXT, 2, 0, 0);
     if (st != KILN_OK)
         return st;
     int32_t ids[2 * 512];
@@ -423,7 +348,7 @@ static uint8_t to_byte(float v)
 
 static kiln_status decode_image(kiln_model *m, const plan *p, const float *latent, kiln_image *img)
 {
-    kiln_status st = get_graph(m, &m->decoder, build_decoder, 1, p->lat_h, p->lat_w);
+    kiln_status st = model_graph_get(m->sd, m->weights, &m->decoder, MODEL_GRAPH_DECODER, 1, p->lat_h, p->lat_w);
     if (st != KILN_OK)
         return st;
     float *z = malloc(p->latent_values * sizeof *z);
@@ -481,7 +406,7 @@ static void resize_to_unit(const uint8_t *src, int sw, int sh, float *dst, int d
 static kiln_status encode_init(kiln_model *m, const plan *p, float **latent)
 {
     const kiln_request *r = p->r;
-    kiln_status st = get_graph(m, &m->encoder, build_encoder, 1, p->height, p->width);
+    kiln_status st = model_graph_get(m->sd, m->weights, &m->encoder, MODEL_GRAPH_ENCODER, 1, p->height, p->width);
     if (st != KILN_OK)
         return st;
     float *image = malloc((size_t)p->width * p->height * 3 * sizeof *image);
@@ -527,7 +452,7 @@ static kiln_status run_batch(kiln_model *m, const plan *p, const float *context,
 {
     const sd_model *sd = m->sd;
     int passes = p->guided ? 2 : 1;
-    kiln_status st = get_graph(m, &m->unet, build_unet, passes * batch, p->lat_h, p->lat_w);
+    kiln_status st = model_graph_get(m->sd, m->weights, &m->unet, MODEL_GRAPH_UNET, passes * batch, p->lat_h, p->lat_w);
     if (st != KILN_OK)
         return st;
     size_t n = p->latent_values * (size_t)batch;

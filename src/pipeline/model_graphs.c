@@ -1,0 +1,67 @@
+#include "pipeline/model_graphs.h"
+
+#include <string.h>
+
+static graph_id build(const sd_model *m, graph *g, model_graph_kind kind, int batch, int h, int w, graph_id in[3])
+{
+    switch (kind) {
+    case MODEL_GRAPH_TEXT: {
+        model_build b = sd_model_builder(m, g, SD_CLIP_PREFIX);
+        int64_t shape[2] = {batch, m->clip.positions};
+        in[0] = graph_input(g, "input_ids", TENSOR_LAYOUT_PLAIN, 2, shape);
+        return clip_text_build(&b, &m->clip, in[0]);
+    }
+    case MODEL_GRAPH_UNET: {
+        const unet_config *c = &m->unet;
+        model_build b = sd_model_builder(m, g, SD_UNET_PREFIX);
+        int64_t x_shape[4] = {batch, h, w, c->in_channels}, t_shape[1] = {batch};
+        int64_t ctx_shape[3] = {batch, m->clip.positions, c->context_dim};
+        in[0] = graph_input(g, "x", TENSOR_LAYOUT_NHWC, 4, x_shape);
+        in[1] = graph_input(g, "timesteps", TENSOR_LAYOUT_PLAIN, 1, t_shape);
+        in[2] = graph_input(g, "context", TENSOR_LAYOUT_PLAIN, 3, ctx_shape);
+        return unet_build(&b, c, in[0], in[1], in[2]);
+    }
+    case MODEL_GRAPH_DECODER: {
+        model_build b = sd_model_builder(m, g, SD_VAE_PREFIX);
+        int64_t shape[4] = {batch, h, w, m->vae.z_channels};
+        in[0] = graph_input(g, "latent", TENSOR_LAYOUT_NHWC, 4, shape);
+        return vae_build_decoder(&b, &m->vae, in[0]);
+    }
+    case MODEL_GRAPH_ENCODER: {
+        model_build b = sd_model_builder(m, g, SD_VAE_PREFIX);
+        int64_t shape[4] = {batch, h, w, m->vae.image_channels};
+        in[0] = graph_input(g, "image", TENSOR_LAYOUT_NHWC, 4, shape);
+        return vae_build_encoder(&b, &m->vae, in[0]);
+    }
+    default:
+        return GRAPH_NONE;
+    }
+}
+
+void model_graph_clear(model_graph *c)
+{
+    graph_exec_destroy(c->exec);
+    graph_destroy(c->g);
+    memset(c, 0, sizeof *c);
+}
+
+kiln_status model_graph_get(const sd_model *m, weight_cache *cache, model_graph *c, model_graph_kind kind, int batch,
+                            int h, int w)
+{
+    if (c->exec && c->kind == kind && c->batch == batch && c->h == h && c->w == w)
+        return KILN_OK;
+    model_graph_clear(c);
+    kiln_status st = graph_create(&c->g);
+    if (st != KILN_OK)
+        return st;
+    c->in[0] = c->in[1] = c->in[2] = GRAPH_NONE;
+    c->out = build(m, c->g, kind, batch, h, w, c->in);
+    graph_mark_output(c->g, c->out);
+    st = graph_exec_create(c->g, cache, &c->exec);
+    if (st != KILN_OK) {
+        model_graph_clear(c);
+        return st;
+    }
+    c->kind = kind, c->batch = batch, c->h = h, c->w = w;
+    return KILN_OK;
+}
