@@ -180,6 +180,81 @@ static void test_attention_matches_scalar(void)
     printf("    attention: worst rel err %.2e over %d levels\n", worst, n_levels);
 }
 
+/* Norms and element-wise ops of every SIMD level against the scalar ones.
+ * exp and erf are polynomial approximations there: 2e-7 relative and
+ * 1.5e-7 absolute; after a norm's scaling, 1e-5 is the bound stated. */
+static void test_norms_and_elementwise(void)
+{
+    test_rng r = test_rng_seed(4);
+    const kernel_table *ref = kernels_for(KILN_ISA_SCALAR);
+    for (int isa = KILN_ISA_AVX2; isa <= (int)cpu_get()->best_isa; isa++) {
+        const kernel_table *fast = kernels_for((kiln_isa)isa);
+        /* group norm: channels 320 (10 per group), 128 (4 per group), 96 (3), batch 2 */
+        const int64_t channel_cases[] = {320, 128, 96};
+        for (int cc = 0; cc < 3; cc++)
+            for (int silu = 0; silu < 2; silu++) {
+                int64_t c = channel_cases[cc], hw = 37, n = 2 * hw * c;
+                float *x = random_floats(&r, (size_t)n), *gamma = random_floats(&r, (size_t)c);
+                float *beta = random_floats(&r, (size_t)c);
+                for (int64_t i = 0; i < n; i++)
+                    x[i] = x[i] * 3.0f + 0.5f; /* an offset mean, a wider spread */
+                float *y0 = malloc((size_t)n * sizeof *y0), *y1 = malloc((size_t)n * sizeof *y1);
+                ref->group_norm_f32(x, y0, hw, c, 32, 1e-5f, gamma, beta, silu, 0, 64);
+                fast->group_norm_f32(x, y1, hw, c, 32, 1e-5f, gamma, beta, silu, 0, 5);
+                fast->group_norm_f32(x, y1, hw, c, 32, 1e-5f, gamma, beta, silu, 5, 64);
+                double abs_err, rel = max_rel_err(y1, y0, (size_t)n, &abs_err);
+                CHECK(rel <= 1e-5, "group norm %s c=%lld silu=%d: rel err %.3e", kiln_isa_name((kiln_isa)isa),
+                      (long long)c, silu, rel);
+                free(x), free(gamma), free(beta), free(y0), free(y1);
+            }
+        /* layer norm of rows of 77 and 768 */
+        const int64_t widths[] = {77, 768};
+        for (int wi = 0; wi < 2; wi++) {
+            int64_t c = widths[wi], rows = 5;
+            float *x = random_floats(&r, (size_t)(rows * c)), *gamma = random_floats(&r, (size_t)c);
+            float *beta = random_floats(&r, (size_t)c);
+            float *y0 = malloc((size_t)(rows * c) * sizeof *y0), *y1 = malloc((size_t)(rows * c) * sizeof *y1);
+            ref->layer_norm_f32(x, y0, c, 1e-5f, gamma, beta, 0, rows);
+            fast->layer_norm_f32(x, y1, c, 1e-5f, gamma, beta, 0, rows);
+            double abs_err, rel = max_rel_err(y1, y0, (size_t)(rows * c), &abs_err);
+            CHECK(rel <= 1e-5, "layer norm %s c=%lld: rel err %.3e", kiln_isa_name((kiln_isa)isa), (long long)c, rel);
+            free(x), free(gamma), free(beta), free(y0), free(y1);
+        }
+        /* activations over [-12, 12], with tails */
+        const int64_t n = 1003;
+        float *x = malloc(n * sizeof *x), *x2 = random_floats(&r, n), *y0 = malloc(2 * n * sizeof *y0),
+              *y1 = malloc(2 * n * sizeof *y1);
+        for (int64_t i = 0; i < n; i++)
+            x[i] = -12.0f + 24.0f * (float)i / (float)(n - 1);
+        struct {
+            const char *name;
+            void (*a)(const float *, float *, int64_t, int64_t);
+            void (*b)(const float *, float *, int64_t, int64_t);
+        } unary[] = {{"silu", ref->silu_f32, fast->silu_f32},
+                     {"gelu", ref->gelu_f32, fast->gelu_f32},
+                     {"quick_gelu", ref->quick_gelu_f32, fast->quick_gelu_f32}};
+        for (int u = 0; u < 3; u++) {
+            unary[u].a(x, y0, 0, n);
+            unary[u].b(x, y1, 3, n);
+            unary[u].b(x, y1, 0, 3);
+            double worst = 0;
+            for (int64_t i = 0; i < n; i++)
+                worst = fmax(worst, fabs((double)y1[i] - y0[i]) / (1.0 + fabs(y0[i])));
+            CHECK(worst <= 1e-6, "%s %s: error %.3e", unary[u].name, kiln_isa_name((kiln_isa)isa), worst);
+        }
+        ref->add_f32(x, x2, y0, 0, n);
+        fast->add_f32(x, x2, y1, 0, n);
+        CHECK(memcmp(y0, y1, (size_t)n * sizeof *y0) == 0, "add %s differs", kiln_isa_name((kiln_isa)isa));
+        /* GEGLU over rows of 2 x 77 */
+        float *g = random_floats(&r, 13 * 154);
+        ref->geglu_f32(g, y0, 77, 0, 13);
+        fast->geglu_f32(g, y1, 77, 0, 13);
+        double abs_err, rel = max_rel_err(y1, y0, 13 * 77, &abs_err);
+        CHECK(rel <= 1e-6, "geglu %s: rel err %.3e", kiln_isa_name((kiln_isa)isa), rel);
+        free(x), free(x2), free(y0), free(y1), free(g);
+    }
+}
+
 static void test_packing_layouts(void)
 {
     /* w[n=3][k=2][taps=2]: the scalar layout is [n][taps][k] */
@@ -198,4 +273,4 @@ static void test_packing_layouts(void)
 }
 
 TEST_MAIN(TEST(test_packing_layouts), TEST(test_linear_matches_scalar), TEST(test_conv_matches_scalar),
-          TEST(test_attention_matches_scalar))
+          TEST(test_attention_matches_scalar), TEST(test_norms_and_elementwise))

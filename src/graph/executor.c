@@ -483,9 +483,13 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         tpool_for(pool, ((pixels + c.tile_m - 1) / c.tile_m) * c.tiles_n, 1, TPOOL_DYNAMIC, run_conv2d, &c);
         break;
     }
-    case GRAPH_OP_GROUP_NORM:
-        tpool_for(pool, c.in[0]->shape[0] * node->params.norm.groups, 1, TPOOL_DYNAMIC, run_group_norm, &c);
+    case GRAPH_OP_GROUP_NORM: {
+        /* a few groups per item: long contiguous channel runs per pixel, and
+         * still several items per thread */
+        int64_t groups = node->params.norm.groups, grain = groups / 4 > 0 ? groups / 4 : 1;
+        tpool_for(pool, c.in[0]->shape[0] * groups, grain, TPOOL_DYNAMIC, run_group_norm, &c);
         break;
+    }
     case GRAPH_OP_LAYER_NORM:
         tpool_for(pool, rows_of(c.in[0]), 8, TPOOL_DYNAMIC, run_layer_norm, &c);
         break;

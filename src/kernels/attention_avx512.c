@@ -7,39 +7,17 @@
  * accumulated into the output tile at once. The full score matrix is
  * never formed: memory is O(tile), not O(queries x keys).
  *
- * exp is a polynomial (exp_ps below): relative error under 2e-7 on the
- * range softmax uses (arguments <= 0), against libm's expf.
+ * exp is a polynomial (vmath_avx512.h): relative error under 2e-7.
  */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/vmath_avx512.h"
 
 #define TQ 12 /* queries per tile */
 #define BK 16 /* keys per block: one zmm of scores per query */
-
-/* e^x for x <= 0 (inputs below -87.3 give 0): x = n ln2 + r with |r| <=
- * ln2/2, e^r by a degree-6 polynomial (Cephes' expf coefficients), 2^n by
- * scalef. */
-static inline __m512 exp_ps(__m512 x)
-{
-    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
-    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
-    r = _mm512_fnmadd_ps(n, ln2_lo, r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    __m512 r2 = _mm512_mul_ps(r, r);
-    p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
 
 /* Scratch: the block's keys transposed [d][16], and the output tile
  * [TQ][d] accumulated in f32. */

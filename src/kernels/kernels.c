@@ -24,6 +24,7 @@ static void build_tables(void)
     convert_register_avx512(&tables[KILN_ISA_AVX512]);
     gemm_register_avx512(&tables[KILN_ISA_AVX512]);
     attention_register_avx512(&tables[KILN_ISA_AVX512]);
+    ops_register_avx512(&tables[KILN_ISA_AVX512]);
     tables[KILN_ISA_AVX512].isa = KILN_ISA_AVX512;
 #endif
 }

@@ -1,0 +1,183 @@
+/*
+ * ops_avx512.c - normalizations and element-wise ops with AVX-512: group
+ * norm (with SiLU fused), layer norm, GEGLU, the activations, adds. exp
+ * and erf are the polynomials of vmath_avx512.h; everything else is exact
+ * float arithmetic in a different order from the scalar reference.
+ */
+#include <math.h>
+
+#include "kernels/kernels.h"
+#include "kernels/vmath_avx512.h"
+
+/* Channels a group-norm call can hold statistics for on the stack. */
+#define GN_MAX_CHANNELS 4096
+
+/* Group norm for the (batch, group) items [i0, i1): per channel, sums over
+ * the pixels in vector lanes; per group, the mean, then (a second pass) the
+ * variance around it; finally y = x a + b per channel, SiLU if asked. The
+ * items of one call are done batch by batch as one channel range, so the
+ * pixel loops stay long and contiguous. */
+static void group_norm_f32_avx512(const float *x, float *y, int64_t hw, int64_t c, int64_t groups, float eps,
+                                  const float *gamma, const float *beta, int silu, int64_t i0, int64_t i1)
+{
+    if (c > GN_MAX_CHANNELS) {
+        kernels_for(KILN_ISA_SCALAR)->group_norm_f32(x, y, hw, c, groups, eps, gamma, beta, silu, i0, i1);
+        return;
+    }
+    const int64_t cg = c / groups;
+    float sums[GN_MAX_CHANNELS] __attribute__((aligned(64)));
+    float scale[GN_MAX_CHANNELS] __attribute__((aligned(64))), shift[GN_MAX_CHANNELS] __attribute__((aligned(64)));
+    for (int64_t i = i0; i < i1;) {
+        int64_t b = i / groups, g0 = i % groups;
+        int64_t g1 = groups < g0 + (i1 - i) ? groups : g0 + (i1 - i);
+        int64_t c0 = g0 * cg, c1 = g1 * cg;
+        const float *xb = x + b * hw * c;
+        float *yb = y + b * hw * c;
+
+        /* pass 1: per-channel sums -> group means */
+        for (int64_t ch = c0; ch < c1; ch += 16)
+            _mm512_mask_storeu_ps(sums + ch, tail_mask16(c1 - ch), _mm512_setzero_ps());
+        for (int64_t p = 0; p < hw; p++)
+            for (int64_t ch = c0; ch < c1; ch += 16) {
+                __mmask16 m = tail_mask16(c1 - ch);
+                __m512 s = _mm512_maskz_loadu_ps(m, sums + ch);
+                _mm512_mask_storeu_ps(sums + ch, m, _mm512_add_ps(s, _mm512_maskz_loadu_ps(m, xb + p * c + ch)));
+            }
+        for (int64_t g = g0; g < g1; g++) {
+            double total = 0;
+            for (int64_t j = 0; j < cg; j++)
+                total += sums[g * cg + j];
+            float mean = (float)(total / (double)(hw * cg));
+            for (int64_t j = 0; j < cg; j++)
+                shift[g * cg + j] = mean;
+        }
+        /* pass 2: per-channel squared deviations -> group variances */
+        for (int64_t ch = c0; ch < c1; ch += 16)
+            _mm512_mask_storeu_ps(sums + ch, tail_mask16(c1 - ch), _mm512_setzero_ps());
+        for (int64_t p = 0; p < hw; p++)
+            for (int64_t ch = c0; ch < c1; ch += 16) {
+                __mmask16 m = tail_mask16(c1 - ch);
+                __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xb + p * c + ch), _mm512_maskz_loadu_ps(m, shift + ch));
+                __m512 s = _mm512_maskz_loadu_ps(m, sums + ch);
+                _mm512_mask_storeu_ps(sums + ch, m, _mm512_fmadd_ps(d, d, s));
+            }
+        for (int64_t g = g0; g < g1; g++) {
+            double total = 0;
+            for (int64_t j = 0; j < cg; j++)
+                total += sums[g * cg + j];
+            float inv = (float)(1.0 / sqrt(total / (double)(hw * cg) + eps));
+            for (int64_t j = 0; j < cg; j++) {
+                int64_t ch = g * cg + j;
+                float mean = shift[ch];
+                scale[ch] = gamma[ch] * inv;
+                shift[ch] = beta[ch] - mean * scale[ch];
+            }
+        }
+        /* pass 3: normalize */
+        for (int64_t p = 0; p < hw; p++)
+            for (int64_t ch = c0; ch < c1; ch += 16) {
+                __mmask16 m = tail_mask16(c1 - ch);
+                __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xb + p * c + ch), _mm512_maskz_loadu_ps(m, scale + ch),
+                                           _mm512_maskz_loadu_ps(m, shift + ch));
+                _mm512_mask_storeu_ps(yb + p * c + ch, m, silu ? silu_ps(v) : v);
+            }
+        i += g1 - g0;
+    }
+}
+
+static void layer_norm_f32_avx512(const float *x, float *y, int64_t c, float eps, const float *gamma,
+                                  const float *beta, int64_t r0, int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * c;
+        float *yr = y + r * c;
+        __m512 s = _mm512_setzero_ps();
+        for (int64_t i = 0; i < c; i += 16)
+            s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(tail_mask16(c - i), xr + i));
+        float mean = _mm512_reduce_add_ps(s) / (float)c;
+        __m512 vm = _mm512_set1_ps(mean), q = _mm512_setzero_ps();
+        for (int64_t i = 0; i < c; i += 16) {
+            __mmask16 m = tail_mask16(c - i);
+            __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, xr + i), vm);
+            q = _mm512_fmadd_ps(d, d, q);
+        }
+        __m512 inv = _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(q) / (float)c + eps));
+        for (int64_t i = 0; i < c; i += 16) {
+            __mmask16 m = tail_mask16(c - i);
+            __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + i), vm), inv);
+            _mm512_mask_storeu_ps(yr + i, m,
+                                  _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, gamma + i), _mm512_maskz_loadu_ps(m, beta + i)));
+        }
+    }
+}
+
+static void add_f32_avx512(const float *a, const float *b, float *y, int64_t i0, int64_t i1)
+{
+    for (int64_t i = i0; i < i1; i += 16) {
+        __mmask16 m = tail_mask16(i1 - i);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i)));
+    }
+}
+
+static void silu_f32_avx512(const float *x, float *y, int64_t i0, int64_t i1)
+{
+    for (int64_t i = i0; i < i1; i += 16) {
+        __mmask16 m = tail_mask16(i1 - i);
+        _mm512_mask_storeu_ps(y + i, m, silu_ps(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+static void gelu_f32_avx512(const float *x, float *y, int64_t i0, int64_t i1)
+{
+    for (int64_t i = i0; i < i1; i += 16) {
+        __mmask16 m = tail_mask16(i1 - i);
+        _mm512_mask_storeu_ps(y + i, m, gelu_ps(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+static void quick_gelu_f32_avx512(const float *x, float *y, int64_t i0, int64_t i1)
+{
+    const __m512 one = _mm512_set1_ps(1.0f), k = _mm512_set1_ps(-1.702f);
+    for (int64_t i = i0; i < i1; i += 16) {
+        __mmask16 m = tail_mask16(i1 - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_div_ps(v, _mm512_add_ps(one, exp_ps(_mm512_mul_ps(k, v)))));
+    }
+}
+
+static void add_channel_bias_f32_avx512(const float *x, const float *bias, float *y, int64_t hw, int64_t c,
+                                        int64_t r0, int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const float *br = bias + (r / hw) * c;
+        for (int64_t i = 0; i < c; i += 16) {
+            __mmask16 m = tail_mask16(c - i);
+            _mm512_mask_storeu_ps(y + r * c + i, m,
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + r * c + i), _mm512_maskz_loadu_ps(m, br + i)));
+        }
+    }
+}
+
+static void geglu_f32_avx512(const float *x, float *y, int64_t n, int64_t r0, int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * 2 * n;
+        for (int64_t i = 0; i < n; i += 16) {
+            __mmask16 m = tail_mask16(n - i);
+            __m512 a = _mm512_maskz_loadu_ps(m, xr + i), gate = _mm512_maskz_loadu_ps(m, xr + n + i);
+            _mm512_mask_storeu_ps(y + r * n + i, m, _mm512_mul_ps(a, gelu_ps(gate)));
+        }
+    }
+}
+
+void ops_register_avx512(kernel_table *t)
+{
+    t->group_norm_f32 = group_norm_f32_avx512;
+    t->layer_norm_f32 = layer_norm_f32_avx512;
+    t->add_f32 = add_f32_avx512;
+    t->silu_f32 = silu_f32_avx512;
+    t->gelu_f32 = gelu_f32_avx512;
+    t->quick_gelu_f32 = quick_gelu_f32_avx512;
+    t->add_channel_bias_f32 = add_channel_bias_f32_avx512;
+    t->geglu_f32 = geglu_f32_avx512;
+}
