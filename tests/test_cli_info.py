@@ -80,7 +80,23 @@ def expected_figures(path, content, tensors, metadata):
         "dtypes": by_dtype,
         "metadata": metadata or {},
         "tensors": listing,
+        "architecture": {},  # none of these files holds an SD component
     }
+
+
+def test_architecture(data):
+    """The SD components kiln finds in a checkpoint, read from the shapes."""
+    global current
+    current = "architecture"
+    rc, out, err = run("info", "--json", "--summary", os.path.join(data, "golden", "unet_small.safetensors"))
+    check(rc == 0, "exit status %d, stderr %r" % (rc, err))
+    arch = json.loads(out).get("architecture", {})
+    unet = arch.get("unet", {})
+    check(unet.get("model_channels") == 32 and unet.get("channel_mult") == [1, 2] and unet.get("num_heads") == 8
+          and unet.get("context_dim") == 32, "unet_small read as %r" % unet)
+    check("vae" not in arch and "text_encoder" not in arch, "only a unet is in that file: %r" % arch)
+    rc, out, err = run("info", "--summary", os.path.join(data, "golden", "vae_small.safetensors"))
+    check(rc == 0 and b"factor 2" in out, "vae_small's text summary: %r" % out[-300:])
 
 
 def test_valid_files(gen, data):
@@ -254,7 +270,8 @@ def main():
     tests = [("valid files", lambda: test_valid_files(gen, data)),
              ("example text", lambda: test_example_text(gen, data)),
              ("malformed", lambda: test_malformed(data)),
-             ("usage", lambda: test_usage(data))]
+             ("usage", lambda: test_usage(data)),
+             ("architecture", lambda: test_architecture(data))]
     passed = failed = 0
     for name, fn in tests:
         before = len(failures)

@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "kiln.h"
+#include "models/sd_model.h"
 
 typedef struct dtype_totals {
     uint64_t tensors[KILN_DTYPE_COUNT];
@@ -55,7 +56,94 @@ static void format_shape(const kiln_tensor_desc *t, char *buf, size_t size)
         snprintf(buf + used, size - used, "]");
 }
 
-static void print_text(const kiln_weights *w, int list_tensors)
+/* What the tensors say about the architecture: each SD component found,
+ * with the sizes kiln reads from the shapes. */
+typedef struct architecture {
+    int has_unet, has_vae, has_text;
+    unet_config unet;
+    vae_config vae;
+    clip_text_config text;
+} architecture;
+
+static void detect_architecture(const char *path, architecture *a)
+{
+    memset(a, 0, sizeof *a);
+    weight_store *ws;
+    kiln_weights *w;
+    if (wstore_create(&ws) != KILN_OK)
+        return;
+    if (kiln_weights_open(path, &w) != KILN_OK || wstore_add_file(ws, w, NULL) != KILN_OK) {
+        wstore_destroy(ws);
+        return;
+    }
+    model_build b = {.ws = ws, .prefix = SD_UNET_PREFIX};
+    a->has_unet = unet_config_read(&b, &a->unet) == KILN_OK;
+    b.prefix = SD_VAE_PREFIX;
+    a->has_vae = vae_config_read(&b, &a->vae) == KILN_OK;
+    b.prefix = SD_CLIP_PREFIX;
+    a->has_text = clip_text_config_read(&b, &a->text) == KILN_OK;
+    wstore_destroy(ws);
+}
+
+static void print_architecture(const architecture *a)
+{
+    if (!a->has_unet && !a->has_vae && !a->has_text)
+        return;
+    printf("architecture\n");
+    if (a->has_unet) {
+        const unet_config *u = &a->unet;
+        printf("  unet      SD %s: %d channels, mult", u->linear_proj ? "2.x" : "1.x", u->model_channels);
+        for (int l = 0; l < u->levels; l++)
+            printf("%s%d", l ? "," : " ", u->channel_mult[l]);
+        printf(", %d blocks/level, attention at levels", u->num_res_blocks);
+        for (int l = 0; l < u->levels; l++)
+            if (u->attention[l])
+                printf(" %d", l);
+        printf(", context %d, ", u->context_dim);
+        if (u->num_heads)
+            printf("%d heads\n", u->num_heads);
+        else
+            printf("%d-channel heads\n", u->head_dim);
+    }
+    if (a->has_vae)
+        printf("  vae       %d channels, %d levels (factor %d), %d blocks/level, %d latent channels%s%s\n",
+               a->vae.channels, a->vae.levels, vae_factor(&a->vae), a->vae.num_res_blocks, a->vae.z_channels,
+               a->vae.has_encoder ? ", encoder" : "", a->vae.has_decoder ? ", decoder" : "");
+    if (a->has_text)
+        printf("  text      CLIP: width %d, %d layers, %d heads, %d tokens, %d positions\n", a->text.width,
+               a->text.layers, a->text.heads, a->text.vocab, a->text.positions);
+}
+
+static json_t *architecture_json(const architecture *a)
+{
+    json_t *root = json_object();
+    if (a->has_unet) {
+        json_t *mult = json_array(), *attention = json_array();
+        for (int l = 0; l < a->unet.levels; l++) {
+            json_array_append_new(mult, json_integer(a->unet.channel_mult[l]));
+            json_array_append_new(attention, json_boolean(a->unet.attention[l]));
+        }
+        json_object_set_new(root, "unet",
+                            json_pack("{s:i, s:o, s:i, s:o, s:i, s:i, s:i, s:i, s:b}", "model_channels",
+                                      a->unet.model_channels, "channel_mult", mult, "num_res_blocks",
+                                      a->unet.num_res_blocks, "attention", attention, "transformer_depth",
+                                      a->unet.transformer_depth, "context_dim", a->unet.context_dim, "num_heads",
+                                      a->unet.num_heads, "head_dim", a->unet.head_dim, "linear_proj",
+                                      a->unet.linear_proj));
+    }
+    if (a->has_vae)
+        json_object_set_new(root, "vae",
+                            json_pack("{s:i, s:i, s:i, s:i, s:i}", "channels", a->vae.channels, "levels", a->vae.levels,
+                                      "factor", vae_factor(&a->vae), "num_res_blocks", a->vae.num_res_blocks,
+                                      "z_channels", a->vae.z_channels));
+    if (a->has_text)
+        json_object_set_new(root, "text_encoder",
+                            json_pack("{s:i, s:i, s:i, s:i, s:i}", "width", a->text.width, "layers", a->text.layers,
+                                      "heads", a->text.heads, "vocab", a->text.vocab, "positions", a->text.positions));
+    return root;
+}
+
+static void print_text(const kiln_weights *w, int list_tensors, const architecture *arch)
 {
     dtype_totals totals;
     add_up(w, &totals);
@@ -81,6 +169,7 @@ static void print_text(const kiln_weights *w, int list_tensors)
         kiln_weights_metadata(w, i, &key, &value);
         printf("  %s = %s\n", key, value);
     }
+    print_architecture(arch);
     if (!list_tensors)
         return;
 
@@ -179,13 +268,16 @@ int cmd_info(int argc, char **argv)
     kiln_weights *w;
     if (kiln_weights_open(path, &w) != KILN_OK)
         return cli_fail("info");
+    architecture arch;
+    detect_architecture(path, &arch);
     if (as_json) {
         json_t *root = to_json(w, list_tensors);
+        json_object_set_new(root, "architecture", architecture_json(&arch));
         json_dumpf(root, stdout, JSON_INDENT(2));
         putchar('\n');
         json_decref(root);
     } else {
-        print_text(w, list_tensors);
+        print_text(w, list_tensors, &arch);
     }
     kiln_weights_destroy(w);
     /* a full disk or a closed pipe must not pass for a listing */
