@@ -16,37 +16,92 @@
 #include "kernels/kernels.h"
 #include "kernels/vmath_avx512.h"
 
-#define TQ 12 /* queries per tile */
-#define BK 16 /* keys per block: one zmm of scores per query */
+#define TQ 12      /* queries per micro-tile: 12 zmm of scores */
+#define SUBTILES 4 /* micro-tiles sharing each transposed key block */
+#define BK 16      /* keys per block: one zmm of scores per query */
 
-/* Scratch: the block's keys transposed [d][16], and the output tile
- * [TQ][d] accumulated in f32. */
+/* Scratch: a block's keys transposed [d][16], and the output of every
+ * query of the tile [SUBTILES * TQ][d], accumulated in f32. */
 static size_t attention_scratch_avx512(const attention_geom *g)
 {
     size_t d = (size_t)((g->head_dim + 15) / 16 * 16);
-    return (d * BK + TQ * d) * sizeof(float) + 64;
+    return (d * BK + SUBTILES * TQ * d) * sizeof(float) + 64;
 }
 
-/* One tile: queries [t0, t0 + rows) of head h in batch b. */
-static void attention_tile(const attention_geom *g, const float *q, const float *k, const float *v, float *o,
-                           int64_t b, int64_t h, int64_t t0, int rows, float *kt, float *acc)
+/* The running softmax of one micro-tile's rows. */
+typedef struct softmax_rows {
+    float max[TQ], sum[TQ];
+} softmax_rows;
+
+/* Scores of one micro-tile (queries t0..t0+rows) against one transposed
+ * key block, folded into its running softmax and output. */
+static void micro_tile_block(const attention_geom *g, const float *const qrow[TQ], int64_t t0, int rows,
+                             const float *kt, const float *vb, int64_t j0, int n, softmax_rows *sm, float *acc)
 {
     const int64_t d = g->head_dim, dv = (d + 15) / 16 * 16;
-    const float *qrow[TQ];
+    const __m512 scale = _mm512_set1_ps(g->scale);
+    float *row_max = sm->max, *row_sum = sm->sum;
+    __m512 s[TQ];
     for (int r = 0; r < TQ; r++)
-        qrow[r] = q + (b * g->q_len + t0 + (r < rows ? r : rows - 1)) * g->q_stride + h * d;
+        s[r] = _mm512_setzero_ps();
+    for (int64_t e = 0; e < d; e++) {
+        __m512 ke = _mm512_load_ps(kt + e * BK);
+        for (int r = 0; r < TQ; r++)
+            s[r] = _mm512_fmadd_ps(_mm512_set1_ps(qrow[r][e]), ke, s[r]);
+    }
+    for (int r = 0; r < rows; r++) {
+        /* keys past the block's end, or after the query when causal */
+        int64_t visible = g->causal ? t0 + r + 1 - j0 : n;
+        if (visible > n)
+            visible = n;
+        if (visible <= 0)
+            continue;
+        __mmask16 live = (__mmask16)((1u << visible) - 1);
+        __m512 sr = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), live, _mm512_mul_ps(s[r], scale));
+        float block_max = _mm512_reduce_max_ps(sr);
+        float new_max = block_max > row_max[r] ? block_max : row_max[r];
+        float correction = row_max[r] == -INFINITY ? 0.0f : expf(row_max[r] - new_max);
+        __m512 p = exp_ps(_mm512_sub_ps(sr, _mm512_set1_ps(new_max)));
+        p = _mm512_maskz_mov_ps(live, p);
+        row_sum[r] = row_sum[r] * correction + _mm512_reduce_add_ps(p);
+        row_max[r] = new_max;
+        float probs[BK] __attribute__((aligned(64)));
+        _mm512_store_ps(probs, p);
+        float *out = acc + r * dv;
+        __m512 corr = _mm512_set1_ps(correction);
+        for (int64_t e = 0; e < dv; e += 16) {
+            __mmask16 m = d - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - e)) - 1);
+            __m512 a = _mm512_mul_ps(_mm512_load_ps(out + e), corr);
+            for (int j = 0; j < (int)visible; j++)
+                a = _mm512_fmadd_ps(_mm512_set1_ps(probs[j]), _mm512_maskz_loadu_ps(m, vb + (j0 + j) * g->v_stride + e), a);
+            _mm512_store_ps(out + e, a);
+        }
+    }
+}
+
+/* One tile: queries [t0, t0 + count) of head h in batch b, count up to
+ * SUBTILES * TQ; each key block is transposed once for all of them. */
+static void attention_tile(const attention_geom *g, const float *q, const float *k, const float *v, float *o,
+                           int64_t b, int64_t h, int64_t t0, int count, float *kt, float *acc)
+{
+    const int64_t d = g->head_dim, dv = (d + 15) / 16 * 16;
     const float *kb = k + b * g->kv_len * g->k_stride + h * d;
     const float *vb = v + b * g->kv_len * g->v_stride + h * d;
-    memset(acc, 0, (size_t)(TQ * dv) * sizeof *acc);
-    float row_max[TQ], row_sum[TQ];
-    for (int r = 0; r < TQ; r++)
-        row_max[r] = -INFINITY, row_sum[r] = 0.0f;
+    int subtiles = (count + TQ - 1) / TQ;
+    const float *qrow[SUBTILES][TQ];
+    softmax_rows sm[SUBTILES];
+    for (int st = 0; st < subtiles; st++) {
+        int rows = count - st * TQ < TQ ? count - st * TQ : TQ;
+        for (int r = 0; r < TQ; r++)
+            qrow[st][r] = q + (b * g->q_len + t0 + st * TQ + (r < rows ? r : rows - 1)) * g->q_stride + h * d;
+        for (int r = 0; r < TQ; r++)
+            sm[st].max[r] = -INFINITY, sm[st].sum[r] = 0.0f;
+    }
+    memset(acc, 0, (size_t)(subtiles * TQ * dv) * sizeof *acc);
     /* causal: the tile's last query sees keys up to itself */
-    int64_t keys = g->causal ? t0 + rows : g->kv_len;
+    int64_t keys = g->causal ? t0 + count : g->kv_len;
     if (keys > g->kv_len)
         keys = g->kv_len;
-    const __m512 scale = _mm512_set1_ps(g->scale);
-
     for (int64_t j0 = 0; j0 < keys; j0 += BK) {
         int n = keys - j0 < BK ? (int)(keys - j0) : BK;
         /* transpose the block's keys: kt[e][j] */
@@ -55,46 +110,16 @@ static void attention_tile(const attention_geom *g, const float *q, const float 
             for (int64_t e = 0; e < d; e++)
                 kt[e * BK + j] = kr[e];
         }
-        __m512 s[TQ];
-        for (int r = 0; r < TQ; r++)
-            s[r] = _mm512_setzero_ps();
-        for (int64_t e = 0; e < d; e++) {
-            __m512 ke = _mm512_load_ps(kt + e * BK);
-            for (int r = 0; r < TQ; r++)
-                s[r] = _mm512_fmadd_ps(_mm512_set1_ps(qrow[r][e]), ke, s[r]);
-        }
-        for (int r = 0; r < rows; r++) {
-            /* keys past the block's end, or after the query when causal */
-            int64_t visible = g->causal ? t0 + r + 1 - j0 : n;
-            if (visible > n)
-                visible = n;
-            if (visible <= 0)
-                continue;
-            __mmask16 live = (__mmask16)((1u << visible) - 1);
-            __m512 sr = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), live, _mm512_mul_ps(s[r], scale));
-            float block_max = _mm512_reduce_max_ps(sr);
-            float new_max = block_max > row_max[r] ? block_max : row_max[r];
-            float correction = row_max[r] == -INFINITY ? 0.0f : expf(row_max[r] - new_max);
-            __m512 p = exp_ps(_mm512_sub_ps(sr, _mm512_set1_ps(new_max)));
-            p = _mm512_maskz_mov_ps(live, p);
-            row_sum[r] = row_sum[r] * correction + _mm512_reduce_add_ps(p);
-            row_max[r] = new_max;
-            float probs[BK] __attribute__((aligned(64)));
-            _mm512_store_ps(probs, p);
-            float *out = acc + r * dv;
-            __m512 corr = _mm512_set1_ps(correction);
-            for (int64_t e = 0; e < dv; e += 16) {
-                __mmask16 m = d - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - e)) - 1);
-                __m512 a = _mm512_mul_ps(_mm512_load_ps(out + e), corr);
-                for (int j = 0; j < (int)visible; j++)
-                    a = _mm512_fmadd_ps(_mm512_set1_ps(probs[j]), _mm512_maskz_loadu_ps(m, vb + (j0 + j) * g->v_stride + e), a);
-                _mm512_store_ps(out + e, a);
-            }
+        for (int st = 0; st < subtiles; st++) {
+            int rows = count - st * TQ < TQ ? count - st * TQ : TQ;
+            micro_tile_block(g, qrow[st], t0 + st * TQ, rows, kt, vb, j0, n, &sm[st], acc + st * TQ * dv);
         }
     }
-    for (int r = 0; r < rows; r++) {
+    for (int r = 0; r < count; r++) {
+        const softmax_rows *s = &sm[r / TQ];
+        float sum = s->sum[r % TQ];
         float *dst = o + (b * g->q_len + t0 + r) * g->o_stride + h * d;
-        __m512 inv = _mm512_set1_ps(row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f);
+        __m512 inv = _mm512_set1_ps(sum > 0.0f ? 1.0f / sum : 0.0f);
         for (int64_t e = 0; e < d; e += 16) {
             __mmask16 m = d - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - e)) - 1);
             _mm512_mask_storeu_ps(dst + e, m, _mm512_mul_ps(_mm512_load_ps(acc + r * dv + e), inv));
@@ -114,8 +139,8 @@ static void attention_f32_avx512(const attention_geom *g, const float *q, const 
         int64_t run = g->q_len - t;
         if (run > i1 - i)
             run = i1 - i;
-        if (run > TQ)
-            run = TQ;
+        if (run > SUBTILES * TQ)
+            run = SUBTILES * TQ;
         attention_tile(g, q, k, v, o, bh / g->heads, bh % g->heads, t, (int)run, kt, acc);
         i += run;
     }
