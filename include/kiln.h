@@ -161,6 +161,11 @@ KILN_API const void *kiln_weights_data(const kiln_weights *w, const kiln_tensor_
 KILN_API kiln_status kiln_weights_read_f32(const kiln_weights *w, const kiln_tensor_desc *t,
                                            float *dst, size_t count);
 
+/* Lets the OS drop the file's pages from memory now (they are read back
+ * from the file if touched again): for callers that have copied what they
+ * need, so the mapping stops counting in the process's memory. */
+KILN_API void kiln_weights_drop_pages(kiln_weights *w);
+
 /* The "__metadata__" string pairs of the header, in file order. The strings
  * live as long as w. */
 KILN_API size_t kiln_weights_metadata_count(const kiln_weights *w);
@@ -205,6 +210,8 @@ typedef struct kiln_model kiln_model;
 
 typedef struct kiln_model_options {
     const char *tokenizer_dir; /* NULL: tokenizer/ beside the file or in the folder */
+    const char *precision;     /* how weights are kept for the matrix kernels: "f32" (default) or
+                                  "f16" (half the memory and bandwidth; activations and sums stay f32) */
 } kiln_model_options;
 
 KILN_API void kiln_model_options_defaults(kiln_model_options *o);

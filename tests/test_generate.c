@@ -4,6 +4,7 @@
  * reproducibility across runs, thread counts and batch sizes, img2img,
  * cancellation, refusals that name the field, and the PNG output.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,7 +22,7 @@ static const char *tiny_model(void)
     random_model_spec spec;
     random_model_preset("tiny", &spec);
     char *tokenizer = test_shared_path("clip-tokenizer");
-    random_model_options o = {.dtype = KILN_DTYPE_F16, .seed = 7, .tokenizer_from = tokenizer};
+    random_model_options o = {.dtype = KILN_DTYPE_F32, .seed = 7, .tokenizer_from = tokenizer};
     char path[512];
     snprintf(path, sizeof path, "%s/tiny.safetensors", test_tmp_dir());
     kiln_status st = random_model_write(&spec, &o, path);
@@ -37,7 +38,7 @@ typedef struct session {
     kiln_model *model;
 } session;
 
-static int open_session(session *s, int threads)
+static int open_session_with(session *s, int threads, const char *precision)
 {
     memset(s, 0, sizeof *s);
     const char *path = tiny_model();
@@ -46,11 +47,19 @@ static int open_session(session *s, int threads)
     kiln_engine_options eo;
     kiln_engine_options_defaults(&eo);
     eo.threads = threads;
-    if (kiln_engine_create(&eo, &s->engine) != KILN_OK || kiln_model_load(s->engine, path, NULL, &s->model) != KILN_OK) {
+    kiln_model_options mo;
+    kiln_model_options_defaults(&mo);
+    mo.precision = precision;
+    if (kiln_engine_create(&eo, &s->engine) != KILN_OK || kiln_model_load(s->engine, path, &mo, &s->model) != KILN_OK) {
         CHECK(0, "opening the tiny model: %s", kiln_last_error());
         return -1;
     }
     return 0;
+}
+
+static int open_session(session *s, int threads)
+{
+    return open_session_with(s, threads, NULL);
 }
 
 static void close_session(session *s)
@@ -271,6 +280,44 @@ static void test_png_output(void)
     close_session(&s);
 }
 
+/* f16 weights change the pixels a little, not the picture: PSNR against
+ * the f32 image (8-bit, peak 255) of at least 35 dB. */
+static void test_f16_precision(void)
+{
+    session f32, f16;
+    if (open_session(&f32, 2) != 0 || open_session_with(&f16, 2, "f16") != 0)
+        return;
+    kiln_request r = base_request();
+    kiln_result *a = NULL, *b = NULL;
+    CHECK(kiln_generate(f32.model, &r, &a) == KILN_OK, "f32: %s", kiln_last_error());
+    CHECK(kiln_generate(f16.model, &r, &b) == KILN_OK, "f16: %s", kiln_last_error());
+    if (a && b) {
+        double se = 0;
+        size_t n = (size_t)a->images[0].width * a->images[0].height * 3;
+        for (size_t i = 0; i < n; i++) {
+            double d = (double)a->images[0].rgb[i] - b->images[0].rgb[i];
+            se += d * d;
+        }
+        double psnr = se == 0 ? 99.0 : 10.0 * log10(255.0 * 255.0 / (se / (double)n));
+        printf("    f16 weights vs f32: PSNR %.1f dB\n", psnr);
+        CHECK(psnr >= 35.0, "f16 weights: PSNR %.1f dB against f32, expected >= 35", psnr);
+    }
+    kiln_result_destroy(a);
+    kiln_result_destroy(b);
+    close_session(&f32);
+    close_session(&f16);
+    kiln_engine *e = NULL;
+    kiln_model *m = NULL;
+    kiln_model_options mo;
+    kiln_model_options_defaults(&mo);
+    mo.precision = "f8";
+    kiln_engine_create(NULL, &e);
+    CHECK(kiln_model_load(e, tiny_model(), &mo, &m) == KILN_ERR_INVALID && strstr(kiln_last_error(), "precision"),
+          "an unknown precision must be refused naming the field: %s", kiln_last_error());
+    kiln_model_destroy(m);
+    kiln_engine_destroy(e);
+}
+
 static void test_cleanup(void)
 {
     free(model_path);
@@ -279,4 +326,4 @@ static void test_cleanup(void)
 
 TEST_MAIN(TEST(test_txt2img_is_reproducible), TEST(test_every_sampler_runs), TEST(test_img2img),
           TEST(test_cancel_keeps_finished_images), TEST(test_bad_requests_are_refused), TEST(test_png_output),
-          TEST(test_cleanup))
+          TEST(test_f16_precision), TEST(test_cleanup))

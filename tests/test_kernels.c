@@ -24,13 +24,21 @@ static float *random_floats(test_rng *r, size_t n)
     return x;
 }
 
+static packed_weights pack_as(const float *w, kiln_dtype dtype, int nr, int64_t n, int64_t k, int64_t taps)
+{
+    void *data = NULL;
+    if (posix_memalign(&data, 64, kernels_packed_elements(nr, n, k, taps) * kiln_dtype_size(dtype) + 64) != 0)
+        abort();
+    kernels_pack_weights(w, KILN_DTYPE_F32, dtype, nr, n, k, taps, data);
+    return (packed_weights){.nr = nr, .dtype = dtype, .n = n, .k = k, .taps = taps, .data = data};
+}
+
+/* Packing dtype under test: both kernels read the same rounded weights. */
+static kiln_dtype pack_dtype = KILN_DTYPE_F32;
+
 static packed_weights pack(const float *w, int nr, int64_t n, int64_t k, int64_t taps)
 {
-    float *data = NULL;
-    if (posix_memalign((void **)&data, 64, kernels_packed_floats(nr, n, k, taps) * sizeof(float) + 64) != 0)
-        abort();
-    kernels_pack_weights(w, KILN_DTYPE_F32, nr, n, k, taps, data);
-    return (packed_weights){.nr = nr, .n = n, .k = k, .taps = taps, .data = data};
+    return pack_as(w, pack_dtype, nr, n, k, taps);
 }
 
 static double max_rel_err(const float *got, const float *want, size_t n, double *max_abs)
@@ -260,17 +268,27 @@ static void test_packing_layouts(void)
     /* w[n=3][k=2][taps=2]: the scalar layout is [n][taps][k] */
     const float w[12] = {0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23};
     float scalar[12], panel[2 * 2 * 4];
-    kernels_pack_weights(w, KILN_DTYPE_F32, 0, 3, 2, 2, scalar);
+    kernels_pack_weights(w, KILN_DTYPE_F32, KILN_DTYPE_F32, 0, 3, 2, 2, scalar);
     const float want[12] = {0, 2, 1, 3, 10, 12, 11, 13, 20, 22, 21, 23};
     CHECK(memcmp(scalar, want, sizeof want) == 0, "scalar packing: got %g %g %g %g ...", scalar[0], scalar[1],
           scalar[2], scalar[3]);
     /* panels of 4 columns: [taps][k][4], column 3 zero-padded */
-    CHECK(kernels_packed_floats(4, 3, 2, 2) == 16, "packed size %zu", kernels_packed_floats(4, 3, 2, 2));
-    kernels_pack_weights(w, KILN_DTYPE_F32, 4, 3, 2, 2, panel);
+    CHECK(kernels_packed_elements(4, 3, 2, 2) == 16, "packed size %zu", kernels_packed_elements(4, 3, 2, 2));
+    kernels_pack_weights(w, KILN_DTYPE_F32, KILN_DTYPE_F32, 4, 3, 2, 2, panel);
     const float want_panel[16] = {0, 10, 20, 0, 2, 12, 22, 0, 1, 11, 21, 0, 3, 13, 23, 0};
     CHECK(memcmp(panel, want_panel, sizeof want_panel) == 0, "panel packing: got %g %g %g %g %g ...", panel[0],
           panel[1], panel[2], panel[3], panel[4]);
 }
 
-TEST_MAIN(TEST(test_packing_layouts), TEST(test_linear_matches_scalar), TEST(test_conv_matches_scalar),
+/* The same kernels on weights packed as f16, against the scalar kernels on
+ * the same f16 weights. */
+static void test_f16_weights(void)
+{
+    pack_dtype = KILN_DTYPE_F16;
+    test_linear_matches_scalar();
+    test_conv_matches_scalar();
+    pack_dtype = KILN_DTYPE_F32;
+}
+
+TEST_MAIN(TEST(test_packing_layouts), TEST(test_linear_matches_scalar), TEST(test_conv_matches_scalar), TEST(test_f16_weights),
           TEST(test_attention_matches_scalar), TEST(test_norms_and_elementwise))

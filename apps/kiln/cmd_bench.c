@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "core/clock.h"
@@ -25,7 +26,7 @@
 #include "pipeline/model_graphs.h"
 
 typedef struct bench_args {
-    const char *model, *tokenizer;
+    const char *model, *tokenizer, *precision;
     int width, height, runs, warmup, threads, json;
 } bench_args;
 
@@ -38,7 +39,7 @@ typedef struct stage_result {
 
 static void bench_usage(FILE *out)
 {
-    fprintf(out, "usage: kiln bench [-m MODEL] [-W N -H N] [--runs N] [--warmup N] [--threads N] [--json]\n"
+    fprintf(out, "usage: kiln bench [-m MODEL] [-W N -H N] [--precision f32|f16] [--runs N] [--warmup N] [--threads N] [--json]\n"
                  "  times the text encoder, the UNet (batch 1 and 2) and the VAE decoder, with the machine's\n"
                  "  measured FMA peak and the peak RSS (default model: the shipped one; KILN_MODEL overrides)\n");
 }
@@ -48,6 +49,7 @@ static int parse(int argc, char **argv, bench_args *a)
     memset(a, 0, sizeof *a);
     a->runs = 5;
     a->warmup = 1;
+    a->precision = "f32";
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -57,6 +59,8 @@ static int parse(int argc, char **argv, bench_args *a)
             a->model = argv[++i];
         else if (!strcmp(argv[i], "--tokenizer") && v)
             a->tokenizer = argv[++i];
+        else if (!strcmp(argv[i], "--precision") && v)
+            a->precision = argv[++i];
         else if ((!strcmp(argv[i], "-W") || !strcmp(argv[i], "--width")) && v)
             a->width = atoi(argv[++i]);
         else if ((!strcmp(argv[i], "-H") || !strcmp(argv[i], "--height")) && v)
@@ -73,6 +77,10 @@ static int parse(int argc, char **argv, bench_args *a)
             fprintf(stderr, "kiln bench: unknown or incomplete option '%s'\n", argv[i]);
             return -1;
         }
+    }
+    if (strcmp(a->precision, "f32") != 0 && strcmp(a->precision, "f16") != 0) {
+        fprintf(stderr, "kiln bench: precision is f32 or f16, not '%s'\n", a->precision);
+        return -1;
     }
     if (a->runs < 1 || a->runs > 1000 || a->warmup < 0 || a->warmup > 100 || a->threads < 0 || a->threads > 1024) {
         fprintf(stderr, "kiln bench: runs 1..1000, warmup 0..100, threads 0..1024\n");
@@ -199,6 +207,19 @@ static int run_stage(const bench_args *a, const sd_model *m, weight_cache *cache
     return rc;
 }
 
+/* Resident memory now (Linux: /proc/self/statm), 0 if unknown. */
+static double current_rss_mb(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long long pages_total = 0, pages_resident = 0;
+    if (!f)
+        return 0;
+    if (fscanf(f, "%lld %lld", &pages_total, &pages_resident) != 2)
+        pages_resident = 0;
+    fclose(f);
+    return (double)pages_resident * (double)sysconf(_SC_PAGESIZE) / 1048576.0;
+}
+
 static double peak_rss_mb(void)
 {
     struct rusage ru;
@@ -233,7 +254,7 @@ int cmd_bench(int argc, char **argv)
     tpool *pool = NULL;
     sd_model *m = NULL;
     weight_cache *cache = NULL;
-    if (tpool_create(a.threads, &pool) != KILN_OK || weight_cache_create(&cache) != KILN_OK)
+    if (tpool_create(a.threads, &pool) != KILN_OK || weight_cache_create(strcmp(a.precision, "f16") ? KILN_DTYPE_F32 : KILN_DTYPE_F16, &cache) != KILN_OK)
         return cli_fail("bench");
     if (sd_model_load(a.model, a.tokenizer, &m) != KILN_OK) {
         tpool_destroy(pool);
@@ -258,7 +279,7 @@ int cmd_bench(int argc, char **argv)
     rc |= run_stage(&a, m, cache, pool, MODEL_GRAPH_UNET, 2, lh, lw, "unet", &stages[2]);
     rc |= run_stage(&a, m, cache, pool, MODEL_GRAPH_DECODER, 1, lh, lw, "vae decode", &stages[3]);
     double total_s = clock_now() - load_start;
-    double rss = peak_rss_mb();
+    double rss = peak_rss_mb(), rss_now = current_rss_mb();
 
     if (rc == 0 && a.json) {
         json_t *list = json_array();
@@ -277,17 +298,17 @@ int cmd_bench(int argc, char **argv)
                                                   stages[i].gflop / stages[i].median, "peak_share",
                                                   stages[i].gflop / stages[i].median / peak, "ops", ops));
         }
-        json_t *root = json_pack("{s:s, s:s, s:i, s:s, s:f, s:s, s:s, s:i, s:i, s:i, s:i, s:o, s:f, s:f}", "kiln",
+        json_t *root = json_pack("{s:s, s:s, s:i, s:s, s:f, s:s, s:s, s:i, s:i, s:i, s:i, s:o, s:f, s:f, s:f}", "kiln",
                                  kiln_version(), "cpu", cpu->model, "threads", tpool_size(pool), "isa",
-                                 kiln_isa_name(cpu_isa()), "peak_fp32_gflops", peak, "precision", "f32", "model",
+                                 kiln_isa_name(cpu_isa()), "peak_fp32_gflops", peak, "precision", a.precision, "model",
                                  m->name, "width", width, "height", height, "runs", a.runs, "warmup", a.warmup,
-                                 "stages", list, "peak_rss_mb", rss, "wall_s", total_s);
+                                 "stages", list, "peak_rss_mb", rss, "rss_after_mb", rss_now, "wall_s", total_s);
         json_dumpf(root, stdout, JSON_INDENT(2));
         putchar('\n');
         json_decref(root);
     } else if (rc == 0) {
-        printf("kiln %s bench: %s, %d threads, kernels %s, f32\n", kiln_version(), cpu->model, tpool_size(pool),
-               kiln_isa_name(cpu_isa()));
+        printf("kiln %s bench: %s, %d threads, kernels %s, %s weights\n", kiln_version(), cpu->model,
+               tpool_size(pool), kiln_isa_name(cpu_isa()), a.precision);
         printf("measured peak FP32 FMA: %.0f GFLOP/s\n", peak);
         printf("model %s at %dx%d (latent %dx%d), %d runs after %d warm-up\n\n", m->name, width, height, lw, lh,
                a.runs, a.warmup);
@@ -297,7 +318,8 @@ int cmd_bench(int argc, char **argv)
             printf("  %-14s %5d %8.3fs %8.3fs %8.3fs %8.1f %8.1f %5.1f%%\n", stages[i].name, stages[i].batch,
                    stages[i].median, stages[i].min, stages[i].max, stages[i].gflop, stages[i].gflop / stages[i].median,
                    100.0 * stages[i].gflop / stages[i].median / peak);
-        printf("\npeak RSS %.0f MB; weights prepared %.0f MB\n", rss, (double)weight_cache_bytes(cache) / 1048576.0);
+        printf("\npeak RSS %.0f MB (while packing the mapped file), %.0f MB after the runs; weights prepared %.0f MB\n",
+               rss, rss_now, (double)weight_cache_bytes(cache) / 1048576.0);
         print_profile(&stages[2]);
         print_profile(&stages[3]);
     }

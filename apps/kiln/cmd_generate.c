@@ -16,7 +16,7 @@
 #include "kiln.h"
 
 typedef struct generate_args {
-    const char *model, *tokenizer, *out_dir, *init_image;
+    const char *model, *tokenizer, *out_dir, *init_image, *precision;
     int threads, json, quiet, overwrite, seed_given;
     kiln_request req;
 } generate_args;
@@ -48,6 +48,7 @@ static void generate_usage(FILE *out)
             "      --init-image F     img2img from this PNG\n"
             "      --strength X       how much of the init image to redraw, (0, 1] (default 0.75)\n"
             "      --tokenizer DIR    vocab.json + merges.txt (single-file checkpoints carry none)\n"
+            "      --precision P      f32 (default) or f16: how weights are kept (f16: half the memory)\n"
             "  -o, --output DIR       where the PNGs go (default: outputs)\n"
             "      --overwrite        replace existing files instead of picking new names\n"
             "      --threads N        worker threads (default: all cores)\n"
@@ -183,6 +184,9 @@ static int parse_args(int argc, char **argv, generate_args *a)
         } else if (!strcmp(arg, "--tokenizer")) {
             NEEDS_VALUE();
             a->tokenizer = value;
+        } else if (!strcmp(arg, "--precision")) {
+            NEEDS_VALUE();
+            a->precision = value;
         } else if (!strcmp(arg, "-o") || !strcmp(arg, "--output")) {
             NEEDS_VALUE();
             a->out_dir = value;
@@ -335,6 +339,7 @@ int cmd_generate(int argc, char **argv)
     kiln_model_options mo;
     kiln_model_options_defaults(&mo);
     mo.tokenizer_dir = a.tokenizer;
+    mo.precision = a.precision;
     if (kiln_model_load(engine, a.model, &mo, &model) != KILN_OK) {
         cli_fail("generate: loading the model");
         goto done;

@@ -88,3 +88,11 @@ void mapped_file_close(mapped_file *f)
         free((void *)f->data);
     memset(f, 0, sizeof *f);
 }
+
+void mapped_file_drop_pages(const mapped_file *f)
+{
+    /* MADV_DONTNEED on a private read-only file mapping discards the pages;
+     * a later access faults them in from the file again */
+    if (f->is_mapped && f->size)
+        madvise((void *)f->data, (size_t)f->size, MADV_DONTNEED);
+}

@@ -25,4 +25,7 @@ typedef struct mapped_file {
 kiln_status mapped_file_open(mapped_file *f, const char *path);
 void mapped_file_close(mapped_file *f);
 
+/* Drops the resident pages of a mapped file (no-op for a read copy). */
+void mapped_file_drop_pages(const mapped_file *f);
+
 #endif

@@ -176,7 +176,7 @@ kiln_status graph_exec_create(const graph *g, weight_cache *cache, graph_exec **
         goto fail;
     }
     if (!cache) {
-        if ((st = weight_cache_create(&e->own_cache)) != KILN_OK)
+        if ((st = weight_cache_create(KILN_DTYPE_F32, &e->own_cache)) != KILN_OK)
             goto fail;
         cache = e->own_cache;
     }

@@ -15,7 +15,7 @@ typedef struct entry {
     const void *source; /* NULL marks an empty slot */
     int form;
     packed_weights packed;
-    float *data;
+    void *data;
 } entry;
 
 /* Entries are allocated one by one so that the pointers handed out stay
@@ -23,10 +23,13 @@ typedef struct entry {
 struct weight_cache {
     entry **slots; /* open addressing, power-of-two capacity */
     size_t capacity, used, bytes;
+    kiln_dtype pack_dtype;
 };
 
-kiln_status weight_cache_create(weight_cache **out)
+kiln_status weight_cache_create(kiln_dtype pack_dtype, weight_cache **out)
 {
+    if (pack_dtype != KILN_DTYPE_F32 && pack_dtype != KILN_DTYPE_F16)
+        return err_set(KILN_ERR_INVALID, "weights can be packed as F32 or F16, not %s", kiln_dtype_name(pack_dtype));
     weight_cache *c = calloc(1, sizeof *c);
     if (c) {
         c->capacity = 1024;
@@ -36,6 +39,7 @@ kiln_status weight_cache_create(weight_cache **out)
         free(c);
         return err_set(KILN_ERR_NOMEM, "cannot allocate a weight cache");
     }
+    c->pack_dtype = pack_dtype;
     *out = c;
     return KILN_OK;
 }
@@ -97,16 +101,16 @@ static kiln_status check_dtype(const tensor *w)
     return KILN_OK;
 }
 
-static float *allocate(size_t floats)
+static void *allocate(size_t bytes)
 {
     void *p = NULL;
-    if (posix_memalign(&p, ARENA_ALIGN, floats ? floats * sizeof(float) : ARENA_ALIGN) != 0)
+    if (posix_memalign(&p, ARENA_ALIGN, bytes ? bytes : ARENA_ALIGN) != 0)
         return NULL;
     return p;
 }
 
 /* A new entry for (source, form) owning data, placed in the table. */
-static entry *insert(weight_cache *c, const void *source, int form, float *data, size_t floats)
+static entry *insert(weight_cache *c, const void *source, int form, void *data, size_t bytes)
 {
     entry *e = calloc(1, sizeof *e);
     if (!e)
@@ -116,7 +120,7 @@ static entry *insert(weight_cache *c, const void *source, int form, float *data,
     e->data = data;
     *slot_for(c, source, form) = e;
     c->used++;
-    c->bytes += floats * sizeof(float);
+    c->bytes += bytes;
     return e;
 }
 
@@ -133,16 +137,16 @@ kiln_status weight_cache_packed(weight_cache *c, const tensor *w, int64_t n, int
         st = reserve(c);
     if (st != KILN_OK)
         return st;
-    size_t floats = kernels_packed_floats(nr, n, k, taps);
-    float *data = allocate(floats);
-    entry *e = data ? insert(c, w->data, nr, data, floats) : NULL;
+    size_t bytes = kernels_packed_elements(nr, n, k, taps) * kiln_dtype_size(c->pack_dtype);
+    void *data = allocate(bytes);
+    entry *e = data ? insert(c, w->data, nr, data, bytes) : NULL;
     if (!e) {
         free(data);
-        return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for packed weights [%lld x %lld x %lld]",
-                       floats * sizeof(float), (long long)n, (long long)k, (long long)taps);
+        return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for packed weights [%lld x %lld x %lld]", bytes,
+                       (long long)n, (long long)k, (long long)taps);
     }
-    kernels_pack_weights(w->data, w->dtype, nr, n, k, taps, data);
-    e->packed = (packed_weights){.nr = nr, .n = n, .k = k, .taps = taps, .data = data};
+    kernels_pack_weights(w->data, w->dtype, c->pack_dtype, nr, n, k, taps, data);
+    e->packed = (packed_weights){.nr = nr, .dtype = c->pack_dtype, .n = n, .k = k, .taps = taps, .data = data};
     *out = &e->packed;
     return KILN_OK;
 }
@@ -164,8 +168,8 @@ kiln_status weight_cache_f32(weight_cache *c, const tensor *w, const float **out
     if (st != KILN_OK)
         return st;
     size_t n = (size_t)tensor_numel(w);
-    float *data = allocate(n);
-    if (!data || !insert(c, w->data, FORM_F32, data, n)) {
+    float *data = allocate(n * sizeof(float));
+    if (!data || !insert(c, w->data, FORM_F32, data, n * sizeof(float))) {
         free(data);
         return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for a converted weight", n * sizeof(float));
     }

@@ -17,11 +17,15 @@
 
 typedef struct weight_cache weight_cache;
 
-kiln_status weight_cache_create(weight_cache **out);
+/* pack_dtype: how matrix weights are kept, F32 or F16 (half the memory;
+ * the kernels widen them as they load). Errors: KILN_ERR_NOMEM,
+ * KILN_ERR_INVALID for another dtype. */
+kiln_status weight_cache_create(kiln_dtype pack_dtype, weight_cache **out);
 void weight_cache_destroy(weight_cache *c);
 
 /* w as a GEMM operand of n outputs, k inputs per tap and taps taps, packed
- * with panel width nr. The result lives as long as the cache.
+ * with panel width nr in the cache's dtype. The result lives as long as
+ * the cache.
  * Errors: KILN_ERR_NOMEM (naming the bytes), KILN_ERR_UNSUPPORTED (dtype). */
 kiln_status weight_cache_packed(weight_cache *c, const tensor *w, int64_t n, int64_t k, int64_t taps, int nr,
                                 const packed_weights **out);

@@ -24,17 +24,19 @@
  * taps is kernel * kernel for a convolution and 1 for a linear layer. */
 typedef struct packed_weights {
     int nr;
+    kiln_dtype dtype;  /* F32, or F16 (half the memory; widened in the kernel) */
     int64_t n, k, taps;
-    const float *data; /* 64-byte aligned */
+    const void *data;  /* 64-byte aligned */
 } packed_weights;
 
-/* Floats a packed copy takes. */
-size_t kernels_packed_floats(int nr, int64_t n, int64_t k, int64_t taps);
+/* Elements a packed copy holds (times the dtype's size for bytes). */
+size_t kernels_packed_elements(int nr, int64_t n, int64_t k, int64_t taps);
 
 /* Packs PyTorch's layout, src[n][k][taps] (a linear layer's [n][k], a
  * convolution's [out][in][kh][kw]), of dtype F32, F16 or BF16, into dst
- * (kernels_packed_floats(...) floats). */
-void kernels_pack_weights(const void *src, kiln_dtype dtype, int nr, int64_t n, int64_t k, int64_t taps, float *dst);
+ * as dst_dtype (F32 or F16; kernels_packed_elements(...) of them). */
+void kernels_pack_weights(const void *src, kiln_dtype src_dtype, kiln_dtype dst_dtype, int nr, int64_t n, int64_t k,
+                          int64_t taps, void *dst);
 
 /* Convolution geometry. Activations are NHWC. */
 typedef struct conv2d_geom {

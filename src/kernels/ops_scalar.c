@@ -5,21 +5,29 @@
  */
 #include <math.h>
 
+#include "core/half.h"
 #include "kernels/kernels.h"
+
+/* A packed weight as f32 (the packing may hold F16). */
+static inline float weight_at(const packed_weights *pw, int64_t index)
+{
+    if (pw->dtype == KILN_DTYPE_F16)
+        return half_f16_to_f32(((const uint16_t *)pw->data)[index]);
+    return ((const float *)pw->data)[index];
+}
 
 /* Both matrix kernels read the scalar packing (nr == 0): w[n][taps][k]. */
 static void linear_f32_scalar(const float *x, int64_t ldx, const packed_weights *pw, const float *bias, float *y,
                               int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
 {
-    const float *w = pw->data;
     const int64_t k = pw->k;
     for (int64_t m = m0; m < m1; m++) {
         const float *xr = x + m * ldx;
         for (int64_t n = n0; n < n1; n++) {
-            const float *wr = w + n * k;
+            int64_t wr = n * k;
             float sum = 0.0f;
             for (int64_t i = 0; i < k; i++)
-                sum += xr[i] * wr[i];
+                sum += xr[i] * weight_at(pw, wr + i);
             y[m * ldy + n] = sum + (bias ? bias[n] : 0.0f);
         }
     }
@@ -28,7 +36,6 @@ static void linear_f32_scalar(const float *x, int64_t ldx, const packed_weights 
 static void conv2d_f32_scalar(const conv2d_geom *g, const float *x, const packed_weights *pw, const float *bias,
                               const float *residual, float *y, int64_t p0, int64_t p1, int64_t c0, int64_t c1)
 {
-    const float *w = pw->data;
     const int64_t ksize = g->kernel;
     for (int64_t p = p0; p < p1; p++) {
         int64_t ox = p % g->out_w;
@@ -46,9 +53,9 @@ static void conv2d_f32_scalar(const conv2d_geom *g, const float *x, const packed
                     if (ix < 0 || ix >= g->in_w)
                         continue;
                     const float *xp = x + ((b * g->in_h + iy) * g->in_w + ix) * g->in_c;
-                    const float *wp = w + ((oc * ksize + ky) * ksize + kx) * g->in_c;
+                    int64_t wp = ((oc * ksize + ky) * ksize + kx) * g->in_c;
                     for (int64_t ic = 0; ic < g->in_c; ic++)
-                        sum += xp[ic] * wp[ic];
+                        sum += xp[ic] * weight_at(pw, wp + ic);
                 }
             }
             if (bias)

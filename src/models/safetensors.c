@@ -382,6 +382,11 @@ void kiln_weights_destroy(kiln_weights *w)
     free(w);
 }
 
+void kiln_weights_drop_pages(kiln_weights *w)
+{
+    mapped_file_drop_pages(&w->file);
+}
+
 const char *kiln_weights_path(const kiln_weights *w)
 {
     return w->path;

@@ -158,6 +158,12 @@ const char *wstore_metadata(const weight_store *ws, const char *key)
     return NULL;
 }
 
+void wstore_drop_file_pages(weight_store *ws)
+{
+    for (int i = 0; i < ws->n_files; i++)
+        kiln_weights_drop_pages(ws->files[i]);
+}
+
 size_t wstore_copied_bytes(const weight_store *ws)
 {
     return ws->copied_bytes;

@@ -70,6 +70,10 @@ kiln_status wstore_create_recorder(weight_store **out);
 size_t wstore_recorded_count(const weight_store *ws);
 void wstore_recorded(const weight_store *ws, size_t index, const char **name, int *ndim, int64_t shape[4]);
 
+/* Drops the mapped files' pages from memory: call once every graph's
+ * weights are prepared (copies made); a tensor touched later is read back. */
+void wstore_drop_file_pages(weight_store *ws);
+
 /* Bytes the store copied (misaligned tensors). */
 size_t wstore_copied_bytes(const weight_store *ws);
 

@@ -91,9 +91,17 @@ kiln_status kiln_model_load(kiln_engine *e, const char *path, const kiln_model_o
     kiln_model *m = calloc(1, sizeof *m);
     if (!m)
         return err_set(KILN_ERR_NOMEM, "cannot allocate a model");
+    kiln_dtype pack = KILN_DTYPE_F32;
+    if (o && o->precision && strcmp(o->precision, "f32") != 0) {
+        if (strcmp(o->precision, "f16") != 0) {
+            free(m);
+            return err_set(KILN_ERR_INVALID, "precision '%s' is unknown; allowed f32, f16", o->precision);
+        }
+        pack = KILN_DTYPE_F16;
+    }
     kiln_status st = sd_model_load(path, o ? o->tokenizer_dir : NULL, &m->sd);
     if (st == KILN_OK)
-        st = weight_cache_create(&m->weights);
+        st = weight_cache_create(pack, &m->weights);
     if (st != KILN_OK) {
         sd_model_destroy(m->sd);
         free(m);

@@ -62,6 +62,9 @@ kiln_status model_graph_get(const sd_model *m, weight_cache *cache, model_graph 
         model_graph_clear(c);
         return st;
     }
+    /* the cache now holds every weight this graph reads, in the kernels'
+     * form: the file's pages need not stay resident */
+    wstore_drop_file_pages(m->ws);
     c->kind = kind, c->batch = batch, c->h = h, c->w = w;
     return KILN_OK;
 }
