@@ -136,6 +136,7 @@ const kernel_table *kernels_get(void);
 
 /* Each ISA file fills in what it has. */
 void ops_register_scalar(kernel_table *t);
+void gemm_register_avx2(kernel_table *t);
 void gemm_register_avx512(kernel_table *t);
 void attention_register_avx512(kernel_table *t);
 void ops_register_avx512(kernel_table *t);

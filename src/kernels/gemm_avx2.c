@@ -1,0 +1,194 @@
+/*
+ * gemm_avx2.c - the matrix kernels with AVX2 + FMA: the same scheme as
+ * gemm_avx512.c (panels of weights packed once, implicit-GEMM
+ * convolution, the reduction in L1-sized blocks, each output one sum in a
+ * fixed order) on a 6 x 16 tile: 12 ymm accumulators, two weight vectors
+ * and six broadcasts per step, within AVX2's 16 registers.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+#define MR 6
+#define NR 16
+#define KC 256
+
+/* Inputs of a convolution tap that fall in the padding read from here. */
+#define ZERO_ROW_FLOATS 4096
+static const float zero_row[ZERO_ROW_FLOATS] __attribute__((aligned(64)));
+
+#define ROW(r)                                                                                           \
+    {                                                                                                    \
+        __m256 av = _mm256_broadcast_ss(&a[r][i]);                                                       \
+        c[2 * (r)] = _mm256_fmadd_ps(av, b0, c[2 * (r)]);                                                \
+        c[2 * (r) + 1] = _mm256_fmadd_ps(av, b1, c[2 * (r) + 1]);                                        \
+    }
+#define ALL_ROWS ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5)
+
+static inline void tap_6x16(const float *const a[MR], const float *b, int64_t k, __m256 c[2 * MR])
+{
+    for (int64_t i = 0; i < k; i++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        b += NR;
+        ALL_ROWS
+    }
+}
+
+static inline void tap_6x16_f16(const float *const a[MR], const uint16_t *b, int64_t k, __m256 c[2 * MR])
+{
+    for (int64_t i = 0; i < k; i++) {
+        __m256 b0 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)b));
+        __m256 b1 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(b + 8)));
+        b += NR;
+        ALL_ROWS
+    }
+}
+#undef ALL_ROWS
+#undef ROW
+
+static inline void tap_block(const packed_weights *w, const float *const a[MR], int64_t offset, int64_t k,
+                             __m256 c[2 * MR])
+{
+    if (w->dtype == KILN_DTYPE_F16)
+        tap_6x16_f16(a, (const uint16_t *)w->data + offset, k, c);
+    else
+        tap_6x16(a, (const float *)w->data + offset, k, c);
+}
+
+/* AVX2 has no masked float stores of arbitrary width that are cheap to
+ * build; tails go through a small buffer instead. */
+static inline void store_row(float *dst, __m256 v0, __m256 v1, int64_t cols)
+{
+    if (cols >= NR) {
+        _mm256_storeu_ps(dst, v0);
+        _mm256_storeu_ps(dst + 8, v1);
+        return;
+    }
+    float buf[NR];
+    _mm256_storeu_ps(buf, v0);
+    _mm256_storeu_ps(buf + 8, v1);
+    memcpy(dst, buf, (size_t)cols * sizeof *dst);
+}
+
+static inline void load_row(const float *src, __m256 *v0, __m256 *v1, int64_t cols)
+{
+    if (cols >= NR) {
+        *v0 = _mm256_loadu_ps(src);
+        *v1 = _mm256_loadu_ps(src + 8);
+        return;
+    }
+    float buf[NR] = {0};
+    memcpy(buf, src, (size_t)cols * sizeof *buf);
+    *v0 = _mm256_loadu_ps(buf);
+    *v1 = _mm256_loadu_ps(buf + 8);
+}
+
+static inline void load_tile(__m256 c[2 * MR], int first, int rows, float *const y[MR], int64_t cols)
+{
+    for (int r = 0; r < MR; r++) {
+        if (first)
+            c[2 * r] = c[2 * r + 1] = _mm256_setzero_ps();
+        else
+            load_row(y[r < rows ? r : rows - 1], &c[2 * r], &c[2 * r + 1], cols);
+    }
+}
+
+static inline void store_tile(__m256 c[2 * MR], int last, int rows, float *const y[MR], const float *const res[MR],
+                              const float *bias, int64_t cols)
+{
+    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+    if (last && bias)
+        load_row(bias, &b0, &b1, cols);
+    for (int r = 0; r < rows; r++) {
+        __m256 v0 = c[2 * r], v1 = c[2 * r + 1];
+        if (last) {
+            v0 = _mm256_add_ps(v0, b0);
+            v1 = _mm256_add_ps(v1, b1);
+            if (res) {
+                __m256 r0, r1;
+                load_row(res[r], &r0, &r1, cols);
+                v0 = _mm256_add_ps(v0, r0);
+                v1 = _mm256_add_ps(v1, r1);
+            }
+        }
+        store_row(y[r], v0, v1, cols);
+    }
+}
+
+static void linear_f32_avx2(const float *x, int64_t ldx, const packed_weights *w, const float *bias, float *y,
+                              int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+{
+    const int64_t k = w->k;
+    for (int64_t n = n0; n < n1; n += NR) {
+        int64_t panel = (n / NR) * k * NR;
+        int64_t cols = n1 - n < NR ? n1 - n : NR;
+        for (int64_t k0 = 0; k0 < k; k0 += KC) {
+            int64_t kc = k - k0 < KC ? k - k0 : KC;
+            for (int64_t m = m0; m < m1; m += MR) {
+                int rows = m1 - m < MR ? (int)(m1 - m) : MR;
+                const float *a[MR];
+                float *out[MR];
+                for (int r = 0; r < MR; r++) {
+                    /* missing rows repeat the last one: computed, never stored */
+                    int64_t row = m + (r < rows ? r : rows - 1);
+                    a[r] = x + row * ldx + k0;
+                    out[r] = y + row * ldy + n;
+                }
+                __m256 c[2 * MR];
+                load_tile(c, k0 == 0, rows, out, cols);
+                tap_block(w, a, panel + k0 * NR, kc, c);
+                store_tile(c, k0 + kc == k, rows, out, NULL, bias ? bias + n : NULL, cols);
+            }
+        }
+    }
+}
+
+static void conv2d_f32_avx2(const conv2d_geom *g, const float *x, const packed_weights *w, const float *bias,
+                              const float *residual, float *y, int64_t p0, int64_t p1, int64_t c0, int64_t c1)
+{
+    const int64_t k = w->k, taps = w->taps, ksize = g->kernel;
+    /* the zero row stands in for padding: wider inputs take the scalar path */
+    if (k > ZERO_ROW_FLOATS) {
+        kernels_for(KILN_ISA_SCALAR)->conv2d_f32(g, x, w, bias, residual, y, p0, p1, c0, c1);
+        return;
+    }
+    for (int64_t n = c0; n < c1; n += NR) {
+        int64_t panel = (n / NR) * taps * k * NR;
+        int64_t cols = c1 - n < NR ? c1 - n : NR;
+        for (int64_t t = 0; t < taps; t++) {
+            int64_t ky = t / ksize, kx = t % ksize;
+            for (int64_t k0 = 0; k0 < k; k0 += KC) {
+                int64_t kc = k - k0 < KC ? k - k0 : KC;
+                int first = t == 0 && k0 == 0, last = t == taps - 1 && k0 + kc == k;
+                for (int64_t p = p0; p < p1; p += MR) {
+                    int rows = p1 - p < MR ? (int)(p1 - p) : MR;
+                    const float *a[MR], *res[MR];
+                    float *out[MR];
+                    for (int r = 0; r < MR; r++) {
+                        int64_t q = p + (r < rows ? r : rows - 1);
+                        int64_t ox = q % g->out_w, oy = (q / g->out_w) % g->out_h, ob = q / (g->out_w * g->out_h);
+                        int64_t iy = oy * g->stride + ky - g->pad_top, ix = ox * g->stride + kx - g->pad_left;
+                        a[r] = iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w
+                                   ? zero_row
+                                   : x + ((ob * g->in_h + iy) * g->in_w + ix) * g->in_c + k0;
+                        out[r] = y + q * g->out_c + n;
+                        res[r] = residual ? residual + q * g->out_c + n : NULL;
+                    }
+                    __m256 c[2 * MR];
+                    load_tile(c, first, rows, out, cols);
+                    tap_block(w, a, panel + (t * k + k0) * NR, kc, c);
+                    store_tile(c, last, rows, out, residual ? res : NULL, bias ? bias + n : NULL, cols);
+                }
+            }
+        }
+    }
+}
+
+void gemm_register_avx2(kernel_table *t)
+{
+    t->gemm_mr = MR;
+    t->gemm_nr = NR;
+    t->linear_f32 = linear_f32_avx2;
+    t->conv2d_f32 = conv2d_f32_avx2;
+}
