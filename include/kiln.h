@@ -166,6 +166,10 @@ KILN_API kiln_status kiln_weights_read_f32(const kiln_weights *w, const kiln_ten
  * need, so the mapping stops counting in the process's memory. */
 KILN_API void kiln_weights_drop_pages(kiln_weights *w);
 
+/* The same for the whole pages of [p, p + bytes) if they lie in w's
+ * mapping; returns 1 if they did. */
+KILN_API int kiln_weights_drop_range(kiln_weights *w, const void *p, size_t bytes);
+
 /* The "__metadata__" string pairs of the header, in file order. The strings
  * live as long as w. */
 KILN_API size_t kiln_weights_metadata_count(const kiln_weights *w);
@@ -193,7 +197,9 @@ KILN_API const char *kiln_weights_metadata_get(const kiln_weights *w, const char
 typedef struct kiln_engine kiln_engine;
 
 typedef struct kiln_engine_options {
-    int threads; /* 0: one per core this process may use */
+    int threads;       /* 0: one per core this process may use */
+    size_t max_memory; /* bytes a generation may plan for; 0: 80% of the memory the OS
+                          reports available when the engine starts; SIZE_MAX: no limit */
 } kiln_engine_options;
 
 KILN_API void kiln_engine_options_defaults(kiln_engine_options *o);
@@ -266,7 +272,7 @@ typedef struct kiln_request {
     uint64_t seed;               /* image i uses seed + i */
     const char *rng;             /* "torch-cpu" (default) or "philox" */
     int num_images;              /* 1.. KILN_MAX_IMAGES */
-    int batch_size;              /* images per UNet batch; 0: 1 */
+    int batch_size;              /* images per UNet batch at most; 0: as many as the memory budget allows */
     /* img2img: an RGB image (rows top to bottom), scaled to width x height */
     const uint8_t *init_rgb;
     int init_width, init_height;
@@ -291,10 +297,17 @@ typedef struct kiln_timings {
     size_t activation_bytes; /* the largest graph arena used */
 } kiln_timings;
 
+/* How a request was laid out in memory (from the static memory plans). */
+typedef struct kiln_plan {
+    int batch, micro_batches;
+    size_t weight_bytes, activation_bytes, bytes_per_image, total_bytes, budget_bytes;
+} kiln_plan;
+
 typedef struct kiln_result {
     int count;            /* images finished (fewer than asked when cancelled) */
     kiln_image *images;
     kiln_timings timings;
+    kiln_plan plan;
     int width, height, steps;
     float cfg_scale;
     const char *sampler;  /* canonical name */
@@ -302,8 +315,10 @@ typedef struct kiln_result {
 
 /* Runs a request. On KILN_OK or KILN_ERR_CANCELLED, *out holds the images
  * made (free with kiln_result_destroy); on other errors *out is untouched.
- * Errors: KILN_ERR_INVALID (names the field and its allowed range),
- * KILN_ERR_NOMEM, KILN_ERR_CANCELLED. */
+ * Errors: KILN_ERR_INVALID (names the field and its allowed range; a
+ * request that cannot fit the engine's memory budget is refused here,
+ * before any large allocation, with the bytes it needs and what would make
+ * it fit), KILN_ERR_NOMEM, KILN_ERR_CANCELLED. */
 KILN_API kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **out);
 KILN_API void kiln_result_destroy(kiln_result *res);
 

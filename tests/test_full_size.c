@@ -4,8 +4,11 @@
  * committed) loads in both layouts and makes a 256x256 image. Slow: it
  * writes 2 x 2.1 GB and runs the real network sizes.
  */
+#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 
 #include "random_model.h"
 #include "test_support.h"
@@ -43,6 +46,45 @@ static void generate_from(const char *path)
     kiln_engine_destroy(engine);
 }
 
+extern char **environ;
+
+/* Runs `kiln generate` on the model with a memory budget in a fresh
+ * process; returns its exit status and its peak RSS in bytes. */
+static int run_budgeted(const char *model, const char *budget, long long *peak_rss)
+{
+    char out_dir[512];
+    snprintf(out_dir, sizeof out_dir, "%s/budgeted", test_tmp_dir());
+    char *argv[] = {KILN_CLI, "generate", "-m", (char *)model, "-p", "a red circle", "-W", "256", "-H", "256",
+                    "--steps", "1", "--num-images", "2", "--precision", "f16", "--max-memory", (char *)budget,
+                    "-o", out_dir, "-q", NULL};
+    pid_t pid;
+    if (posix_spawn(&pid, KILN_CLI, NULL, NULL, argv, environ) != 0)
+        return -1;
+    int status = 0;
+    struct rusage ru;
+    if (wait4(pid, &status, 0, &ru) != pid)
+        return -1;
+    *peak_rss = (long long)ru.ru_maxrss * 1024;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The budget holds: a run given 2350 MB plans a batch that fits and stays
+ * under it (peak RSS, measured by the OS); one given 1 GB is refused before
+ * loading weights. */
+static void check_budget(const char *model)
+{
+    long long peak = 0;
+    int rc = run_budgeted(model, "2350M", &peak);
+    printf("    f16, budget 2350 MB: exit %d, peak RSS %.0f MB\n", rc, (double)peak / 1048576.0);
+    CHECK(rc == 0, "a budgeted run failed (exit %d)", rc);
+    CHECK(peak > 0 && peak <= 2350ll * 1048576, "peak RSS %.0f MB over the 2350 MB budget", (double)peak / 1048576.0);
+    rc = run_budgeted(model, "1G", &peak);
+    printf("    f16, budget 1 GB: exit %d (refused), peak RSS %.0f MB\n", rc, (double)peak / 1048576.0);
+    CHECK(rc == 1, "a run that cannot fit 1 GB must be refused (exit 1), got %d", rc);
+    CHECK(peak < 600ll * 1048576, "the refusal must come before the weights are prepared: peak RSS %.0f MB",
+          (double)peak / 1048576.0);
+}
+
 static void test_sd15_both_layouts(void)
 {
     random_model_spec spec;
@@ -54,6 +96,8 @@ static void test_sd15_both_layouts(void)
         snprintf(path, sizeof path, "%s/%s", test_tmp_dir(), diffusers ? "sd15-diffusers" : "sd15.safetensors");
         kiln_status st = random_model_write(&spec, &o, path);
         CHECK(st == KILN_OK, "writing %s: %s", path, kiln_last_error());
+        if (st == KILN_OK && !diffusers)
+            check_budget(path);
         if (st == KILN_OK)
             generate_from(path);
         char command[600];

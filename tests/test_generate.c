@@ -5,6 +5,7 @@
  * cancellation, refusals that name the field, and the PNG output.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -190,6 +191,7 @@ static void test_cancel_keeps_finished_images(void)
         return;
     kiln_request r = base_request();
     r.num_images = 3;
+    r.batch_size = 1; /* one image per batch, so one is finished before the cancel */
     int calls = 0;
     r.on_progress = cancel_after_two;
     r.user = &calls;
@@ -318,6 +320,71 @@ static void test_f16_precision(void)
     kiln_engine_destroy(e);
 }
 
+/* A model on an engine with this memory budget. */
+static int open_budgeted(session *s, size_t budget)
+{
+    memset(s, 0, sizeof *s);
+    kiln_engine_options eo;
+    kiln_engine_options_defaults(&eo);
+    eo.threads = 2;
+    eo.max_memory = budget;
+    if (!tiny_model() || kiln_engine_create(&eo, &s->engine) != KILN_OK ||
+        kiln_model_load(s->engine, tiny_model(), NULL, &s->model) != KILN_OK) {
+        CHECK(0, "opening the tiny model: %s", kiln_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* The batch comes from the memory plan: everything at once when it fits,
+ * never more than batch_size asks, as many as a budget holds, and a
+ * request that cannot fit is refused up front naming max_memory. */
+static void test_memory_plan(void)
+{
+    session s;
+    if (open_budgeted(&s, SIZE_MAX) != 0)
+        return;
+    kiln_request r = base_request();
+    r.num_images = 4;
+    kiln_result *res = NULL;
+    CHECK(kiln_generate(s.model, &r, &res) == KILN_OK, "generate: %s", kiln_last_error());
+    size_t base = 0, per_image = 0;
+    if (res) {
+        CHECK(res->plan.batch == 4 && res->plan.micro_batches == 1, "unlimited: batch %d x %d", res->plan.batch,
+              res->plan.micro_batches);
+        per_image = res->plan.bytes_per_image;
+        base = res->plan.total_bytes - 4 * per_image;
+        CHECK(per_image > 0 && res->plan.total_bytes > res->plan.weight_bytes, "plan bytes: per image %zu, total %zu",
+              per_image, res->plan.total_bytes);
+    }
+    kiln_result_destroy(res);
+    res = NULL;
+    r.batch_size = 3;
+    CHECK(kiln_generate(s.model, &r, &res) == KILN_OK && res->plan.batch == 3 && res->plan.micro_batches == 2,
+          "batch_size 3 of 4 images: batch %d x %d", res ? res->plan.batch : -1, res ? res->plan.micro_batches : -1);
+    kiln_result_destroy(res);
+    res = NULL;
+    close_session(&s);
+
+    /* room for the base and two and a half images: batches of 2 */
+    if (per_image && open_budgeted(&s, base + 2 * per_image + per_image / 2) == 0) {
+        r.batch_size = 0;
+        CHECK(kiln_generate(s.model, &r, &res) == KILN_OK && res->plan.batch == 2 && res->plan.micro_batches == 2,
+              "a budget for 2.5 images: batch %d x %d (%s)", res ? res->plan.batch : -1,
+              res ? res->plan.micro_batches : -1, kiln_last_error());
+        kiln_result_destroy(res);
+        res = NULL;
+        close_session(&s);
+    }
+    /* no room for one image */
+    if (open_budgeted(&s, 1 << 20) == 0) {
+        kiln_status st = kiln_generate(s.model, &r, &res);
+        CHECK(st == KILN_ERR_INVALID && res == NULL && strstr(kiln_last_error(), "max_memory"),
+              "a request over budget must be refused naming max_memory: %s", kiln_last_error());
+        close_session(&s);
+    }
+}
+
 static void test_cleanup(void)
 {
     free(model_path);
@@ -326,4 +393,4 @@ static void test_cleanup(void)
 
 TEST_MAIN(TEST(test_txt2img_is_reproducible), TEST(test_every_sampler_runs), TEST(test_img2img),
           TEST(test_cancel_keeps_finished_images), TEST(test_bad_requests_are_refused), TEST(test_png_output),
-          TEST(test_f16_precision), TEST(test_cleanup))
+          TEST(test_f16_precision), TEST(test_memory_plan), TEST(test_cleanup))

@@ -23,7 +23,7 @@
 #include "core/cpu.h"
 #include "core/threadpool.h"
 #include "kernels/kernels.h"
-#include "pipeline/model_graphs.h"
+#include "models/model_graphs.h"
 
 typedef struct bench_args {
     const char *model, *tokenizer, *precision;

@@ -14,10 +14,12 @@
 
 #include "cli.h"
 #include "kiln.h"
+#include "perf/planner.h"
 
 typedef struct generate_args {
     const char *model, *tokenizer, *out_dir, *init_image, *precision;
     int threads, json, quiet, overwrite, seed_given;
+    size_t max_memory;
     kiln_request req;
 } generate_args;
 
@@ -44,7 +46,8 @@ static void generate_usage(FILE *out)
             "      --seed N           image i uses seed + i (default: random)\n"
             "      --rng NAME         torch-cpu (default) or philox, the noise other tools draw\n"
             "      --num-images N     how many images (default 1)\n"
-            "      --batch-size N     images per UNet batch (default 1)\n"
+            "      --batch-size N     images per UNet batch at most (default: as many as --max-memory allows)\n"
+            "      --max-memory SIZE  memory budget, e.g. 3G or 2500M (default: 80%% of what is available)\n"
             "      --init-image F     img2img from this PNG\n"
             "      --strength X       how much of the init image to redraw, (0, 1] (default 0.75)\n"
             "      --tokenizer DIR    vocab.json + merges.txt (single-file checkpoints carry none)\n"
@@ -195,6 +198,13 @@ static int parse_args(int argc, char **argv, generate_args *a)
             if (parse_int("threads", value, 0, 1024, &n))
                 return -1;
             a->threads = (int)n;
+        } else if (!strcmp(arg, "--max-memory")) {
+            NEEDS_VALUE();
+            a->max_memory = planner_parse_size(value);
+            if (!a->max_memory) {
+                fprintf(stderr, "kiln generate: max-memory must be a size such as 3G, 2500M or 512K, got '%s'\n", value);
+                return -1;
+            }
         } else if (!strcmp(arg, "--overwrite")) {
             a->overwrite = 1;
         } else if (!strcmp(arg, "--json")) {
@@ -295,11 +305,16 @@ static void print_json(const generate_args *a, const kiln_model_info *info, cons
                                 "encode_s", t->encode_s, "denoise_s", t->denoise_s, "decode_s", t->decode_s,
                                 "unet_s", t->unet_s, "unet_evals", t->unet_evals, "unet_eval_s",
                                 t->unet_evals ? t->unet_s / t->unet_evals : 0.0);
-    json_t *root = json_pack("{s:s, s:s, s:o, s:i, s:i, s:i, s:f, s:s, s:i, s:i, s:o, s:I, s:s}", "status",
+    const kiln_plan *p = &res->plan;
+    json_t *plan = json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I}", "batch", p->batch, "micro_batches",
+                             p->micro_batches, "weight_bytes", (json_int_t)p->weight_bytes, "activation_bytes",
+                             (json_int_t)p->activation_bytes, "bytes_per_image", (json_int_t)p->bytes_per_image,
+                             "total_bytes", (json_int_t)p->total_bytes, "budget_bytes", (json_int_t)p->budget_bytes);
+    json_t *root = json_pack("{s:s, s:s, s:o, s:i, s:i, s:i, s:f, s:s, s:i, s:i, s:o, s:o, s:I, s:s}", "status",
                              st == KILN_OK ? "ok" : "cancelled", "model", info->name, "images", images, "width",
                              res->width, "height", res->height, "steps", res->steps, "cfg_scale",
                              (double)res->cfg_scale, "sampler", res->sampler, "images_requested",
-                             a->req.num_images, "threads", engine_threads, "timings", timings,
+                             a->req.num_images, "threads", engine_threads, "timings", timings, "plan", plan,
                              "activation_bytes", (json_int_t)t->activation_bytes, "kiln", kiln_version());
     json_dumpf(root, stdout, JSON_INDENT(2));
     putchar('\n');
@@ -328,6 +343,7 @@ int cmd_generate(int argc, char **argv)
     kiln_engine_options eo;
     kiln_engine_options_defaults(&eo);
     eo.threads = a.threads;
+    eo.max_memory = a.max_memory;
     kiln_engine *engine = NULL;
     kiln_model *model = NULL;
     kiln_result *res = NULL;

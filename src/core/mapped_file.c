@@ -96,3 +96,15 @@ void mapped_file_drop_pages(const mapped_file *f)
     if (f->is_mapped && f->size)
         madvise((void *)f->data, (size_t)f->size, MADV_DONTNEED);
 }
+
+int mapped_file_drop_range(const mapped_file *f, const void *p, size_t bytes)
+{
+    const unsigned char *start = p, *end = start + bytes;
+    if (!f->is_mapped || start < f->data || end > f->data + f->size)
+        return 0;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t first = ((uintptr_t)start + page - 1) & ~(page - 1), last = (uintptr_t)end & ~(page - 1);
+    if (first < last)
+        madvise((void *)first, last - first, MADV_DONTNEED);
+    return 1;
+}

@@ -28,4 +28,8 @@ void mapped_file_close(mapped_file *f);
 /* Drops the resident pages of a mapped file (no-op for a read copy). */
 void mapped_file_drop_pages(const mapped_file *f);
 
+/* The same for the whole pages inside [p, p + bytes), when p lies in the
+ * mapping; returns 1 if it did. */
+int mapped_file_drop_range(const mapped_file *f, const void *p, size_t bytes);
+
 #endif

@@ -57,10 +57,10 @@ static int by_size_descending(const void *a, const void *b)
 /* Greedy by size: place the largest block first, each at the lowest offset
  * that overlaps no placed block whose lifetime it shares. Near-optimal for
  * the long chains of a UNet, and cheap for a few thousand nodes. */
-static kiln_status plan_memory(graph_exec *e, size_t *arena_bytes)
+/* offsets (n entries) may be NULL: the peak alone. */
+static kiln_status plan_memory(const graph *g, size_t *offsets, size_t *arena_bytes)
 {
-    const graph *g = e->g;
-    size_t n = e->count;
+    size_t n = graph_node_count(g);
     size_t *last_use = malloc(n * sizeof *last_use);
     interval *items = malloc(n * sizeof *items);
     size_t *placed = malloc(n * sizeof *placed);
@@ -86,7 +86,8 @@ static kiln_status plan_memory(graph_exec *e, size_t *arena_bytes)
     size_t count = 0;
     for (size_t i = 0; i < n; i++) {
         const graph_node *node = graph_node_at(g, (graph_id)i);
-        e->offset[i] = SIZE_MAX;
+        if (offsets)
+            offsets[i] = SIZE_MAX;
         if (node->op == GRAPH_OP_INPUT || node->op == GRAPH_OP_WEIGHT || node->op == GRAPH_OP_VIEW)
             continue;
         items[count++] = (interval){.node = (graph_id)i,
@@ -115,7 +116,8 @@ static kiln_status plan_memory(graph_exec *e, size_t *arena_bytes)
         }
         it->offset = offset;
         placed[n_placed++] = i;
-        e->offset[it->node] = offset;
+        if (offsets)
+            offsets[it->node] = offset;
         if (offset + it->bytes > peak)
             peak = offset + it->bytes;
     }
@@ -183,7 +185,7 @@ kiln_status graph_exec_create(const graph *g, weight_cache *cache, graph_exec **
     if ((st = prepare_weights(e, cache)) != KILN_OK)
         goto fail;
     size_t bytes = 0;
-    st = plan_memory(e, &bytes);
+    st = plan_memory(g, e->offset, &bytes);
     if (st != KILN_OK)
         goto fail;
     st = arena_init(&e->memory, bytes);
@@ -211,6 +213,13 @@ void graph_exec_destroy(graph_exec *e)
     free(e->offset);
     free(e->packed);
     free(e);
+}
+
+kiln_status graph_plan_bytes(const graph *g, size_t *bytes)
+{
+    if (graph_status(g) != KILN_OK)
+        return graph_status(g);
+    return plan_memory(g, NULL, bytes);
 }
 
 void graph_exec_set_profile(graph_exec *e, graph_profile *p)

@@ -25,6 +25,11 @@ typedef struct graph_exec graph_exec;
 kiln_status graph_exec_create(const graph *g, weight_cache *cache, graph_exec **out);
 void graph_exec_destroy(graph_exec *e);
 
+/* The bytes graph_exec_create would allocate for the graph's activations,
+ * computed without allocating them (or preparing any weight): what
+ * budgets and batch sizes are planned with. */
+kiln_status graph_plan_bytes(const graph *g, size_t *bytes);
+
 /* Bytes of the activation arena: the plan's peak. */
 size_t graph_exec_arena_bytes(const graph_exec *e);
 

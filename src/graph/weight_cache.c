@@ -24,6 +24,8 @@ struct weight_cache {
     entry **slots; /* open addressing, power-of-two capacity */
     size_t capacity, used, bytes;
     kiln_dtype pack_dtype;
+    weight_release_fn release;
+    void *release_ctx;
 };
 
 kiln_status weight_cache_create(kiln_dtype pack_dtype, weight_cache **out)
@@ -55,6 +57,12 @@ void weight_cache_destroy(weight_cache *c)
         }
     free(c->slots);
     free(c);
+}
+
+void weight_cache_set_release(weight_cache *c, weight_release_fn fn, void *ctx)
+{
+    c->release = fn;
+    c->release_ctx = ctx;
 }
 
 size_t weight_cache_bytes(const weight_cache *c)
@@ -146,6 +154,8 @@ kiln_status weight_cache_packed(weight_cache *c, const tensor *w, int64_t n, int
                        (long long)n, (long long)k, (long long)taps);
     }
     kernels_pack_weights(w->data, w->dtype, c->pack_dtype, nr, n, k, taps, data);
+    if (c->release)
+        c->release(c->release_ctx, w->data, tensor_nbytes(w));
     e->packed = (packed_weights){.nr = nr, .dtype = c->pack_dtype, .n = n, .k = k, .taps = taps, .data = data};
     *out = &e->packed;
     return KILN_OK;

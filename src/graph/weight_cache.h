@@ -33,6 +33,11 @@ kiln_status weight_cache_packed(weight_cache *c, const tensor *w, int64_t n, int
 /* w as f32: itself when it is f32, else a converted copy. */
 kiln_status weight_cache_f32(weight_cache *c, const tensor *w, const float **out);
 
+/* Called with each source tensor's bytes once a packed copy of it exists,
+ * so an owner can let the file's pages go (NULL: nothing is called). */
+typedef void (*weight_release_fn)(void *ctx, const void *data, size_t bytes);
+void weight_cache_set_release(weight_cache *c, weight_release_fn fn, void *ctx);
+
 /* Bytes the cache holds. */
 size_t weight_cache_bytes(const weight_cache *c);
 

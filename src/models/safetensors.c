@@ -387,6 +387,11 @@ void kiln_weights_drop_pages(kiln_weights *w)
     mapped_file_drop_pages(&w->file);
 }
 
+int kiln_weights_drop_range(kiln_weights *w, const void *p, size_t bytes)
+{
+    return mapped_file_drop_range(&w->file, p, bytes);
+}
+
 const char *kiln_weights_path(const kiln_weights *w)
 {
     return w->path;

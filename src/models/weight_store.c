@@ -164,6 +164,13 @@ void wstore_drop_file_pages(weight_store *ws)
         kiln_weights_drop_pages(ws->files[i]);
 }
 
+void wstore_drop_range(weight_store *ws, const void *p, size_t bytes)
+{
+    for (int i = 0; i < ws->n_files; i++)
+        if (kiln_weights_drop_range(ws->files[i], p, bytes))
+            return;
+}
+
 size_t wstore_copied_bytes(const weight_store *ws)
 {
     return ws->copied_bytes;

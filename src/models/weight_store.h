@@ -74,6 +74,9 @@ void wstore_recorded(const weight_store *ws, size_t index, const char **name, in
  * weights are prepared (copies made); a tensor touched later is read back. */
 void wstore_drop_file_pages(weight_store *ws);
 
+/* Drops the pages of [p, p + bytes) if they belong to one of the files. */
+void wstore_drop_range(weight_store *ws, const void *p, size_t bytes);
+
 /* Bytes the store copied (misaligned tensors). */
 size_t wstore_copied_bytes(const weight_store *ws);
 

@@ -19,8 +19,9 @@
 #include "graph/executor.h"
 #include "kiln.h"
 #include "models/sd_model.h"
+#include "perf/planner.h"
 #include "pipeline/image_io.h"
-#include "pipeline/model_graphs.h"
+#include "models/model_graphs.h"
 #include "pipeline/parameters.h"
 #include "pipeline/rng.h"
 #include "pipeline/samplers.h"
@@ -28,11 +29,13 @@
 struct kiln_engine {
     tpool *pool;
     int threads;
+    size_t max_memory; /* SIZE_MAX: no limit */
 };
 
 struct kiln_model {
     kiln_engine *engine;
     sd_model *sd;
+    kiln_dtype pack_dtype;
     char hash[11]; /* "" until first needed */
     weight_cache *weights; /* packed once, shared by every graph */
     sd_schedule schedule;
@@ -62,6 +65,9 @@ kiln_status kiln_engine_create(const kiln_engine_options *o, kiln_engine **out)
         return st;
     }
     e->threads = tpool_size(e->pool);
+    e->max_memory = o->max_memory ? o->max_memory : planner_default_budget();
+    if (!e->max_memory)
+        e->max_memory = SIZE_MAX;
     *out = e;
     return KILN_OK;
 }
@@ -86,6 +92,15 @@ void kiln_model_options_defaults(kiln_model_options *o)
     memset(o, 0, sizeof *o);
 }
 
+/* A tensor packed into the cache no longer needs its pages of the file
+ * resident: letting each go as soon as it is packed keeps the peak at
+ * the packed weights, not the packed weights plus the file. */
+static void release_file_pages(void *ctx, const void *data, size_t bytes)
+{
+    sd_model *sd = ctx;
+    wstore_drop_range(sd->ws, data, bytes);
+}
+
 kiln_status kiln_model_load(kiln_engine *e, const char *path, const kiln_model_options *o, kiln_model **out)
 {
     kiln_model *m = calloc(1, sizeof *m);
@@ -99,9 +114,12 @@ kiln_status kiln_model_load(kiln_engine *e, const char *path, const kiln_model_o
         }
         pack = KILN_DTYPE_F16;
     }
+    m->pack_dtype = pack;
     kiln_status st = sd_model_load(path, o ? o->tokenizer_dir : NULL, &m->sd);
     if (st == KILN_OK)
         st = weight_cache_create(pack, &m->weights);
+    if (st == KILN_OK)
+        weight_cache_set_release(m->weights, release_file_pages, m->sd);
     if (st != KILN_OK) {
         sd_model_destroy(m->sd);
         free(m);
@@ -161,6 +179,7 @@ typedef struct plan {
     int guided; /* cfg != 1: the unconditional pass runs */
     sampler_settings sampler;
     sampler_plan sampler_plan;
+    batch_plan memory;
     rng_kind rng;
     size_t latent_values; /* per image */
 } plan;
@@ -199,12 +218,9 @@ static kiln_status check_request(const kiln_model *m, const kiln_request *r, pla
     p->guided = p->cfg != 1.0f && p->cfg != 0.0f;
     if (r->num_images < 1 || r->num_images > KILN_MAX_IMAGES)
         return err_set(KILN_ERR_INVALID, "num_images is %d; allowed 1 to %d", r->num_images, KILN_MAX_IMAGES);
-    p->batch = r->batch_size ? r->batch_size : 1;
-    if (p->batch < 1 || p->batch > KILN_MAX_IMAGES)
+    if (r->batch_size < 0 || r->batch_size > KILN_MAX_IMAGES)
         return err_set(KILN_ERR_INVALID, "batch_size is %d; allowed 0 (automatic) to %d", r->batch_size,
                        KILN_MAX_IMAGES);
-    if (p->batch > r->num_images)
-        p->batch = r->num_images;
     const char *sampler = r->sampler ? r->sampler : sd->default_sampler;
     if (sampler_parse(sampler, &p->sampler.kind, &p->sampler.karras) != 0)
         return err_set(KILN_ERR_INVALID,
@@ -224,6 +240,16 @@ static kiln_status check_request(const kiln_model *m, const kiln_request *r, pla
     if (r->rng && rng_parse(r->rng, &p->rng) != 0)
         return err_set(KILN_ERR_INVALID, "rng '%s' is unknown; allowed torch-cpu, philox", r->rng);
     p->latent_values = (size_t)p->lat_w * p->lat_h * (size_t)sd->unet.in_channels;
+
+    /* the batch from the memory plan: the largest that fits the budget */
+    plan_request pr = {.width = p->width, .height = p->height, .images = r->num_images, .max_batch = r->batch_size,
+                       .guided = p->guided, .img2img = r->init_rgb != NULL, .pack_dtype = m->pack_dtype,
+                       .threads = m->engine->threads,
+                       .budget_bytes = m->engine->max_memory == SIZE_MAX ? 0 : m->engine->max_memory};
+    kiln_status st = planner_plan(sd, &pr, &p->memory);
+    if (st != KILN_OK)
+        return st;
+    p->batch = p->memory.batch;
     return sampler_plan_create(&m->schedule, &p->sampler, &p->sampler_plan);
 }
 
@@ -552,6 +578,12 @@ kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **ou
         goto fail;
     }
     res->width = p.width, res->height = p.height, res->steps = p.steps, res->cfg_scale = p.cfg;
+    res->plan = (kiln_plan){.batch = p.memory.batch, .micro_batches = p.memory.micro_batches,
+                            .weight_bytes = p.memory.weight_bytes,
+                            .activation_bytes = p.memory.text_bytes + p.memory.unet_bytes + p.memory.decoder_bytes +
+                                                p.memory.encoder_bytes,
+                            .bytes_per_image = p.memory.unet_bytes_per_image, .total_bytes = p.memory.total_bytes,
+                            .budget_bytes = p.memory.budget_bytes};
     res->sampler = sampler_name(p.sampler.kind);
 
     double t0 = clock_now();

@@ -4,8 +4,8 @@
  * A graph is rebuilt (and its memory replanned) only when its shape
  * changes; its weights come prepared from the model's weight cache.
  */
-#ifndef KILN_PIPELINE_MODEL_GRAPHS_H
-#define KILN_PIPELINE_MODEL_GRAPHS_H
+#ifndef KILN_MODELS_MODEL_GRAPHS_H
+#define KILN_MODELS_MODEL_GRAPHS_H
 
 #include "graph/executor.h"
 #include "models/sd_model.h"
@@ -25,6 +25,10 @@ typedef struct model_graph {
     int batch, h, w;        /* the shape it was built for (latent size for the UNet and decoder) */
     graph_id in[3], out;
 } model_graph;
+
+/* Adds the graph of that kind and shape to g (inputs in in[], the output
+ * returned); nothing is prepared or allocated: also how plans are made. */
+graph_id model_graph_build(const sd_model *m, graph *g, model_graph_kind kind, int batch, int h, int w, graph_id in[3]);
 
 /* Makes c the graph of that kind and shape (building it if c holds another).
  * Errors: the builders' and the executor's (missing tensors, memory). */

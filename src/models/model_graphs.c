@@ -1,8 +1,8 @@
-#include "pipeline/model_graphs.h"
+#include "models/model_graphs.h"
 
 #include <string.h>
 
-static graph_id build(const sd_model *m, graph *g, model_graph_kind kind, int batch, int h, int w, graph_id in[3])
+graph_id model_graph_build(const sd_model *m, graph *g, model_graph_kind kind, int batch, int h, int w, graph_id in[3])
 {
     switch (kind) {
     case MODEL_GRAPH_TEXT: {
@@ -34,6 +34,7 @@ static graph_id build(const sd_model *m, graph *g, model_graph_kind kind, int ba
         return vae_build_encoder(&b, &m->vae, in[0]);
     }
     default:
+        in[0] = in[1] = in[2] = GRAPH_NONE;
         return GRAPH_NONE;
     }
 }
@@ -55,7 +56,7 @@ kiln_status model_graph_get(const sd_model *m, weight_cache *cache, model_graph 
     if (st != KILN_OK)
         return st;
     c->in[0] = c->in[1] = c->in[2] = GRAPH_NONE;
-    c->out = build(m, c->g, kind, batch, h, w, c->in);
+    c->out = model_graph_build(m, c->g, kind, batch, h, w, c->in);
     graph_mark_output(c->g, c->out);
     st = graph_exec_create(c->g, cache, &c->exec);
     if (st != KILN_OK) {

@@ -1,0 +1,189 @@
+#include "perf/planner.h"
+
+#include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "kernels/kernels.h"
+#include "models/model_graphs.h"
+
+/* The process without its tensors: code, libc, the tokenizer's tables,
+ * the PNG and JSON buffers of a request. Measured on this build as under
+ * 40 MB; the margin covers allocator slack. */
+#define PROCESS_OVERHEAD_BYTES ((size_t)64 << 20)
+
+#define MAX_WEIGHTS 8192
+
+typedef struct weight_tally {
+    const void *seen[MAX_WEIGHTS];
+    size_t count, bytes;
+} weight_tally;
+
+static int already_counted(weight_tally *t, const void *data)
+{
+    for (size_t i = 0; i < t->count; i++)
+        if (t->seen[i] == data)
+            return 1;
+    if (t->count < MAX_WEIGHTS)
+        t->seen[t->count++] = data;
+    return 0;
+}
+
+/* Adds the prepared size of every weight the graph reads, once each. */
+static void tally_weights(const graph *g, kiln_dtype pack_dtype, int nr, weight_tally *t)
+{
+    for (size_t i = 0; i < graph_node_count(g); i++) {
+        const graph_node *node = graph_node_at(g, (graph_id)i);
+        for (int k = 0; k < node->n_inputs; k++) {
+            const graph_node *w = graph_node_at(g, node->inputs[k]);
+            if (!w || w->op != GRAPH_OP_WEIGHT || already_counted(t, w->out.data))
+                continue;
+            if (k == 1 && (node->op == GRAPH_OP_LINEAR || node->op == GRAPH_OP_CONV2D)) {
+                int64_t taps = w->out.ndim == 4 ? w->out.shape[2] * w->out.shape[3] : 1;
+                t->bytes += kernels_packed_elements(nr, w->out.shape[0], w->out.shape[1], taps) *
+                            kiln_dtype_size(pack_dtype);
+            } else {
+                t->bytes += (size_t)tensor_numel(&w->out) * sizeof(float);
+            }
+        }
+    }
+}
+
+/* Builds a graph (weights are not prepared) for its plan's bytes. */
+static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batch, int h, int w, kiln_dtype pack,
+                              int nr, weight_tally *t, size_t *bytes)
+{
+    graph *g;
+    kiln_status st = graph_create(&g);
+    if (st != KILN_OK)
+        return st;
+    graph_id in[3];
+    graph_id out = model_graph_build(m, g, kind, batch, h, w, in);
+    graph_mark_output(g, out);
+    st = graph_plan_bytes(g, bytes);
+    if (st == KILN_OK && t)
+        tally_weights(g, pack, nr, t);
+    graph_destroy(g);
+    return st;
+}
+
+static double mb(size_t bytes)
+{
+    return (double)bytes / 1048576.0;
+}
+
+kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *out)
+{
+    batch_plan p;
+    memset(&p, 0, sizeof p);
+    p.budget_bytes = r->budget_bytes;
+    int factor = vae_factor(&m->vae), lh = r->height / factor, lw = r->width / factor;
+    int nr = kernels_get()->gemm_nr, rows_per_image = r->guided ? 2 : 1;
+    weight_tally *tally = calloc(1, sizeof *tally);
+    if (!tally)
+        return err_set(KILN_ERR_NOMEM, "cannot allocate the planner");
+
+    size_t unet1 = 0, unet2 = 0;
+    kiln_status st = plan_graph(m, MODEL_GRAPH_TEXT, 2, 0, 0, r->pack_dtype, nr, tally, &p.text_bytes);
+    if (st == KILN_OK)
+        st = plan_graph(m, MODEL_GRAPH_UNET, rows_per_image, lh, lw, r->pack_dtype, nr, tally, &unet1);
+    if (st == KILN_OK)
+        st = plan_graph(m, MODEL_GRAPH_UNET, 2 * rows_per_image, lh, lw, r->pack_dtype, nr, NULL, &unet2);
+    if (st == KILN_OK)
+        st = plan_graph(m, MODEL_GRAPH_DECODER, 1, lh, lw, r->pack_dtype, nr, tally, &p.decoder_bytes);
+    if (st == KILN_OK && r->img2img)
+        st = plan_graph(m, MODEL_GRAPH_ENCODER, 1, r->height, r->width, r->pack_dtype, nr, tally, &p.encoder_bytes);
+    p.weight_bytes = tally->bytes;
+    free(tally);
+    if (st != KILN_OK)
+        return st;
+
+    /* the UNet's arena grows linearly with the batch: its plan at two sizes
+     * gives the slope */
+    p.unet_bytes_per_image = unet2 > unet1 ? unet2 - unet1 : unet1;
+    size_t fixed_activation = unet1 - (unet2 > unet1 ? unet2 - unet1 : 0);
+    /* attention scratch: a tile's output and a key block, per thread */
+    size_t scratch = (size_t)(r->threads > 0 ? r->threads : 1) * ((size_t)4 << 20);
+    p.overhead_bytes = PROCESS_OVERHEAD_BYTES + scratch;
+    size_t base = p.weight_bytes + p.text_bytes + p.decoder_bytes + p.encoder_bytes + p.overhead_bytes +
+                  fixed_activation;
+
+    int limit = r->images;
+    if (r->max_batch > 0 && r->max_batch < limit)
+        limit = r->max_batch;
+    if (limit < 1)
+        limit = 1;
+    int batch = 1;
+    if (r->budget_bytes) {
+        if (base + p.unet_bytes_per_image > r->budget_bytes) {
+            size_t need = base + p.unet_bytes_per_image;
+            double f32_extra = r->pack_dtype == KILN_DTYPE_F16 ? 0.0 : mb(p.weight_bytes) / 2.0;
+            return err_set(KILN_ERR_INVALID,
+                           "max_memory: one %dx%d image needs %.0f MB (weights %.0f, UNet activations %.0f, "
+                           "VAE decoder %.0f, text %.0f, process %.0f) but the budget is %.0f MB; %s%s",
+                           r->width, r->height, mb(need), mb(p.weight_bytes), mb(p.unet_bytes_per_image + fixed_activation),
+                           mb(p.decoder_bytes), mb(p.text_bytes), mb(p.overhead_bytes), mb(r->budget_bytes),
+                           f32_extra > 0 ? "precision f16 would save about half the weights' bytes; " : "",
+                           "a smaller width and height shrink the activations (VAE tiling is not built yet)");
+        }
+        while (batch < limit && base + (size_t)(batch + 1) * p.unet_bytes_per_image <= r->budget_bytes)
+            batch++;
+    } else {
+        batch = limit;
+    }
+    p.batch = batch;
+    p.micro_batches = (r->images + batch - 1) / batch;
+    p.unet_bytes = fixed_activation + (size_t)batch * p.unet_bytes_per_image;
+    p.total_bytes = base + (size_t)batch * p.unet_bytes_per_image;
+    *out = p;
+    return KILN_OK;
+}
+
+size_t planner_default_budget(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+            break;
+    fclose(f);
+    return (size_t)(kb * 1024ull / 10ull * 8ull);
+}
+
+size_t planner_parse_size(const char *text)
+{
+    if (!text || !isdigit((unsigned char)*text))
+        return 0;
+    char *end;
+    double v = strtod(text, &end);
+    double unit = 1;
+    switch (toupper((unsigned char)*end)) {
+    case 'K':
+        unit = 1024.0, end++;
+        break;
+    case 'M':
+        unit = 1048576.0, end++;
+        break;
+    case 'G':
+        unit = 1073741824.0, end++;
+        break;
+    case 'T':
+        unit = 1099511627776.0, end++;
+        break;
+    default:
+        break;
+    }
+    if (toupper((unsigned char)*end) == 'B' || toupper((unsigned char)*end) == 'I')
+        end++;
+    if (*end == 'B')
+        end++;
+    if (*end != '\0' || !(v > 0) || v * unit > 1.8e19)
+        return 0;
+    return (size_t)(v * unit);
+}
