@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "pipeline/image_io.h"
@@ -385,6 +386,54 @@ static void test_memory_plan(void)
     }
 }
 
+/* BF16 files load and generate; a file missing a tensor is refused at load,
+ * naming the tensor and the shape expected. */
+static void test_bf16_and_missing_tensors(void)
+{
+    random_model_spec spec;
+    random_model_preset("tiny", &spec);
+    char *tokenizer = test_shared_path("clip-tokenizer");
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/bf16", test_tmp_dir());
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/tiny-bf16.safetensors", dir);
+    random_model_options o = {.dtype = KILN_DTYPE_BF16, .seed = 7, .tokenizer_from = tokenizer};
+    CHECK(random_model_write(&spec, &o, path) == KILN_OK, "writing a bf16 model: %s", kiln_last_error());
+    free(tokenizer);
+    kiln_engine *e = NULL;
+    kiln_model *m = NULL;
+    kiln_result *res = NULL;
+    kiln_engine_create(NULL, &e);
+    CHECK(kiln_model_load(e, path, NULL, &m) == KILN_OK, "loading bf16: %s", kiln_last_error());
+    kiln_request r = base_request();
+    if (m)
+        CHECK(kiln_generate(m, &r, &res) == KILN_OK && res->count == 1, "bf16 generate: %s", kiln_last_error());
+    kiln_result_destroy(res);
+    kiln_model_destroy(m);
+    m = NULL;
+
+    /* rename one tensor in the header (same length, so the file stays valid) */
+    FILE *f = fopen(path, "r+b");
+    char header[65536];
+    size_t n = f ? fread(header, 1, sizeof header, f) : 0;
+    const char *victim = "input_blocks.1.1.transformer_blocks.0.attn2.to_v.weight";
+    char *at = n ? memmem(header, n, victim, strlen(victim)) : NULL;
+    CHECK(at != NULL, "tensor %s not found in the header", victim);
+    if (at) {
+        at[strlen(victim) - 1] = 'X';
+        fseek(f, at - header, SEEK_SET);
+        fwrite(at, 1, strlen(victim), f);
+    }
+    if (f)
+        fclose(f);
+    kiln_status st = kiln_model_load(e, path, NULL, &m);
+    CHECK(st == KILN_ERR_FORMAT && m == NULL, "a missing tensor must fail the load, got %s", kiln_status_string(st));
+    CHECK(strstr(kiln_last_error(), "attn2.to_v.weight") && strstr(kiln_last_error(), "[32, 32]"),
+          "the message must name the tensor and its shape: %s", kiln_last_error());
+    kiln_model_destroy(m);
+    kiln_engine_destroy(e);
+}
+
 static void test_cleanup(void)
 {
     free(model_path);
@@ -393,4 +442,4 @@ static void test_cleanup(void)
 
 TEST_MAIN(TEST(test_txt2img_is_reproducible), TEST(test_every_sampler_runs), TEST(test_img2img),
           TEST(test_cancel_keeps_finished_images), TEST(test_bad_requests_are_refused), TEST(test_png_output),
-          TEST(test_f16_precision), TEST(test_memory_plan), TEST(test_cleanup))
+          TEST(test_f16_precision), TEST(test_memory_plan), TEST(test_bf16_and_missing_tensors), TEST(test_cleanup))

@@ -2,7 +2,7 @@
  * make_random_model.c - writes a random-weight SD checkpoint for tests and
  * benchmarks:
  *
- *   make_random_model [--preset sd15|tiny] [--diffusers] [--f32] [--seed N]
+ *   make_random_model [--preset sd15|tiny] [--diffusers] [--f32|--bf16] [--seed N]
  *                     [--tokenizer-from DIR] OUT
  *
  * OUT is a .safetensors file, or a folder with --diffusers. F16 unless
@@ -27,6 +27,8 @@ int main(int argc, char **argv)
             o.diffusers = 1;
         else if (!strcmp(argv[i], "--f32"))
             o.dtype = KILN_DTYPE_F32;
+        else if (!strcmp(argv[i], "--bf16"))
+            o.dtype = KILN_DTYPE_BF16;
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
             o.seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--tokenizer-from") && i + 1 < argc)
@@ -34,7 +36,7 @@ int main(int argc, char **argv)
         else if (argv[i][0] != '-' && !out)
             out = argv[i];
         else {
-            fprintf(stderr, "usage: make_random_model [--preset sd15|tiny] [--diffusers] [--f32] [--seed N] "
+            fprintf(stderr, "usage: make_random_model [--preset sd15|tiny] [--diffusers] [--f32|--bf16] [--seed N] "
                             "[--tokenizer-from DIR] OUT\n");
             return 2;
         }

@@ -186,10 +186,10 @@ static kiln_status write_safetensors(const char *path, pending_tensor *tensors, 
         for (int d = 0; d < tensors[i].ndim; d++)
             count *= (size_t)tensors[i].shape[d];
         fill_values(tensors[i].canonical, tensors[i].ndim, tensors[i].shape, seed, values, count);
-        if (dtype == KILN_DTYPE_F16) {
+        if (dtype == KILN_DTYPE_F16 || dtype == KILN_DTYPE_BF16) {
             uint16_t *h = encoded;
             for (size_t j = 0; j < count; j++)
-                h[j] = half_f32_to_f16(values[j]);
+                h[j] = dtype == KILN_DTYPE_F16 ? half_f32_to_f16(values[j]) : half_f32_to_bf16(values[j]);
             fwrite(h, 2, count, f);
         } else {
             fwrite(values, 4, count, f);

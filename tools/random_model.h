@@ -29,7 +29,7 @@ int random_model_preset(const char *name, random_model_spec *out);
 
 typedef struct random_model_options {
     int diffusers;        /* write a diffusers folder instead of one file */
-    kiln_dtype dtype;     /* KILN_DTYPE_F32 or KILN_DTYPE_F16 */
+    kiln_dtype dtype;     /* KILN_DTYPE_F32, F16 or BF16 */
     uint64_t seed;
     const char *tokenizer_from; /* CLIP vocab.json + merges.txt to copy (cut
                                    to the model's vocabulary) into tokenizer/ */

@@ -101,6 +101,32 @@ static void release_file_pages(void *ctx, const void *data, size_t bytes)
     wstore_drop_range(sd->ws, data, bytes);
 }
 
+/* Builds every graph once (nothing is prepared or allocated) so that a
+ * missing or mis-shaped tensor is found at load, named with the shape
+ * expected, not in the middle of the first request. */
+static kiln_status check_complete(const sd_model *sd)
+{
+    static const model_graph_kind kinds[] = {MODEL_GRAPH_TEXT, MODEL_GRAPH_UNET, MODEL_GRAPH_DECODER,
+                                             MODEL_GRAPH_ENCODER};
+    int factor = vae_factor(&sd->vae);
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        if (kinds[i] == MODEL_GRAPH_ENCODER && !sd->vae.has_encoder)
+            continue;
+        graph *g;
+        kiln_status st = graph_create(&g);
+        if (st != KILN_OK)
+            return st;
+        graph_id in[3];
+        int side = kinds[i] == MODEL_GRAPH_ENCODER ? 8 * factor : 8;
+        model_graph_build(sd, g, kinds[i], 1, side, side, in);
+        st = graph_status(g);
+        graph_destroy(g);
+        if (st != KILN_OK)
+            return err_wrap(st, "%s: ", sd->path);
+    }
+    return KILN_OK;
+}
+
 kiln_status kiln_model_load(kiln_engine *e, const char *path, const kiln_model_options *o, kiln_model **out)
 {
     kiln_model *m = calloc(1, sizeof *m);
@@ -120,7 +146,10 @@ kiln_status kiln_model_load(kiln_engine *e, const char *path, const kiln_model_o
         st = weight_cache_create(pack, &m->weights);
     if (st == KILN_OK)
         weight_cache_set_release(m->weights, release_file_pages, m->sd);
+    if (st == KILN_OK)
+        st = check_complete(m->sd);
     if (st != KILN_OK) {
+        weight_cache_destroy(m->weights);
         sd_model_destroy(m->sd);
         free(m);
         return st;
