@@ -34,13 +34,15 @@ typedef struct softmax_rows {
 } softmax_rows;
 
 /* Scores of one micro-tile (queries t0..t0+rows) against one transposed
- * key block, folded into its running softmax and output. */
+ * key block, folded into its running softmax and output. The probability
+ * times value product is itself a 12 x 16-channel micro-GEMM per slice of
+ * the head: twelve output rows stay in registers while the block's 16
+ * value rows stream past. */
 static void micro_tile_block(const attention_geom *g, const float *const qrow[TQ], int64_t t0, int rows,
                              const float *kt, const float *vb, int64_t j0, int n, softmax_rows *sm, float *acc)
 {
     const int64_t d = g->head_dim, dv = (d + 15) / 16 * 16;
     const __m512 scale = _mm512_set1_ps(g->scale);
-    float *row_max = sm->max, *row_sum = sm->sum;
     __m512 s[TQ];
     for (int r = 0; r < TQ; r++)
         s[r] = _mm512_setzero_ps();
@@ -49,33 +51,44 @@ static void micro_tile_block(const attention_geom *g, const float *const qrow[TQ
         for (int r = 0; r < TQ; r++)
             s[r] = _mm512_fmadd_ps(_mm512_set1_ps(qrow[r][e]), ke, s[r]);
     }
-    for (int r = 0; r < rows; r++) {
-        /* keys past the block's end, or after the query when causal */
-        int64_t visible = g->causal ? t0 + r + 1 - j0 : n;
+    /* probabilities of the block (0 where masked or past the tile's rows)
+     * and each row's rescale of what it had accumulated */
+    float probs[TQ][BK] __attribute__((aligned(64)));
+    float correction[TQ];
+    int keys_used = 0;
+    for (int r = 0; r < TQ; r++) {
+        int64_t visible = r >= rows ? 0 : g->causal ? t0 + r + 1 - j0 : n;
         if (visible > n)
             visible = n;
-        if (visible <= 0)
+        correction[r] = 1.0f;
+        if (visible <= 0) {
+            _mm512_store_ps(probs[r], _mm512_setzero_ps());
             continue;
+        }
+        if (visible > keys_used)
+            keys_used = (int)visible;
         __mmask16 live = (__mmask16)((1u << visible) - 1);
         __m512 sr = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), live, _mm512_mul_ps(s[r], scale));
         float block_max = _mm512_reduce_max_ps(sr);
-        float new_max = block_max > row_max[r] ? block_max : row_max[r];
-        float correction = row_max[r] == -INFINITY ? 0.0f : expf(row_max[r] - new_max);
-        __m512 p = exp_ps(_mm512_sub_ps(sr, _mm512_set1_ps(new_max)));
-        p = _mm512_maskz_mov_ps(live, p);
-        row_sum[r] = row_sum[r] * correction + _mm512_reduce_add_ps(p);
-        row_max[r] = new_max;
-        float probs[BK] __attribute__((aligned(64)));
-        _mm512_store_ps(probs, p);
-        float *out = acc + r * dv;
-        __m512 corr = _mm512_set1_ps(correction);
-        for (int64_t e = 0; e < dv; e += 16) {
-            __mmask16 m = d - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - e)) - 1);
-            __m512 a = _mm512_mul_ps(_mm512_load_ps(out + e), corr);
-            for (int j = 0; j < (int)visible; j++)
-                a = _mm512_fmadd_ps(_mm512_set1_ps(probs[j]), _mm512_maskz_loadu_ps(m, vb + (j0 + j) * g->v_stride + e), a);
-            _mm512_store_ps(out + e, a);
+        float new_max = block_max > sm->max[r] ? block_max : sm->max[r];
+        correction[r] = sm->max[r] == -INFINITY ? 0.0f : expf(sm->max[r] - new_max);
+        __m512 p = _mm512_maskz_mov_ps(live, exp_ps(_mm512_sub_ps(sr, _mm512_set1_ps(new_max))));
+        sm->sum[r] = sm->sum[r] * correction[r] + _mm512_reduce_add_ps(p);
+        sm->max[r] = new_max;
+        _mm512_store_ps(probs[r], p);
+    }
+    for (int64_t e = 0; e < dv; e += 16) {
+        __mmask16 m = d - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - e)) - 1);
+        __m512 o[TQ];
+        for (int r = 0; r < TQ; r++)
+            o[r] = _mm512_mul_ps(_mm512_load_ps(acc + r * dv + e), _mm512_set1_ps(correction[r]));
+        for (int j = 0; j < keys_used; j++) {
+            __m512 vj = _mm512_maskz_loadu_ps(m, vb + (j0 + j) * g->v_stride + e);
+            for (int r = 0; r < TQ; r++)
+                o[r] = _mm512_fmadd_ps(_mm512_set1_ps(probs[r][j]), vj, o[r]);
         }
+        for (int r = 0; r < TQ; r++)
+            _mm512_store_ps(acc + r * dv + e, o[r]);
     }
 }
 
