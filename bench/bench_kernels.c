@@ -1,0 +1,208 @@
+/*
+ * bench_kernels.c - the matrix and attention kernels on the shapes of the
+ * SD 1.5 UNet and VAE, one thread and all threads, beside the FMA peak
+ * measured in the same run.
+ *
+ *   bench_kernels [--runs N] [--isa scalar|avx2|avx512] [--f16]
+ *
+ * Prints, per shape: GFLOP, the median time of N runs (and min..max), the
+ * GFLOP/s and the share of the peak on the same number of threads.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/cpu.h"
+#include "core/threadpool.h"
+#include "kernels/kernels.h"
+
+typedef struct shape {
+    const char *name;
+    char kind; /* 'l' linear, 'c' conv, 'a' attention */
+    int64_t m, n, k;              /* linear: rows, outputs, inputs */
+    int64_t h, w, in_c, out_c, kernel, stride; /* conv (batch 2) */
+    int64_t heads, q_len, kv_len, head_dim;    /* attention (batch 2) */
+} shape;
+
+static const shape shapes[] = {
+    {"unet64 conv 320->320 3x3 @32x32", 'c', .h = 32, .w = 32, .in_c = 320, .out_c = 320, .kernel = 3, .stride = 1},
+    {"unet64 conv 640->640 3x3 @16x16", 'c', .h = 16, .w = 16, .in_c = 640, .out_c = 640, .kernel = 3, .stride = 1},
+    {"unet64 conv 1280 3x3 @8x8", 'c', .h = 8, .w = 8, .in_c = 1280, .out_c = 1280, .kernel = 3, .stride = 1},
+    {"vae conv 256->256 3x3 @128x128", 'c', .h = 128, .w = 128, .in_c = 256, .out_c = 256, .kernel = 3, .stride = 1},
+    {"unet ff 320->2560 (2048 tokens)", 'l', .m = 2048, .n = 2560, .k = 320},
+    {"unet ff 1280->320 (2048 tokens)", 'l', .m = 2048, .n = 320, .k = 1280},
+    {"unet to_k 768->320 (154 tokens)", 'l', .m = 154, .n = 320, .k = 768},
+    {"unet self-attn 1024 tok, 8x40", 'a', .heads = 8, .q_len = 1024, .kv_len = 1024, .head_dim = 40},
+    {"unet cross-attn 1024x77, 8x40", 'a', .heads = 8, .q_len = 1024, .kv_len = 77, .head_dim = 40},
+};
+
+typedef struct job {
+    const kernel_table *k;
+    const shape *s;
+    const float *x, *x2, *x3;
+    float *y;
+    packed_weights w;
+    conv2d_geom conv;
+    attention_geom attn;
+    int64_t tiles_m, tile_m;
+    unsigned char *scratch;
+    size_t scratch_stride;
+    double flops[64];
+} job;
+
+static void run_tiles(void *ctx, int64_t begin, int64_t end, int thread)
+{
+    job *j = ctx;
+    const shape *s = j->s;
+    int64_t nr = j->w.nr > 0 ? j->w.nr : 8;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t m0 = (t % j->tiles_m) * j->tile_m, n0 = (t / j->tiles_m) * nr;
+        if (s->kind == 'l') {
+            int64_t m1 = m0 + j->tile_m < s->m ? m0 + j->tile_m : s->m, n1 = n0 + nr < s->n ? n0 + nr : s->n;
+            j->k->linear_f32(j->x, s->k, &j->w, NULL, j->y, s->n, m0, m1, n0, n1);
+        } else {
+            int64_t pixels = 2 * s->h * s->w;
+            int64_t m1 = m0 + j->tile_m < pixels ? m0 + j->tile_m : pixels;
+            int64_t n1 = n0 + nr < s->out_c ? n0 + nr : s->out_c;
+            j->k->conv2d_f32(&j->conv, j->x, &j->w, NULL, NULL, j->y, m0, m1, n0, n1);
+        }
+    }
+}
+
+static void run_attention(void *ctx, int64_t begin, int64_t end, int thread)
+{
+    job *j = ctx;
+    j->k->attention_f32(&j->attn, j->x, j->x2, j->x3, j->y, begin, end, j->scratch + (size_t)thread * j->scratch_stride);
+}
+
+static void run_peak(void *ctx, int64_t begin, int64_t end, int thread)
+{
+    job *j = ctx;
+    j->flops[thread] += j->k->fma_peak(2000000);
+}
+
+static double peak(tpool *pool, const kernel_table *k)
+{
+    double best = 0;
+    for (int a = 0; a < 3; a++) {
+        job j = {.k = k};
+        double t0 = clock_now();
+        tpool_for(pool, tpool_size(pool), 1, TPOOL_STATIC, run_peak, &j);
+        double sec = clock_now() - t0, f = 0;
+        for (int i = 0; i < tpool_size(pool); i++)
+            f += j.flops[i];
+        if (f / sec > best)
+            best = f / sec;
+    }
+    return best * 1e-9;
+}
+
+static float *filled(size_t n)
+{
+    float *p = NULL;
+    if (posix_memalign((void **)&p, 64, n * sizeof *p + 64) != 0)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        p[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    return p;
+}
+
+static int compare(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    int runs = 5;
+    kiln_dtype pack = KILN_DTYPE_F32;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+            runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--f16"))
+            pack = KILN_DTYPE_F16;
+        else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
+            kiln_isa isa;
+            if (cpu_parse_isa(argv[++i], &isa) == 0)
+                cpu_set_isa(isa);
+        } else {
+            fprintf(stderr, "usage: bench_kernels [--runs N] [--isa scalar|avx2|avx512] [--f16]\n");
+            return 2;
+        }
+    }
+    if (runs < 1)
+        runs = 1;
+    const kernel_table *k = kernels_get();
+    printf("bench_kernels: %s, kernels %s, %s weights, %d runs (median, min..max)\n", cpu_get()->model,
+           kiln_isa_name(k->isa), kiln_dtype_name(pack), runs);
+    for (int threads = 1; threads <= 2; threads++) {
+        tpool *pool;
+        if (tpool_create(threads, &pool) != KILN_OK)
+            return 1;
+        double pk = peak(pool, k);
+        printf("\n%d thread%s, measured FP32 FMA peak %.0f GFLOP/s\n", threads, threads > 1 ? "s" : "", pk);
+        printf("  %-34s %8s %9s %19s %8s %6s\n", "shape", "GFLOP", "median", "min..max", "GFLOP/s", "peak");
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            const shape *s = &shapes[si];
+            job j = {.k = k, .s = s};
+            double flops;
+            int64_t items;
+            float *w = NULL;
+            if (s->kind == 'a') {
+                int64_t width = s->heads * s->head_dim;
+                j.attn = (attention_geom){.batch = 2, .heads = s->heads, .q_len = s->q_len, .kv_len = s->kv_len,
+                                          .head_dim = s->head_dim, .q_stride = width, .k_stride = width,
+                                          .v_stride = width, .o_stride = width, .scale = 0.158f};
+                j.x = filled((size_t)(2 * s->q_len * width));
+                j.x2 = filled((size_t)(2 * s->kv_len * width));
+                j.x3 = filled((size_t)(2 * s->kv_len * width));
+                j.y = filled((size_t)(2 * s->q_len * width));
+                j.scratch_stride = (k->attention_scratch(&j.attn) + 127) / 64 * 64;
+                j.scratch = (unsigned char *)filled(j.scratch_stride * 2 / 4 + 16);
+                flops = 4.0 * 2 * s->heads * (double)s->q_len * s->kv_len * s->head_dim;
+                items = 2 * s->heads * s->q_len;
+            } else {
+                int64_t n = s->kind == 'l' ? s->n : s->out_c, kk = s->kind == 'l' ? s->k : s->in_c;
+                int64_t taps = s->kind == 'l' ? 1 : s->kernel * s->kernel, m = s->kind == 'l' ? s->m : 2 * s->h * s->w;
+                w = filled((size_t)(n * kk * taps));
+                void *packed = NULL;
+                if (posix_memalign(&packed, 64, kernels_packed_elements(k->gemm_nr, n, kk, taps) * 4 + 64) != 0)
+                    abort();
+                kernels_pack_weights(w, KILN_DTYPE_F32, pack, k->gemm_nr, n, kk, taps, packed);
+                j.w = (packed_weights){.nr = k->gemm_nr, .dtype = pack, .n = n, .k = kk, .taps = taps, .data = packed};
+                j.x = filled((size_t)(m * kk));
+                j.y = filled((size_t)(m * n));
+                if (s->kind == 'c')
+                    j.conv = (conv2d_geom){.batch = 2, .in_h = s->h, .in_w = s->w, .in_c = s->in_c, .out_h = s->h,
+                                           .out_w = s->w, .out_c = s->out_c, .kernel = (int)s->kernel, .stride = 1,
+                                           .pad_top = 1, .pad_left = 1};
+                j.tile_m = 8 * (k->gemm_mr > 0 ? k->gemm_mr : 1);
+                j.tiles_m = (m + j.tile_m - 1) / j.tile_m;
+                int64_t nr = k->gemm_nr > 0 ? k->gemm_nr : 8;
+                items = j.tiles_m * ((n + nr - 1) / nr);
+                flops = 2.0 * (double)m * n * kk * taps;
+            }
+            double *times = calloc((size_t)runs, sizeof *times);
+            for (int r = -1; r < runs; r++) {
+                double t0 = clock_now();
+                if (s->kind == 'a')
+                    tpool_for(pool, items, 48, TPOOL_DYNAMIC, run_attention, &j);
+                else
+                    tpool_for(pool, items, 1, TPOOL_DYNAMIC, run_tiles, &j);
+                if (r >= 0)
+                    times[r] = clock_now() - t0;
+            }
+            qsort(times, (size_t)runs, sizeof *times, compare);
+            double med = times[runs / 2], rate = flops / med * 1e-9;
+            printf("  %-34s %8.2f %8.4fs %8.4f..%-8.4f %8.1f %5.1f%%\n", s->name, flops * 1e-9, med, times[0],
+                   times[runs - 1], rate, 100.0 * rate / pk);
+            free(times);
+            free((void *)j.x), free((void *)j.x2), free((void *)j.x3), free(j.y), free(j.scratch), free(w);
+            free((void *)j.w.data);
+        }
+        tpool_destroy(pool);
+    }
+    return 0;
+}
