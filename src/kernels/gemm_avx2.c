@@ -116,74 +116,10 @@ static inline void store_tile(__m256 c[2 * MR], int last, int rows, float *const
     }
 }
 
-static void linear_f32_avx2(const float *x, int64_t ldx, const packed_weights *w, const float *bias, float *y,
-                              int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
-{
-    const int64_t k = w->k;
-    for (int64_t n = n0; n < n1; n += NR) {
-        int64_t panel = (n / NR) * k * NR;
-        int64_t cols = n1 - n < NR ? n1 - n : NR;
-        for (int64_t k0 = 0; k0 < k; k0 += KC) {
-            int64_t kc = k - k0 < KC ? k - k0 : KC;
-            for (int64_t m = m0; m < m1; m += MR) {
-                int rows = m1 - m < MR ? (int)(m1 - m) : MR;
-                const float *a[MR];
-                float *out[MR];
-                for (int r = 0; r < MR; r++) {
-                    /* missing rows repeat the last one: computed, never stored */
-                    int64_t row = m + (r < rows ? r : rows - 1);
-                    a[r] = x + row * ldx + k0;
-                    out[r] = y + row * ldy + n;
-                }
-                __m256 c[2 * MR];
-                load_tile(c, k0 == 0, rows, out, cols);
-                tap_block(w, a, panel + k0 * NR, kc, c);
-                store_tile(c, k0 + kc == k, rows, out, NULL, bias ? bias + n : NULL, cols);
-            }
-        }
-    }
-}
-
-static void conv2d_f32_avx2(const conv2d_geom *g, const float *x, const packed_weights *w, const float *bias,
-                              const float *residual, float *y, int64_t p0, int64_t p1, int64_t c0, int64_t c1)
-{
-    const int64_t k = w->k, taps = w->taps, ksize = g->kernel;
-    /* the zero row stands in for padding: wider inputs take the scalar path */
-    if (k > ZERO_ROW_FLOATS) {
-        kernels_for(KILN_ISA_SCALAR)->conv2d_f32(g, x, w, bias, residual, y, p0, p1, c0, c1);
-        return;
-    }
-    for (int64_t n = c0; n < c1; n += NR) {
-        int64_t panel = (n / NR) * taps * k * NR;
-        int64_t cols = c1 - n < NR ? c1 - n : NR;
-        for (int64_t t = 0; t < taps; t++) {
-            int64_t ky = t / ksize, kx = t % ksize;
-            for (int64_t k0 = 0; k0 < k; k0 += KC) {
-                int64_t kc = k - k0 < KC ? k - k0 : KC;
-                int first = t == 0 && k0 == 0, last = t == taps - 1 && k0 + kc == k;
-                for (int64_t p = p0; p < p1; p += MR) {
-                    int rows = p1 - p < MR ? (int)(p1 - p) : MR;
-                    const float *a[MR], *res[MR];
-                    float *out[MR];
-                    for (int r = 0; r < MR; r++) {
-                        int64_t q = p + (r < rows ? r : rows - 1);
-                        int64_t ox = q % g->out_w, oy = (q / g->out_w) % g->out_h, ob = q / (g->out_w * g->out_h);
-                        int64_t iy = oy * g->stride + ky - g->pad_top, ix = ox * g->stride + kx - g->pad_left;
-                        a[r] = iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w
-                                   ? zero_row
-                                   : x + ((ob * g->in_h + iy) * g->in_w + ix) * g->in_c + k0;
-                        out[r] = y + q * g->out_c + n;
-                        res[r] = residual ? residual + q * g->out_c + n : NULL;
-                    }
-                    __m256 c[2 * MR];
-                    load_tile(c, first, rows, out, cols);
-                    tap_block(w, a, panel + (t * k + k0) * NR, kc, c);
-                    store_tile(c, last, rows, out, residual ? res : NULL, bias ? bias + n : NULL, cols);
-                }
-            }
-        }
-    }
-}
+#define VEC __m256
+#define GEMM_LINEAR linear_f32_avx2
+#define GEMM_CONV2D conv2d_f32_avx2
+#include "kernels/gemm_driver.h"
 
 void gemm_register_avx2(kernel_table *t)
 {
