@@ -19,6 +19,7 @@ static void build_tables(void)
 #if defined(KILN_HAVE_X86_KERNELS)
     convert_register_avx2(&tables[KILN_ISA_AVX2]);
     gemm_register_avx2(&tables[KILN_ISA_AVX2]);
+    ops_register_avx2(&tables[KILN_ISA_AVX2]);
     tables[KILN_ISA_AVX2].isa = KILN_ISA_AVX2;
 
     tables[KILN_ISA_AVX512] = tables[KILN_ISA_AVX2];

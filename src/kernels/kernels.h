@@ -139,6 +139,7 @@ void ops_register_scalar(kernel_table *t);
 void gemm_register_avx2(kernel_table *t);
 void gemm_register_avx512(kernel_table *t);
 void attention_register_avx512(kernel_table *t);
+void ops_register_avx2(kernel_table *t);
 void ops_register_avx512(kernel_table *t);
 void convert_register_scalar(kernel_table *t);
 void convert_register_avx2(kernel_table *t);

@@ -1,0 +1,196 @@
+/*
+ * ops_avx2.c - normalizations and element-wise ops with AVX2 + FMA, 8 at a
+ * time; the few values past the last full vector go through the scalar
+ * reference (kernels_for(KILN_ISA_SCALAR)), which agrees within the same
+ * bounds. Group norm follows ops_avx512.c: per-channel sums in vector lanes
+ * over long pixel runs, two passes, then x * a + b with SiLU fused.
+ */
+#include <math.h>
+
+#include "kernels/kernels.h"
+#include "kernels/vmath_avx2.h"
+
+#define GN_MAX_CHANNELS 4096
+
+static const kernel_table *scalar(void)
+{
+    return kernels_for(KILN_ISA_SCALAR);
+}
+
+static void group_norm_f32_avx2(const float *x, float *y, int64_t hw, int64_t c, int64_t groups, float eps,
+                                const float *gamma, const float *beta, int silu, int64_t i0, int64_t i1)
+{
+    const int64_t cg = c / groups;
+    /* the vector loops want whole vectors of channels in each call's range */
+    if (c > GN_MAX_CHANNELS || c % 8 != 0) {
+        scalar()->group_norm_f32(x, y, hw, c, groups, eps, gamma, beta, silu, i0, i1);
+        return;
+    }
+    float sums[GN_MAX_CHANNELS] __attribute__((aligned(32)));
+    float scale[GN_MAX_CHANNELS] __attribute__((aligned(32))), shift[GN_MAX_CHANNELS] __attribute__((aligned(32)));
+    for (int64_t i = i0; i < i1;) {
+        int64_t b = i / groups, g0 = i % groups;
+        int64_t g1 = groups < g0 + (i1 - i) ? groups : g0 + (i1 - i);
+        int64_t c0 = g0 * cg, c1 = g1 * cg;
+        /* widen to whole vectors: channels outside [c0, c1) are computed, not stored */
+        int64_t v0 = c0 / 8 * 8, v1 = (c1 + 7) / 8 * 8;
+        const float *xb = x + b * hw * c;
+        float *yb = y + b * hw * c;
+        for (int64_t ch = v0; ch < v1; ch++)
+            sums[ch] = 0.0f;
+        for (int64_t p = 0; p < hw; p++)
+            for (int64_t ch = v0; ch < v1; ch += 8)
+                _mm256_store_ps(sums + ch, _mm256_add_ps(_mm256_load_ps(sums + ch), _mm256_loadu_ps(xb + p * c + ch)));
+        for (int64_t g = g0; g < g1; g++) {
+            double total = 0;
+            for (int64_t j = 0; j < cg; j++)
+                total += sums[g * cg + j];
+            float mean = (float)(total / (double)(hw * cg));
+            for (int64_t j = 0; j < cg; j++)
+                shift[g * cg + j] = mean;
+        }
+        for (int64_t ch = v0; ch < c0; ch++)
+            shift[ch] = 0.0f;
+        for (int64_t ch = c1; ch < v1; ch++)
+            shift[ch] = 0.0f;
+        for (int64_t ch = v0; ch < v1; ch++)
+            sums[ch] = 0.0f;
+        for (int64_t p = 0; p < hw; p++)
+            for (int64_t ch = v0; ch < v1; ch += 8) {
+                __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xb + p * c + ch), _mm256_load_ps(shift + ch));
+                _mm256_store_ps(sums + ch, _mm256_fmadd_ps(d, d, _mm256_load_ps(sums + ch)));
+            }
+        for (int64_t g = g0; g < g1; g++) {
+            double total = 0;
+            for (int64_t j = 0; j < cg; j++)
+                total += sums[g * cg + j];
+            float inv = (float)(1.0 / sqrt(total / (double)(hw * cg) + eps));
+            for (int64_t j = 0; j < cg; j++) {
+                int64_t ch = g * cg + j;
+                float mean = shift[ch];
+                scale[ch] = gamma[ch] * inv;
+                shift[ch] = beta[ch] - mean * scale[ch];
+            }
+        }
+        for (int64_t p = 0; p < hw; p++) {
+            int64_t ch = c0;
+            /* the partial vectors at both ends of the range: scalar */
+            for (; ch < c1 && ch % 8; ch++) {
+                float v = xb[p * c + ch] * scale[ch] + shift[ch];
+                yb[p * c + ch] = silu ? v / (1.0f + expf(-v)) : v;
+            }
+            for (; ch + 8 <= c1; ch += 8) {
+                __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(xb + p * c + ch), _mm256_load_ps(scale + ch),
+                                           _mm256_load_ps(shift + ch));
+                _mm256_storeu_ps(yb + p * c + ch, silu ? silu8_ps(v) : v);
+            }
+            for (; ch < c1; ch++) {
+                float v = xb[p * c + ch] * scale[ch] + shift[ch];
+                yb[p * c + ch] = silu ? v / (1.0f + expf(-v)) : v;
+            }
+        }
+        i += g1 - g0;
+    }
+}
+
+static float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static void layer_norm_f32_avx2(const float *x, float *y, int64_t c, float eps, const float *gamma, const float *beta,
+                                int64_t r0, int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * c;
+        float *yr = y + r * c;
+        __m256 s = _mm256_setzero_ps();
+        int64_t i = 0;
+        float tail = 0;
+        for (; i + 8 <= c; i += 8)
+            s = _mm256_add_ps(s, _mm256_loadu_ps(xr + i));
+        for (; i < c; i++)
+            tail += xr[i];
+        float mean = (hsum8(s) + tail) / (float)c;
+        __m256 vm = _mm256_set1_ps(mean), q = _mm256_setzero_ps();
+        float qtail = 0;
+        for (i = 0; i + 8 <= c; i += 8) {
+            __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr + i), vm);
+            q = _mm256_fmadd_ps(d, d, q);
+        }
+        for (; i < c; i++)
+            qtail += (xr[i] - mean) * (xr[i] - mean);
+        float inv = 1.0f / sqrtf((hsum8(q) + qtail) / (float)c + eps);
+        __m256 vi = _mm256_set1_ps(inv);
+        for (i = 0; i + 8 <= c; i += 8) {
+            __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xr + i), vm), vi);
+            _mm256_storeu_ps(yr + i, _mm256_fmadd_ps(d, _mm256_loadu_ps(gamma + i), _mm256_loadu_ps(beta + i)));
+        }
+        for (; i < c; i++)
+            yr[i] = (xr[i] - mean) * inv * gamma[i] + beta[i];
+    }
+}
+
+#define UNARY(name, vec_expr, ref)                                                                       \
+    static void name(const float *x, float *y, int64_t i0, int64_t i1)                                   \
+    {                                                                                                    \
+        int64_t i = i0;                                                                                  \
+        for (; i + 8 <= i1; i += 8) {                                                                    \
+            __m256 v = _mm256_loadu_ps(x + i);                                                           \
+            _mm256_storeu_ps(y + i, vec_expr);                                                           \
+        }                                                                                                \
+        if (i < i1)                                                                                      \
+            scalar()->ref(x, y, i, i1);                                                                  \
+    }
+
+UNARY(silu_f32_avx2, silu8_ps(v), silu_f32)
+UNARY(gelu_f32_avx2, gelu8_ps(v), gelu_f32)
+UNARY(quick_gelu_f32_avx2,
+      _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), exp8_ps(_mm256_mul_ps(_mm256_set1_ps(-1.702f), v)))),
+      quick_gelu_f32)
+#undef UNARY
+
+static void add_f32_avx2(const float *a, const float *b, float *y, int64_t i0, int64_t i1)
+{
+    int64_t i = i0;
+    for (; i + 8 <= i1; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    for (; i < i1; i++)
+        y[i] = a[i] + b[i];
+}
+
+static void add_channel_bias_f32_avx2(const float *x, const float *bias, float *y, int64_t hw, int64_t c, int64_t r0,
+                                      int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++)
+        add_f32_avx2(x + r * c, bias + (r / hw) * c, y + r * c, 0, c);
+}
+
+static void geglu_f32_avx2(const float *x, float *y, int64_t n, int64_t r0, int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * 2 * n;
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(y + r * n + i, _mm256_mul_ps(_mm256_loadu_ps(xr + i), gelu8_ps(_mm256_loadu_ps(xr + n + i))));
+        for (; i < n; i++) {
+            float gate = xr[n + i];
+            y[r * n + i] = xr[i] * 0.5f * gate * (1.0f + erff(gate * 0.70710678118654752f));
+        }
+    }
+}
+
+void ops_register_avx2(kernel_table *t)
+{
+    t->group_norm_f32 = group_norm_f32_avx2;
+    t->layer_norm_f32 = layer_norm_f32_avx2;
+    t->add_f32 = add_f32_avx2;
+    t->silu_f32 = silu_f32_avx2;
+    t->gelu_f32 = gelu_f32_avx2;
+    t->quick_gelu_f32 = quick_gelu_f32_avx2;
+    t->add_channel_bias_f32 = add_channel_bias_f32_avx2;
+    t->geglu_f32 = geglu_f32_avx2;
+}
