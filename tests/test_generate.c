@@ -131,6 +131,23 @@ static void test_txt2img_is_reproducible(void)
     close_session(&two);
 }
 
+/* Sizes that are multiples of 8 but not of 64 give odd feature maps in the
+ * UNet; the way up must meet its skips (nearest upsampling to their size). */
+static void test_sizes_not_multiples_of_64(void)
+{
+    session s;
+    if (open_session(&s, 2) != 0)
+        return;
+    kiln_request r = base_request();
+    r.width = 72;
+    r.height = 80;
+    kiln_result *res = NULL;
+    CHECK(kiln_generate(s.model, &r, &res) == KILN_OK && res->images[0].width == 72 && res->images[0].height == 80,
+          "72x80: %s", kiln_last_error());
+    kiln_result_destroy(res);
+    close_session(&s);
+}
+
 static void test_every_sampler_runs(void)
 {
     session s;
@@ -440,6 +457,6 @@ static void test_cleanup(void)
     model_path = NULL;
 }
 
-TEST_MAIN(TEST(test_txt2img_is_reproducible), TEST(test_every_sampler_runs), TEST(test_img2img),
+TEST_MAIN(TEST(test_txt2img_is_reproducible), TEST(test_sizes_not_multiples_of_64), TEST(test_every_sampler_runs), TEST(test_img2img),
           TEST(test_cancel_keeps_finished_images), TEST(test_bad_requests_are_refused), TEST(test_png_output),
           TEST(test_f16_precision), TEST(test_memory_plan), TEST(test_bf16_and_missing_tensors), TEST(test_cleanup))

@@ -373,18 +373,20 @@ static void run_concat(void *p, int64_t begin, int64_t end, int thread)
     }
 }
 
-/* rows of the output image: (batch, out_y) pairs */
+/* rows of the output image: (batch, out_y) pairs; source index
+ * floor(dst * in / out), PyTorch's nearest */
 static void run_upsample(void *p, int64_t begin, int64_t end, int thread)
 {
     op_ctx *c = p;
     const tensor *x = c->in[0];
     int64_t h = x->shape[1], w = x->shape[2], ch = x->shape[3];
+    int64_t out_h = c->node->out.shape[1], out_w = c->node->out.shape[2];
     for (int64_t r = begin; r < end; r++) {
-        int64_t b = r / (2 * h), oy = r % (2 * h);
-        const float *src = c->x[0] + ((b * h + oy / 2) * w) * ch;
-        float *dst = c->y + r * 2 * w * ch;
-        for (int64_t ox = 0; ox < 2 * w; ox++)
-            memcpy(dst + ox * ch, src + (ox / 2) * ch, (size_t)ch * sizeof(float));
+        int64_t b = r / out_h, oy = r % out_h;
+        const float *src = c->x[0] + ((b * h + oy * h / out_h) * w) * ch;
+        float *dst = c->y + r * out_w * ch;
+        for (int64_t ox = 0; ox < out_w; ox++)
+            memcpy(dst + ox * ch, src + (ox * w / out_w) * ch, (size_t)ch * sizeof(float));
     }
 }
 

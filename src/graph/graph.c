@@ -405,16 +405,26 @@ graph_id graph_concat_channels(graph *g, const char *name, graph_id a, graph_id 
     return add_node(g, GRAPH_OP_CONCAT_CHANNELS, name, 2, in, &out);
 }
 
-graph_id graph_upsample_nearest(graph *g, const char *name, graph_id x)
+graph_id graph_upsample_nearest_to(graph *g, const char *name, graph_id x, int64_t out_h, int64_t out_w)
 {
     REQUIRE_INPUTS(g, name, x);
     const tensor *xt = shape_of(g, x);
     if (xt->layout != TENSOR_LAYOUT_NHWC)
         return fail(g, KILN_ERR_SHAPE, name, "upsampling needs an NHWC image", NULL);
+    if (out_h < xt->shape[1] || out_w < xt->shape[2])
+        return fail(g, KILN_ERR_SHAPE, name, "upsampling to a smaller size", NULL);
     tensor out = *xt;
-    out.shape[1] *= 2;
-    out.shape[2] *= 2;
+    out.shape[1] = out_h;
+    out.shape[2] = out_w;
     return add_node(g, GRAPH_OP_UPSAMPLE_NEAREST, name, 1, &x, &out);
+}
+
+graph_id graph_upsample_nearest(graph *g, const char *name, graph_id x)
+{
+    const tensor *xt = shape_of(g, x);
+    if (g->status != KILN_OK || !xt)
+        return graph_upsample_nearest_to(g, name, x, 0, 0);
+    return graph_upsample_nearest_to(g, name, x, 2 * xt->shape[1], 2 * xt->shape[2]);
 }
 
 graph_id graph_timestep_embed(graph *g, const char *name, graph_id t, int dim, float max_period)

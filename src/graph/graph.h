@@ -125,6 +125,10 @@ graph_id graph_quick_gelu(graph *g, const char *name, graph_id x);
 graph_id graph_geglu(graph *g, const char *name, graph_id x);
 graph_id graph_concat_channels(graph *g, const char *name, graph_id a, graph_id b);
 graph_id graph_upsample_nearest(graph *g, const char *name, graph_id x);
+/* Nearest upsampling to out_h x out_w (PyTorch's interpolate(size=...):
+ * source index floor(dst * in / out)); what a UNet does when an odd
+ * feature map went down, so the way up meets its skip connection. */
+graph_id graph_upsample_nearest_to(graph *g, const char *name, graph_id x, int64_t out_h, int64_t out_w);
 graph_id graph_timestep_embed(graph *g, const char *name, graph_id t, int dim, float max_period);
 /* ids [b, t] (token ids stored as f32, exact below 2^24), table [vocab, c],
  * positions [max_t, c] -> [b, t, c]. */

@@ -227,6 +227,12 @@ graph_id unet_upsample(model_build *b, graph_id x, const char *m, int64_t ch)
     return mb_conv(b, x, m, ch, ch, 3, 1, 1);
 }
 
+graph_id unet_upsample_to(model_build *b, graph_id x, const char *m, int64_t ch, int64_t h, int64_t w)
+{
+    x = graph_upsample_nearest_to(b->g, m, x, h, w);
+    return mb_conv(b, x, m, ch, ch, 3, 1, 1);
+}
+
 graph_id unet_build(model_build *b, const unet_config *c, graph_id x, graph_id timesteps, graph_id context)
 {
     const int64_t mc = c->model_channels, ted = c->time_embed_dim;
@@ -293,8 +299,12 @@ graph_id unet_build(model_build *b, const unet_config *c, graph_id x, graph_id t
                 part = 2;
             }
             if (level > 0 && r == c->num_res_blocks) {
+                /* up to the size of the skip the next block concatenates:
+                 * twice this one, except where an odd map was halved */
+                const graph_node *next_skip = graph_node_at(b->g, skips[n_skips - 1]);
                 snprintf(m, sizeof m, "output_blocks.%d.%d.conv", block, part);
-                h = unet_upsample(b, h, m, ch);
+                h = next_skip ? unet_upsample_to(b, h, m, ch, next_skip->out.shape[1], next_skip->out.shape[2])
+                              : GRAPH_NONE;
             }
             snprintf(m, sizeof m, "output_blocks.%d", block);
             mb_trace(b, m, h);

@@ -59,5 +59,8 @@ graph_id unet_feed_forward(model_build *b, graph_id x, const char *module, int64
 /* Downsample (3x3 stride 2, padding 1) and Upsample (nearest x2, 3x3). */
 graph_id unet_downsample(model_build *b, graph_id x, const char *module, int64_t ch);
 graph_id unet_upsample(model_build *b, graph_id x, const char *module, int64_t ch);
+/* The same to a given size: the skip connection it will meet (diffusers'
+ * upsample_size), for feature maps that were odd on the way down. */
+graph_id unet_upsample_to(model_build *b, graph_id x, const char *module, int64_t ch, int64_t h, int64_t w);
 
 #endif
