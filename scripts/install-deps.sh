@@ -9,8 +9,16 @@ packages=(
   libutf8proc-dev                    # Unicode categories and case: the tokenizer
   libpng-dev                         # PNG in and out
   libssl-dev                         # SHA-256 for the model hash in PNG parameters
+  libmicrohttpd-dev                  # kiln serve: the HTTP server
   python3                            # test helpers (standard library only)
 )
+
+# The browser test of kiln serve's page: Debian's chromium, driven by
+# playwright-core from npm (tests/browser); no browser is ever downloaded.
+# Node and npm: the machine's own where it has them (a nodesource nodejs
+# carries its npm, and Debian's npm package would conflict with it).
+packages+=(chromium)
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do

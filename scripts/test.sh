@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+# playwright-core for the browser test of kiln serve (the browser is Debian's chromium)
+if [ ! -d tests/browser/node_modules ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 jobs=$(nproc)
 ctest_args=(--output-on-failure -j "$jobs")

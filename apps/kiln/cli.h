@@ -12,6 +12,7 @@ enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 int cmd_info(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv); /* apps/serve */
 
 /* Prints "kiln: <what>: <kiln_last_error()>" to stderr; returns CLI_FAILED. */
 int cli_fail(const char *what);

@@ -17,6 +17,7 @@ static const command commands[] = {
     {"bench", cmd_bench, "time the text encoder, UNet and VAE on this machine"},
     {"generate", cmd_generate, "make images from a prompt (txt2img, img2img)"},
     {"info", cmd_info, "list the tensors, sizes and metadata of a safetensors file"},
+    {"serve", cmd_serve, "the web page and the HTTP API (AUTOMATIC1111-style)"},
 };
 
 static void usage(FILE *out)
