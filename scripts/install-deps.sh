@@ -20,6 +20,10 @@ packages=(
 packages+=(chromium)
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 
+# The fuzzers (scripts/fuzz.sh): clang with libFuzzer and the sanitizer
+# runtimes, Debian's clang 14.
+packages+=(clang libclang-rt-14-dev)
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,6 +5,7 @@
 #      (but the tests labelled slow: the full-size model's gigabytes).
 #   3. The release build again with kernels forced to the scalar path, then
 #      AVX2 (a level this machine may not have is clamped, with a warning).
+#   4. The fuzzers (clang, ASan + UBSan), 60 s each: scripts/fuzz.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -29,3 +30,6 @@ for isa in scalar avx2; do
   echo "== release build, KILN_ISA=$isa =="
   KILN_ISA=$isa ctest --test-dir build "${ctest_args[@]}" -LE slow
 done
+
+echo "== fuzzers, 60 s each (scripts/fuzz.sh) =="
+scripts/fuzz.sh 60

@@ -100,7 +100,8 @@ static void detect_x86(kiln_cpu_info *info)
     info->has_avx512_vnni = zmm_ok && ((c7 >> 11) & 1);
     info->has_avx512_bf16 = zmm_ok && ((a7_1 >> 5) & 1);
 
-    if (__get_cpuid_max(0x80000000u, NULL) >= 0x80000004u) {
+    /* unsigned in GCC's cpuid.h, int in clang's */
+    if ((unsigned)__get_cpuid_max(0x80000000u, NULL) >= 0x80000004u) {
         unsigned regs[12];
         for (unsigned i = 0; i < 3; i++)
             __cpuid(0x80000002u + i, regs[4 * i], regs[4 * i + 1], regs[4 * i + 2], regs[4 * i + 3]);

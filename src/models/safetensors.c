@@ -306,9 +306,13 @@ static kiln_status parse_header(kiln_weights *w)
 
     json_error_t jerr;
     w->header = json_loadb((const char *)bytes + 8, (size_t)header_len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!w->header)
+    if (!w->header) {
+        /* jansson quotes the bytes near the error ("near '...'") as they are */
+        char shown[4 * JSON_ERROR_TEXT_LENGTH + 8];
         return err_set(KILN_ERR_FORMAT, "%s: header JSON at byte %llu: %s", w->path,
-                       (unsigned long long)(8 + (jerr.position > 0 ? (uint64_t)jerr.position : 0)), jerr.text);
+                       (unsigned long long)(8 + (jerr.position > 0 ? (uint64_t)jerr.position : 0)),
+                       printable(jerr.text, shown, sizeof shown));
+    }
     if (!json_is_object(w->header))
         return err_set(KILN_ERR_FORMAT, "%s: header at byte 8 is not a JSON object", w->path);
 

@@ -206,11 +206,42 @@ static void source_read(png_structp png, png_bytep out, png_size_t n)
     s->pos += n;
 }
 
+/* libpng allocates a text or profile chunk's whole length before it reads
+ * the chunk (png_set_chunk_malloc_max bounds only what decompresses), so a
+ * 61-byte file claiming a 2 GB iTXt chunk cost a 2 GB allocation. With the
+ * file in memory, no chunk may claim more bytes than the file has left:
+ * checked here, up to IEND (libpng reads nothing after it). */
+static kiln_status check_chunk_lengths(const uint8_t *data, size_t size, const char *what)
+{
+    for (size_t pos = 8; size - pos >= 8;) {
+        uint32_t len = (uint32_t)data[pos] << 24 | (uint32_t)data[pos + 1] << 16 | (uint32_t)data[pos + 2] << 8 |
+                       data[pos + 3];
+        if (len > size - pos - 8) {
+            char type[4 * 4 + 1]; /* printable, or \xNN */
+            size_t t = 0;
+            for (size_t i = 0; i < 4; i++) {
+                unsigned char c = data[pos + 4 + i];
+                t += (size_t)snprintf(type + t, sizeof type - t, c >= 0x20 && c < 0x7f && c != '\'' ? "%c" : "\\x%02x",
+                                      c);
+            }
+            return err_set(KILN_ERR_FORMAT, "%s: bad PNG: chunk '%s' at byte %zu claims %u bytes, but the file has "
+                           "%zu left", what, type, pos, (unsigned)len, size - pos - 8);
+        }
+        if (memcmp(data + pos + 4, "IEND", 4) == 0 || size - pos - 8 - len < 4)
+            break; /* a missing CRC is libpng's to report */
+        pos += 12 + (size_t)len;
+    }
+    return KILN_OK;
+}
+
 kiln_status png_decode_rgb(const uint8_t *data, size_t size, const char *what, int64_t max_pixels, uint8_t **rgb,
                            int *width, int *height)
 {
     if (size < 8 || png_sig_cmp((png_const_bytep)data, 0, 8) != 0)
         return err_set(KILN_ERR_FORMAT, "%s: not a PNG file (bad signature)", what);
+    kiln_status checked = check_chunk_lengths(data, size, what);
+    if (checked != KILN_OK)
+        return checked;
     png_failure *failure = calloc(1, sizeof *failure);
     byte_source *src = calloc(1, sizeof *src);
     png_structp png = failure && src ? png_create_read_struct(PNG_LIBPNG_VER_STRING, failure, on_png_error,
