@@ -1,0 +1,482 @@
+#!/usr/bin/env python3
+"""Trains kiln's shipped "shapes" model: a small Stable Diffusion 1.x (CLIP-style text encoder + UNet with
+cross-attention + VAE) that draws one coloured shape on a plain background from captions like
+"a small red circle on a blue background, top left".
+
+RUN (from the repository root; Debian 12's python3-torch 1.13, numpy, nothing from pip)
+    /usr/bin/python3 tools/shapes/train.py [--work DIR] [--out assets/models/shapes] [--quick]
+then the parity golden of the written model:
+    /usr/bin/python3 tools/shapes/sample.py golden
+
+The script re-runs itself with OpenBLAS (libopenblas0-openmp, LD_LIBRARY_PATH) and OMP_WAIT_POLICY=PASSIVE
+(see model.fast_blas_reexec), uses 2 threads (--threads) and is seeded (--seed): the same machine and
+library versions give the same model. --quick runs every stage a few steps (a pipeline check, minutes).
+Intermediate results go to --work (default /tmp/kiln-shapes-train): a stage whose file is there is not
+run again (delete the folder to start over).
+
+STAGES
+    1. tokenizer   BPE merges learnt from every full caption (model.learn_bpe) -> tokenizer/vocab.json,
+                   merges.txt in CLIP's format.
+    2. vae         AutoencoderKL, LDM Encoder/Decoder layout, ch 32, ch_mult 1,1,2 (f = 4: 64x64x3 ->
+                   16x16x4), one res block per level, attention only in the mid blocks (as SD 1.x).
+                   Loss: mean squared error + 0.5 * mean absolute error of the reconstruction from a
+                   posterior sample, + 1e-5 * the KL term (per latent element), pictures from dataset.sample
+                   drawn fresh each step. AdamW, cosine learning rate. Then frozen.
+    3. latents     the posterior (mean, std) of N_LATENTS training pictures; the latent scale is
+                   1 / std(posterior means) (written as kiln.vae.scale_factor) so latents have unit variance.
+    4. unet        UNet (LDM UNetModel: model_channels 64, channel_mult 1,2,2, one res block per level,
+                   SpatialTransformer cross-attention at the 8x8 and 4x4 levels and in the middle, 4 heads)
+                   and the text encoder (CLIPTextModel: width 128, 3 pre-LN layers, 4 heads, MLP 512,
+                   quick_gelu, causal, 77 positions) trained together from scratch on eps-prediction with
+                   SD 1.x's scaled-linear schedule (1000 steps, 0.00085..0.012; kiln's samplers assume it).
+                   Per batch: posterior samples of the stored latents, a caption variant per picture
+                   (dataset.random_caption; 10% "" for classifier-free guidance), t uniform in [0, 999],
+                   offset noise (eps + 0.1 * a per-channel constant, so the model cannot read the picture's
+                   mean colour from the noise it is given, which SD's schedule otherwise allows and
+                   sampling from pure noise then punishes), Min-SNR-5 loss weights (Hang et al. 2023),
+                   AdamW with warm-up and cosine decay, gradient clipping at 1, an EMA of the weights
+                   (0.999) that is what gets shipped.
+    5. eval        the EMA model samples the 72 held-out prompts (tools/shapes/heldout_prompts.tsv,
+                   combinations never seen in training) with the shipped defaults and two seeds;
+                   check.py judges shape, colour, position, size and background.
+    6. export      assets/models/shapes/model.safetensors: every weight as F16 under SD 1.x's original
+                   single-file names (model.diffusion_model.*, first_stage_model.*,
+                   cond_stage_model.transformer.text_model.*), metadata kiln.resolution, kiln.default.*,
+                   kiln.vae.scale_factor, kiln.unet.*, kiln.vae.*, kiln.clip.* (heads, eps, ...),
+                   kiln.model_card, kiln.shapes.training (JSON: settings, times, accuracy); tokenizer/;
+                   MODEL_CARD.md.
+
+DEFAULTS (kiln.default.*) were chosen by sampling the held-out prompts with each candidate
+(tools/shapes/sample.py eval) on a trained model; see MODEL_CARD.md for the numbers.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import model as M  # noqa: E402
+
+if __name__ == "__main__":
+    M.fast_blas_reexec()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import dataset as D  # noqa: E402
+import sample as SM  # noqa: E402
+import sd_reference as ref  # noqa: E402
+import sampler_reference as SR  # noqa: E402
+
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+
+# Settings. The shipped model was made with these; --quick divides the step counts.
+SEED = 20240601
+VAE_STEPS_CROP, VAE_BATCH_CROP, VAE_CROP = 700, 16, 32
+VAE_STEPS, VAE_BATCH, VAE_LR = 700, 8, 2e-3
+VAE_KL = 1e-5
+N_LATENTS = 12000
+UNET_STEPS, UNET_BATCH, UNET_LR, UNET_WARMUP = 1500, 48, 1e-3, 100
+LR_FLOOR = 0.05            # the cosine decays to this fraction of the peak
+EMA_DECAY = 0.999
+P_UNCOND = 0.1
+OFFSET_NOISE = 0.1
+MIN_SNR_GAMMA = 5.0
+DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_CFG = "euler", 20, 3.0
+EVAL_SEEDS = (1, 2)
+
+
+def log(msg):
+    t = os.times()
+    print("[%s cpu %6.0fs] %s" % (time.strftime("%H:%M:%S"), t.user + t.system, msg), flush=True)
+
+
+def cosine_lr(step, total, peak, warmup):
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return peak * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def to_unit(imgs):
+    """uint8 [B,64,64,3] -> float [B,3,64,64] in [-1, 1]."""
+    return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def draw_pictures(rng, n, combos):
+    imgs, attrs = [], []
+    for _ in range(n):
+        img, a = D.sample(rng, combos)
+        imgs.append(img)
+        attrs.append(a)
+    return np.stack(imgs), attrs
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+def train_vae(steps_crop, steps_full, seed):
+    """Two phases: 32x32 crops (a quarter of the cost: colours and edges are learnt cheaply), then whole
+    pictures (the decoder's attention and norms see what they will see in use). One cosine schedule."""
+    torch.manual_seed(seed)
+    rng = np.random.RandomState(seed)
+    params = M.init_params("vae", M.VAE_CFG, seed)
+    opt = torch.optim.AdamW(params.values(), lr=VAE_LR, betas=(0.9, 0.99), weight_decay=0.0, foreach=True)
+    combos = D.training_combos()
+    steps = steps_crop + steps_full
+    t0 = time.time()
+    seen = 0
+    for step in range(steps):
+        for gr in opt.param_groups:
+            gr["lr"] = cosine_lr(step, steps, VAE_LR, 50)
+        if step < steps_crop:
+            imgs = draw_pictures(rng, VAE_BATCH_CROP, combos)[0]
+            c = VAE_CROP
+            yx = rng.randint(0, (D.IMAGE_SIZE - c) // 4 + 1, size=(len(imgs), 2)) * 4   # on the latent grid
+            imgs = np.stack([im[y:y + c, x:x + c] for im, (y, x) in zip(imgs, yx)])
+        else:
+            imgs = draw_pictures(rng, VAE_BATCH, combos)[0]
+        seen += len(imgs)
+        x = to_unit(imgs)
+        mean, logvar = M.vae_encode(params, x)
+        std = torch.exp(0.5 * logvar)
+        z = mean + std * torch.randn_like(mean)
+        rec = M.vae_decode(params, z)
+        mse = (rec - x).pow(2).mean()
+        l1 = (rec - x).abs().mean()
+        kl = 0.5 * (mean.pow(2) + std.pow(2) - 1.0 - logvar).mean()
+        loss = mse + 0.5 * l1 + VAE_KL * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            log("vae %4d/%d %s  mse %.5f  l1 %.4f  kl %.2f  (%.1f pictures/s)" % (
+                step, steps, "crops" if step < steps_crop else "whole", mse.item(), l1.item(), kl.item(),
+                seen / (time.time() - t0)))
+    return {k: v.detach() for k, v in params.items()}
+
+
+@torch.no_grad()
+def vae_report(vae, seed):
+    """Reconstruction of fresh pictures (held-out combinations included): mean abs error in 0..255 and
+    the share of pixels off by more than 32 in some channel."""
+    rng = np.random.RandomState(seed + 99)
+    imgs, _ = draw_pictures(rng, 64, D.all_combos())
+    x = to_unit(imgs)
+    mean, _ = M.vae_encode(vae, x)
+    rec = SM.to_uint8(M.vae_decode(vae, mean).clamp(-1, 1))
+    err = np.abs(rec.astype(np.int32) - imgs.astype(np.int32))
+    return dict(mae=float(err.mean()), bad_pixels=float((err.max(-1) > 32).mean()))
+
+
+@torch.no_grad()
+def encode_latents(vae, n, seed):
+    rng = np.random.RandomState(seed)
+    combos = D.training_combos()
+    means, stds, attrs = [], [], []
+    for i in range(0, n, 200):
+        imgs, a = draw_pictures(rng, min(200, n - i), combos)
+        mean, logvar = M.vae_encode(vae, to_unit(imgs))
+        means.append(mean)
+        stds.append(torch.exp(0.5 * logvar))
+        attrs += a
+    return torch.cat(means), torch.cat(stds), attrs
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+def train_unet(lat_mean, lat_std, attrs, scale, tok, clip_cfg, steps, seed, snapshot=None):
+    torch.manual_seed(seed)
+    rng = np.random.RandomState(seed)
+    unet = M.init_params("unet", M.UNET_CFG, seed + 1)
+    clip = M.init_params("clip", clip_cfg, seed + 2)
+    params = list(unet.values()) + list(clip.values())
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW([dict(params=decay, weight_decay=0.01), dict(params=no_decay, weight_decay=0.0)],
+                            lr=UNET_LR, betas=(0.9, 0.99), foreach=True)
+    ema = {("u", k): v.detach().clone() for k, v in unet.items()}
+    ema.update({("c", k): v.detach().clone() for k, v in clip.items()})
+    live = {("u", k): v for k, v in unet.items()}
+    live.update({("c", k): v for k, v in clip.items()})
+    keys = list(live)
+    ema_list = [ema[k] for k in keys]
+    live_list = [live[k].detach() for k in keys]
+    acp = torch.tensor(SR.ALPHAS_CUMPROD, dtype=torch.float32)
+    snr = acp / (1 - acp)
+    weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / snr         # Min-SNR-gamma for eps-prediction
+    n = lat_mean.shape[0]
+    t0 = time.time()
+    avg = None
+    for step in range(steps):
+        for gr in opt.param_groups:
+            gr["lr"] = cosine_lr(step, steps, UNET_LR, UNET_WARMUP)
+        idx = torch.from_numpy(rng.randint(n, size=UNET_BATCH))
+        z = (lat_mean[idx] + lat_std[idx] * torch.randn_like(lat_mean[idx])) * scale
+        captions = [D.random_caption(rng, attrs[i], P_UNCOND) for i in idx.tolist()]
+        ctx = M.text_encode(clip, tok.encode_batch(captions), clip_cfg)
+        t = torch.randint(0, 1000, (UNET_BATCH,))
+        noise = torch.randn_like(z) + OFFSET_NOISE * torch.randn(UNET_BATCH, z.shape[1], 1, 1)
+        a = acp[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * z + (1 - a).sqrt() * noise
+        eps = M.unet(unet, x_t, t.float(), ctx)
+        per = (eps - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (weight[t] * per).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        d = min(EMA_DECAY, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_mul_(ema_list, d)
+            torch._foreach_add_(ema_list, live_list, alpha=1 - d)
+        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        if snapshot and (step + 1) % 250 == 0:
+            torch.save(({k: v for (w, k), v in ema.items() if w == "u"}, {k: v for (w, k), v in ema.items() if w == "c"},
+                        step + 1), snapshot + ".tmp")
+            os.replace(snapshot + ".tmp", snapshot)
+        if step % 50 == 0 or step == steps - 1:
+            el = time.time() - t0
+            log("unet %4d/%d  loss %.4f (avg %.4f)  lr %.2e  %.1f samples/s  eta %.1f min" % (
+                step, steps, loss.item(), avg, opt.param_groups[0]["lr"], (step + 1) * UNET_BATCH / el,
+                el / (step + 1) * (steps - step - 1) / 60))
+    return ({k: v for (w, k), v in ema.items() if w == "u"}, {k: v for (w, k), v in ema.items() if w == "c"})
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+MODEL_CARD_SHORT = ("kiln shapes: a 64x64 Stable Diffusion 1.x-architecture model trained from scratch by "
+                    "tools/shapes/train.py on generated pictures of one shape (circle, square, triangle, cross) "
+                    "in red, green, blue, yellow, purple, orange, white or black, small or large, at one of 9 "
+                    "positions, on a plain background; prompts like 'a small red circle on a blue background, "
+                    "top left'. Draws nothing else.")
+
+
+def export(out_dir, unet, vae, clip, tok, clip_cfg, scale, training_info):
+    os.makedirs(out_dir, exist_ok=True)
+    tensors = []
+    for prefix, d in ((ref.UNET_PREFIX, unet), (ref.VAE_PREFIX, vae), (ref.CLIP_PREFIX, clip)):
+        for k in sorted(d):
+            tensors.append((prefix + k, d[k].detach().to(torch.float16).numpy()))
+    meta = {"format": "pt", "kiln.resolution": str(D.IMAGE_SIZE), "kiln.default.steps": str(DEFAULT_STEPS),
+            "kiln.default.cfg_scale": "%g" % DEFAULT_CFG, "kiln.default.sampler": DEFAULT_SAMPLER,
+            "kiln.model_card": MODEL_CARD_SHORT, "kiln.shapes.training": json.dumps(training_info)}
+    meta.update(M.cfg_meta("unet", M.UNET_CFG))
+    meta.update(M.cfg_meta("vae", dict(M.VAE_CFG, scale_factor=float("%.6g" % scale))))
+    meta.update(M.cfg_meta("clip", clip_cfg))
+    meta["kiln.unet.prediction_type"] = "epsilon"
+    path = os.path.join(out_dir, "model.safetensors")
+    ref.write_file(path, tensors, meta)
+    tok.save(os.path.join(out_dir, "tokenizer"))
+    return path
+
+
+def write_card(out_dir, info):
+    acc = info["eval"]["accuracy"]
+    n_params = info["parameters"]
+    t = info["times_s"]
+    lines = [
+        "# kiln shapes model",
+        "",
+        "A small text-to-image model of Stable Diffusion 1.x's architecture, trained from scratch on pictures",
+        "made by code, so that kiln works out of the box and its tests can check what a prompt makes. It is",
+        "kiln's default model.",
+        "",
+        "## What it draws",
+        "",
+        "One shape on a plain 64x64 background:",
+        "",
+        "- shapes: circle, square, triangle (apex up), cross (plus sign)",
+        "- colours: red, green, blue, yellow, purple, orange, white, black; backgrounds: those and gray",
+        "- sizes: small (16 px), large (28 px)",
+        "- positions: center, left, right, top, bottom, top left, top right, bottom left, bottom right",
+        "",
+        "Prompts: `a {size} {colour} {shape} on a {background} background, {position}`, e.g.",
+        "`a small red circle on a blue background, top left`, or shorter (`a red circle`,",
+        "`a large blue square, bottom left`, `a yellow cross on a black background`); what a prompt leaves",
+        "out is random. Anything else gets some shape anyway: the model knows no other words.",
+        "",
+        "## How it was made",
+        "",
+        "`tools/shapes/train.py` (seed %d) on %s, %d threads: %.1f minutes in all (VAE %.1f, latents %.1f," % (
+            info["seed"], info["machine"], info["threads"], t["total"] / 60, t["vae"] / 60, t["latents"] / 60),
+        "UNet and text encoder %.1f, evaluation %.1f). Data: `tools/shapes/dataset.py`, seeded, with 72" % (
+            t["unet"] / 60, t["eval"] / 60),
+        "(shape, colour, background, position) combinations held out of training",
+        "(`tools/shapes/heldout_prompts.tsv`).",
+        "",
+        "| part | architecture | parameters |",
+        "|---|---|---|",
+        "| VAE | LDM AutoencoderKL, ch 32, ch_mult 1,1,2 (f = 4, 16x16x4 latents), 1 res block per level | %s |" % (
+            "{:,}".format(n_params["vae"])),
+        "| text encoder | CLIPTextModel, width 128, 3 layers, 4 heads, 77 positions, own BPE vocabulary of %d | %s |" % (
+            info["vocab_size"], "{:,}".format(n_params["clip"])),
+        "| UNet | LDM UNetModel, 64 channels x (1,2,2), 1 res block per level, cross-attention at 8x8, 4x4 and the middle, 4 heads | %s |" % (
+            "{:,}".format(n_params["unet"])),
+        "",
+        "Weights are stored as F16 under SD 1.x's original single-file tensor names; the metadata holds",
+        "the sizes kiln cannot read from shapes (heads), the latent scale (%.4f) and the defaults below." % info["scale"],
+        "VAE: MSE + L1 reconstruction + a small KL term, then frozen. UNet + text encoder: eps-prediction on",
+        "SD's scaled-linear schedule, offset noise 0.1, Min-SNR-5 weighting, 10%% empty captions,",
+        "AdamW with cosine decay, EMA 0.999 (shipped). Settings are at the top of `train.py`.",
+        "",
+        "## Defaults and accuracy",
+        "",
+        "Defaults (metadata `kiln.default.*`): sampler `%s`, %d steps, guidance scale %g." % (
+            DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_CFG),
+        "",
+        "On the 72 held-out prompts (combinations never seen in training), 2 seeds each, sampled in PyTorch",
+        "with the defaults and judged by the rule-based `tools/shapes/check.py`:",
+        "",
+        "| shape | colour | shape and colour | position | size | background |",
+        "|---|---|---|---|---|---|",
+        "| %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% |" % tuple(
+            100 * acc[k] for k in ("shape", "colour", "shape_colour", "position", "size", "background")),
+        "",
+        "## Limits",
+        "",
+        "64x64 only in spirit (other sizes run but were never trained); one shape per picture; the",
+        "vocabulary is the data set's. Reproduce: `/usr/bin/python3 tools/shapes/train.py`, then",
+        "`/usr/bin/python3 tools/shapes/sample.py golden` for the parity golden.",
+        "",
+    ]
+    with open(os.path.join(out_dir, "MODEL_CARD.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+def main(argv):
+    global VAE_STEPS_CROP, VAE_STEPS, UNET_STEPS, N_LATENTS, EVAL_SEEDS
+    ap = argparse.ArgumentParser(description="train kiln's shapes model")
+    ap.add_argument("--work", default="/tmp/kiln-shapes-train")
+    ap.add_argument("--out", default=os.path.join(ROOT, "assets", "models", "shapes"))
+    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="a few steps of every stage (pipeline check)")
+    ap.add_argument("--unet-steps", type=int)
+    a = ap.parse_args(argv)
+    if a.quick:
+        VAE_STEPS_CROP, VAE_STEPS, UNET_STEPS, N_LATENTS, EVAL_SEEDS = 60, 60, 100, 1000, (1,)
+    if a.unet_steps:
+        UNET_STEPS = a.unet_steps
+    torch.set_num_threads(a.threads)
+    os.makedirs(a.work, exist_ok=True)
+    log("torch %s, %d threads, LD_LIBRARY_PATH=%s OPENBLAS_CORETYPE=%s OMP_WAIT_POLICY=%s" % (
+        torch.__version__, torch.get_num_threads(), os.environ.get("LD_LIBRARY_PATH"),
+        os.environ.get("OPENBLAS_CORETYPE"), os.environ.get("OMP_WAIT_POLICY")))
+    times = {}
+    t_all = time.time()
+
+    # 1. tokenizer
+    tok = M.Tokenizer(M.learn_bpe(D.all_caption_words()))
+    clip_cfg = M.clip_cfg_for(tok)
+    log("tokenizer: %d merges, %d tokens" % (len(tok.merges), len(tok.vocab)))
+
+    # 2. vae
+    t = time.time()
+    vae_path = os.path.join(a.work, "vae.pt")
+    if os.path.exists(vae_path):
+        vae = torch.load(vae_path)
+        log("vae: loaded %s" % vae_path)
+    else:
+        vae = train_vae(VAE_STEPS_CROP, VAE_STEPS, a.seed)
+        torch.save(vae, vae_path + ".tmp")
+        os.replace(vae_path + ".tmp", vae_path)
+    times["vae"] = time.time() - t
+    vrep = vae_report(vae, a.seed)
+    log("vae: reconstruction mean abs error %.2f / 255, %.2f%% pixels off by > 32" % (
+        vrep["mae"], 100 * vrep["bad_pixels"]))
+
+    # 3. latents
+    t = time.time()
+    lat_path = os.path.join(a.work, "latents.pt")
+    if os.path.exists(lat_path):
+        lat_mean, lat_std, attrs = torch.load(lat_path)
+    else:
+        lat_mean, lat_std, attrs = encode_latents(vae, N_LATENTS, a.seed + 3)
+        torch.save((lat_mean, lat_std, attrs), lat_path + ".tmp")
+        os.replace(lat_path + ".tmp", lat_path)
+    scale = 1.0 / lat_mean.std().item()
+    times["latents"] = time.time() - t
+    log("latents: %d, posterior std mean %.4f, channel means %s, scale %.5f" % (
+        lat_mean.shape[0], lat_std.mean().item(), [round(v, 3) for v in lat_mean.mean(dim=(0, 2, 3)).tolist()],
+        scale))
+
+    # 4. unet + text encoder
+    t = time.time()
+    unet_path = os.path.join(a.work, "unet.pt")
+    if os.path.exists(unet_path):
+        unet, clip = torch.load(unet_path)
+        log("unet: loaded %s" % unet_path)
+    else:
+        unet, clip = train_unet(lat_mean, lat_std, attrs, scale, tok, clip_cfg, UNET_STEPS, a.seed + 4,
+                                snapshot=os.path.join(a.work, "unet_snapshot.pt"))
+        torch.save((unet, clip), unet_path + ".tmp")
+        os.replace(unet_path + ".tmp", unet_path)
+    times["unet"] = time.time() - t
+
+    # 5. eval (on the weights as shipped: F16-rounded)
+    t = time.time()
+    r16 = lambda d: {k: v.detach().to(torch.float16).float() for k, v in d.items()}  # noqa: E731
+    model = SM.Model(r16(unet), r16(vae), r16(clip), M.UNET_CFG, M.VAE_CFG, clip_cfg, tok, scale)
+    rows = D.read_heldout(os.path.join(HERE, "heldout_prompts.tsv"))
+    acc, results = SM.evaluate(model, rows, DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_CFG, seeds=EVAL_SEEDS)
+    times["eval"] = time.time() - t
+    log("eval (%s, %d steps, cfg %g, %d pictures): %s" % (DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_CFG, len(results),
+                                                          "  ".join("%s %.1f%%" % (k, 100 * v) for k, v in acc.items())))
+    save_eval_sheet(os.path.join(a.work, "eval.png"), results)
+
+    # 6. export
+    times["total"] = time.time() - t_all
+    n_params = {"unet": M.count(unet), "vae": M.count(vae), "clip": M.count(clip)}
+    info = dict(seed=a.seed, threads=a.threads, quick=a.quick, machine=machine_name(), torch=torch.__version__,
+                times_s={k: round(v, 1) for k, v in times.items()}, parameters=n_params, vocab_size=len(tok.vocab),
+                scale=scale, vae_reconstruction=vrep,
+                settings=dict(vae_steps_crop=VAE_STEPS_CROP, vae_batch_crop=VAE_BATCH_CROP, vae_crop=VAE_CROP,
+                              vae_steps=VAE_STEPS, vae_batch=VAE_BATCH, vae_lr=VAE_LR, vae_kl=VAE_KL,
+                              n_latents=N_LATENTS, unet_steps=UNET_STEPS, unet_batch=UNET_BATCH, unet_lr=UNET_LR,
+                              warmup=UNET_WARMUP, ema=EMA_DECAY, p_uncond=P_UNCOND, offset_noise=OFFSET_NOISE,
+                              min_snr_gamma=MIN_SNR_GAMMA),
+                eval=dict(sampler=DEFAULT_SAMPLER, steps=DEFAULT_STEPS, cfg=DEFAULT_CFG, seeds=list(EVAL_SEEDS),
+                          pictures=len(results), accuracy={k: round(v, 4) for k, v in acc.items()}))
+    path = export(a.out, unet, vae, clip, tok, clip_cfg, scale, info)
+    write_card(a.out, info)
+    log("wrote %s (%.1f MB), %s/tokenizer, MODEL_CARD.md; %.1f minutes in all" % (
+        path, os.path.getsize(path) / 1e6, a.out, times["total"] / 60))
+    return 0
+
+
+def machine_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def save_eval_sheet(path, results):
+    """A contact sheet of the evaluation pictures (red frame: a wrong shape or colour) for a human look."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    n = len(results)
+    cols = 12
+    rows = (n + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * 68, rows * 68), (255, 255, 255))
+    for i, (_, _, s, img) in enumerate(results):
+        x, y = (i % cols) * 68, (i // cols) * 68
+        if not (s["shape_colour"] and s["position"]):
+            sheet.paste((255, 0, 0), (x, y, x + 68, y + 68))
+        sheet.paste(Image.fromarray(img), (x + 2, y + 2))
+    sheet.save(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
