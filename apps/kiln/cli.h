@@ -14,6 +14,10 @@ int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv); /* apps/serve */
 
+/* The model to use when none is given: $KILN_MODEL, else the one this
+ * build ships (KILN_DEFAULT_MODEL), else NULL. */
+const char *cli_default_model(void);
+
 /* Prints "kiln: <what>: <kiln_last_error()>" to stderr; returns CLI_FAILED. */
 int cli_fail(const char *what);
 

@@ -87,11 +87,7 @@ static int parse(int argc, char **argv, bench_args *a)
         return -1;
     }
     if (!a->model)
-        a->model = getenv("KILN_MODEL");
-#ifdef KILN_DEFAULT_MODEL
-    if (!a->model)
-        a->model = KILN_DEFAULT_MODEL;
-#endif
+        a->model = cli_default_model();
     if (!a->model) {
         fprintf(stderr, "kiln bench: no model given (-m PATH)\n");
         return -1;

@@ -86,18 +86,6 @@ static int parse_float(const char *name, const char *text, double lo, double hi,
     return 0;
 }
 
-static const char *default_model_path(void)
-{
-    const char *env = getenv("KILN_MODEL");
-    if (env && *env)
-        return env;
-#ifdef KILN_DEFAULT_MODEL
-    return KILN_DEFAULT_MODEL;
-#else
-    return NULL;
-#endif
-}
-
 static int parse_args(int argc, char **argv, generate_args *a)
 {
     memset(a, 0, sizeof *a);
@@ -222,7 +210,7 @@ static int parse_args(int argc, char **argv, generate_args *a)
         return -1;
     }
     if (!a->model)
-        a->model = default_model_path();
+        a->model = cli_default_model();
     if (!a->model) {
         fprintf(stderr, "kiln generate: no model given (-m PATH) and none shipped with this build\n");
         return -1;

@@ -2,6 +2,7 @@
  * main.c - the kiln command line tool: subcommand dispatch.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -26,6 +27,18 @@ static void usage(FILE *out)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\n  kiln <command> --help   options of a command\n  kiln --version\n");
+}
+
+const char *cli_default_model(void)
+{
+    const char *env = getenv("KILN_MODEL");
+    if (env && *env)
+        return env;
+#ifdef KILN_DEFAULT_MODEL
+    return KILN_DEFAULT_MODEL;
+#else
+    return NULL;
+#endif
 }
 
 int cli_fail(const char *what)

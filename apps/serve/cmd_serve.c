@@ -46,19 +46,6 @@ static void serve_usage(FILE *out)
             "perf/history), /healthz and /metrics (Prometheus) beside it.\n");
 }
 
-/* as in cmd_generate.c: $KILN_MODEL, else the model this build ships */
-static const char *default_model_path(void)
-{
-    const char *env = getenv("KILN_MODEL");
-    if (env && *env)
-        return env;
-#ifdef KILN_DEFAULT_MODEL
-    return KILN_DEFAULT_MODEL;
-#else
-    return NULL;
-#endif
-}
-
 static int parse_count(const char *name, const char *text, long lo, long hi, int *out)
 {
     char *end;
@@ -128,7 +115,7 @@ static int parse_args(int argc, char **argv, serve_args *a)
         return -1;
     }
     if (!a->model)
-        a->model = default_model_path();
+        a->model = cli_default_model();
     if (!a->model) {
         fprintf(stderr, "kiln serve: no model given (-m PATH or KILN_MODEL) and none shipped with this build\n");
         return -1;
