@@ -12,7 +12,7 @@ Options: --model FILE (default assets/models/shapes/model.safetensors; its token
 Everything follows tests/data/golden/SAMPLERS.md: the SD scaled-linear schedule (computed in float64 by
 tools/sampler_reference.py), k-diffusion's Euler / Euler ancestral / DPM++ 2M (Karras) with CompVisDenoiser
 (c_in = 1/sqrt(sigma^2+1), fractional timesteps), LDM's DDIM (eta 0, A1111's step adjustment), classifier-free
-guidance on the eps output with the batch [uncond, cond] (a single cond pass when the scale is 0 or 1, as
+guidance on the model output (eps or v, per kiln.unet.prediction_type) with the batch [uncond, cond] (a single cond pass when the scale is 0 or 1, as
 kiln), the unconditional prompt "" (start, end, end padding). Noise is kiln's default torch-cpu stream: image
 i of a request has its own torch.Generator seeded seed + i, drawing the initial latent randn([4, h, w])
 (k-diffusion samplers multiply it by sigmas[0]) and then one randn([4, h, w]) per noise-injecting step. The
@@ -68,8 +68,10 @@ class Model:
     """The three networks as tensor dictionaries (names below their checkpoint prefixes), their
     configurations, the tokenizer, the latent scale and the defaults."""
 
-    def __init__(self, unet, vae, clip, unet_cfg, vae_cfg, clip_cfg, tok, scale, defaults=None):
+    def __init__(self, unet, vae, clip, unet_cfg, vae_cfg, clip_cfg, tok, scale, defaults=None,
+                 prediction="epsilon"):
         self.unet, self.vae, self.clip = unet, vae, clip
+        self.v = prediction in ("v_prediction", "v")
         self.unet_cfg, self.vae_cfg, self.clip_cfg = unet_cfg, vae_cfg, clip_cfg
         self.tok, self.scale = tok, scale
         self.defaults = defaults or {}
@@ -93,14 +95,14 @@ class Model:
         defaults = dict(steps=int(meta["kiln.default.steps"]), cfg=float(meta["kiln.default.cfg_scale"]),
                         sampler=meta["kiln.default.sampler"], resolution=int(meta["kiln.resolution"]))
         m = cls(parts[ref.UNET_PREFIX], parts[ref.VAE_PREFIX], parts[ref.CLIP_PREFIX], unet_cfg, vae_cfg, clip_cfg,
-                tok, float(meta["kiln.vae.scale_factor"]), defaults)
+                tok, float(meta["kiln.vae.scale_factor"]), defaults, meta.get("kiln.unet.prediction_type", "epsilon"))
         m.path, m.meta = path, meta
         return m
 
     def to(self, dtype):
         conv = lambda d: {k: v.detach().to(dtype) for k, v in d.items()}  # noqa: E731
         return Model(conv(self.unet), conv(self.vae), conv(self.clip), self.unet_cfg, self.vae_cfg, self.clip_cfg,
-                     self.tok, self.scale, self.defaults)
+                     self.tok, self.scale, self.defaults, "v_prediction" if self.v else "epsilon")
 
     def dtype(self):
         return next(iter(self.unet.values())).dtype
@@ -134,10 +136,14 @@ class Guided:
 
 
 def _denoise(g, x, sigma):
-    """CompVisDenoiser (SAMPLERS.md 3): x_in = x / sqrt(sigma^2 + 1), t = sigma_to_t(sigma), x - sigma eps."""
+    """CompVisDenoiser / CompVisVDenoiser (SAMPLERS.md 3): x_in = x / sqrt(sigma^2 + 1), t = sigma_to_t(sigma);
+    eps model: x - sigma out; v model: x / (sigma^2 + 1) - out sigma / sqrt(sigma^2 + 1)."""
     c_in = 1.0 / (sigma * sigma + 1.0) ** 0.5
     t = float(S.sigma_to_t(sigma)[0])
-    return x - g(x * c_in, t) * sigma
+    out = g(x * c_in, t)
+    if g.m.v:
+        return x * (1.0 / (sigma * sigma + 1.0)) + out * (-sigma / (sigma * sigma + 1.0) ** 0.5)
+    return x - out * sigma
 
 
 def run_sampler(g, noise, sampler, steps, step_noise, trace=None):
@@ -151,9 +157,14 @@ def run_sampler(g, noise, sampler, steps, step_noise, trace=None):
         for i in range(len(ts)):
             j = len(ts) - 1 - i
             rec(x)
-            e = g(x, int(ts[j]))
+            out = g(x, int(ts[j]))
             a, ap = float(alphas[j]), float(alphas_prev[j])
-            pred_x0 = (x - (1.0 - a) ** 0.5 * e) / a ** 0.5
+            if g.m.v:                                                  # v = sqrt(a) eps - sqrt(1-a) x0
+                e = a ** 0.5 * out + (1.0 - a) ** 0.5 * x
+                pred_x0 = a ** 0.5 * x - (1.0 - a) ** 0.5 * out
+            else:
+                e = out
+                pred_x0 = (x - (1.0 - a) ** 0.5 * e) / a ** 0.5
             x = ap ** 0.5 * pred_x0 + (1.0 - ap) ** 0.5 * e
         rec(x)
         return x

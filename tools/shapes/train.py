@@ -84,7 +84,7 @@ LR_FLOOR = 0.05            # the cosine decays to this fraction of the peak
 EMA_DECAY = 0.999
 P_UNCOND = 0.1
 OFFSET_NOISE = 0.1
-MIN_SNR_GAMMA = 5.0
+PREDICTION = "v_prediction"
 DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_CFG = "euler", 20, 3.0
 EVAL_SEEDS = (1, 2)
 
@@ -206,8 +206,6 @@ def train_unet(lat_mean, lat_std, attrs, scale, tok, clip_cfg, steps, seed, snap
     ema_list = [ema[k] for k in keys]
     live_list = [live[k].detach() for k in keys]
     acp = torch.tensor(SR.ALPHAS_CUMPROD, dtype=torch.float32)
-    snr = acp / (1 - acp)
-    weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / snr         # Min-SNR-gamma for eps-prediction
     n = lat_mean.shape[0]
     t0 = time.time()
     avg = None
@@ -222,9 +220,9 @@ def train_unet(lat_mean, lat_std, attrs, scale, tok, clip_cfg, steps, seed, snap
         noise = torch.randn_like(z) + OFFSET_NOISE * torch.randn(UNET_BATCH, z.shape[1], 1, 1)
         a = acp[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * z + (1 - a).sqrt() * noise
-        eps = M.unet(unet, x_t, t.float(), ctx)
-        per = (eps - noise).pow(2).mean(dim=(1, 2, 3))
-        loss = (weight[t] * per).mean()
+        target = a.sqrt() * noise - (1 - a).sqrt() * z if PREDICTION == "v_prediction" else noise
+        out = M.unet(unet, x_t, t.float(), ctx)
+        loss = (out - target).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -267,7 +265,7 @@ def export(out_dir, unet, vae, clip, tok, clip_cfg, scale, training_info):
     meta.update(M.cfg_meta("unet", M.UNET_CFG))
     meta.update(M.cfg_meta("vae", dict(M.VAE_CFG, scale_factor=float("%.6g" % scale))))
     meta.update(M.cfg_meta("clip", clip_cfg))
-    meta["kiln.unet.prediction_type"] = "epsilon"
+    meta["kiln.unet.prediction_type"] = PREDICTION
     path = os.path.join(out_dir, "model.safetensors")
     ref.write_file(path, tensors, meta)
     tok.save(os.path.join(out_dir, "tokenizer"))
@@ -422,7 +420,8 @@ def main(argv):
     # 5. eval (on the weights as shipped: F16-rounded)
     t = time.time()
     r16 = lambda d: {k: v.detach().to(torch.float16).float() for k, v in d.items()}  # noqa: E731
-    model = SM.Model(r16(unet), r16(vae), r16(clip), M.UNET_CFG, M.VAE_CFG, clip_cfg, tok, scale)
+    model = SM.Model(r16(unet), r16(vae), r16(clip), M.UNET_CFG, M.VAE_CFG, clip_cfg, tok, scale,
+                     prediction=PREDICTION)
     rows = D.read_heldout(os.path.join(HERE, "heldout_prompts.tsv"))
     acc, results = SM.evaluate(model, rows, DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_CFG, seeds=EVAL_SEEDS)
     times["eval"] = time.time() - t
@@ -440,7 +439,7 @@ def main(argv):
                               vae_steps=VAE_STEPS, vae_batch=VAE_BATCH, vae_lr=VAE_LR, vae_kl=VAE_KL,
                               n_latents=N_LATENTS, unet_steps=UNET_STEPS, unet_batch=UNET_BATCH, unet_lr=UNET_LR,
                               warmup=UNET_WARMUP, ema=EMA_DECAY, p_uncond=P_UNCOND, offset_noise=OFFSET_NOISE,
-                              min_snr_gamma=MIN_SNR_GAMMA),
+                              prediction=PREDICTION),
                 eval=dict(sampler=DEFAULT_SAMPLER, steps=DEFAULT_STEPS, cfg=DEFAULT_CFG, seeds=list(EVAL_SEEDS),
                           pictures=len(results), accuracy={k: round(v, 4) for k, v in acc.items()}))
     path = export(a.out, unet, vae, clip, tok, clip_cfg, scale, info)
