@@ -69,6 +69,41 @@ static void test_training_schedule(void)
     CHECK(worst < 1e-12, "alphas_cumprod / sigmas differ by %.3e relative", worst);
 }
 
+/* The zero-terminal-SNR rescale against tools/sampler_reference.py's
+ * Schedule(zero_terminal_snr=True) (float64 numpy, printed with repr): the
+ * first step unchanged, the last one 2^-24 (sigma 4096), the rest shifted. */
+static void test_zero_terminal_snr(void)
+{
+    static const struct {
+        int t;
+        double alphas_cumprod, sigma;
+    } expected[] = {
+        {0, 0.99915, 0.029167158151720367},
+        {1, 0.9982334461401823, 0.04206756583188789},
+        {250, 0.6524570153414769, 0.7298410903629242},
+        {500, 0.24101878275731575, 1.774557474287331},
+        {998, 1.967888056621291e-07, 2254.237978336996},
+        {999, 5.960464477539063e-08, 4095.9998779296857},
+    };
+    sd_schedule s;
+    schedule_init_sd(&s);
+    schedule_rescale_zero_terminal_snr(&s);
+    for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++) {
+        int t = expected[i].t;
+        double acp_err = fabs(s.alphas_cumprod[t] - expected[i].alphas_cumprod) / expected[i].alphas_cumprod;
+        double sigma_err = fabs(s.sigmas[t] - expected[i].sigma) / expected[i].sigma;
+        CHECK(acp_err < 1e-9 && sigma_err < 1e-9, "t %d: alphas_cumprod %.17g sigma %.17g, expected %.17g %.17g", t,
+              s.alphas_cumprod[t], s.sigmas[t], expected[i].alphas_cumprod, expected[i].sigma);
+    }
+    for (int t = 1; t < s.n; t++)
+        CHECK(s.sigmas[t] > s.sigmas[t - 1], "sigmas must rise with t (t %d)", t);
+    double sigmas[5];
+    schedule_sigmas(&s, 4, sigmas); /* reference get_sigmas(4): 4096, 3.50093314, 0.986896518, 0.0291671582, 0 */
+    CHECK(fabs(sigmas[0] - 4095.9998779296857) < 1e-6 && fabs(sigmas[1] - 3.50093314) < 1e-6 &&
+              fabs(sigmas[3] - 0.0291671582) < 1e-9 && sigmas[4] == 0.0,
+          "get_sigmas(4): %.10g %.10g %.10g %.10g %g", sigmas[0], sigmas[1], sigmas[2], sigmas[3], sigmas[4]);
+}
+
 static void test_step_tables(void)
 {
     if (!open_golden())
@@ -288,6 +323,6 @@ static void close_golden(void)
     golden = NULL;
 }
 
-TEST_MAIN(TEST(test_training_schedule), TEST(test_step_tables), TEST(test_euler), TEST(test_euler_ancestral),
+TEST_MAIN(TEST(test_training_schedule), TEST(test_zero_terminal_snr), TEST(test_step_tables), TEST(test_euler), TEST(test_euler_ancestral),
           TEST(test_dpmpp_2m), TEST(test_ddim), TEST(test_lcm), TEST(test_img2img_plan), TEST(test_names),
           TEST(close_golden))

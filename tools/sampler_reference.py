@@ -108,6 +108,43 @@ LOG_SIGMAS = np.log(SIGMAS)
 SIGMA_MIN, SIGMA_MAX = SIGMAS[0], SIGMAS[-1]
 
 
+# The last training step's alphas_cumprod once rescaled to zero terminal SNR: diffusers' Euler scheduler
+# sets it to 2^-24 instead of 0 so that sigma_max stays finite (4096); kiln does the same for every sampler.
+ZERO_SNR_LAST = 2.0 ** -24
+
+
+def rescale_zero_terminal_snr(acp):
+    """Lin et al. 2024 (diffusers rescale_zero_terminal_snr), in float64 on alphas_cumprod directly: shift
+    and scale sqrt(alphas_cumprod) so the first step keeps its value and the last one reaches 0, square;
+    then the last value becomes ZERO_SNR_LAST."""
+    root = np.sqrt(acp)
+    first, last = root[0], root[-1]
+    root = (root - last) * (first / (first - last))
+    out = root * root
+    out[-1] = ZERO_SNR_LAST
+    return out
+
+
+class Schedule:
+    """SD's scaled-linear schedule, optionally rescaled to zero terminal SNR (a model's
+    kiln.scheduler.rescale_betas_zero_snr), with the k-diffusion views the samplers use."""
+
+    def __init__(self, zero_terminal_snr=False):
+        self.zero_terminal_snr = zero_terminal_snr
+        self.alphas_cumprod = rescale_zero_terminal_snr(ALPHAS_CUMPROD) if zero_terminal_snr else ALPHAS_CUMPROD
+        self.sigmas = np.sqrt((1.0 - self.alphas_cumprod) / self.alphas_cumprod)
+        self.log_sigmas = np.log(self.sigmas)
+
+    def sigma_to_t(self, sigma):
+        return sigma_to_t(sigma, self.log_sigmas)
+
+    def get_sigmas(self, n):
+        return np.append(t_to_sigma(linspace(T_TRAIN - 1, 0, n), self.log_sigmas), 0.0)
+
+    def get_sigmas_karras(self, n):
+        return get_sigmas_karras(n, self.sigmas[0], self.sigmas[-1])
+
+
 def t_to_sigma(t, log_sigmas=LOG_SIGMAS):
     """DiscreteSchedule.t_to_sigma: linear interpolation of log-sigma."""
     t = np.asarray(t, dtype=log_sigmas.dtype)

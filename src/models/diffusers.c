@@ -284,6 +284,9 @@ kiln_status diffusers_read_configs(const char *dir, weight_store *ws)
         json_t *prediction = json_object_get(scheduler, "prediction_type");
         if (json_is_string(prediction))
             st = wstore_set_metadata(ws, "kiln.unet.prediction_type", json_string_value(prediction));
+        json_t *zero_snr = json_object_get(scheduler, "rescale_betas_zero_snr");
+        if (st == KILN_OK && json_is_true(zero_snr))
+            st = wstore_set_metadata(ws, "kiln.scheduler.rescale_betas_zero_snr", "true");
         json_decref(scheduler);
         if (st != KILN_OK)
             return st;

@@ -95,6 +95,8 @@ static void read_settings(sd_model *m)
              (v = wstore_metadata(m->ws, "kiln.default.sampler")) ? v : "euler_a");
     v = wstore_metadata(m->ws, "kiln.unet.prediction_type");
     m->v_prediction = v && (strcmp(v, "v_prediction") == 0 || strcmp(v, "v") == 0);
+    v = wstore_metadata(m->ws, "kiln.scheduler.rescale_betas_zero_snr");
+    m->zero_terminal_snr = v && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
 
     const char *base = strrchr(m->path, '/');
     base = base && base[1] ? base + 1 : m->path;

@@ -34,6 +34,7 @@ typedef struct sd_model {
     /* from the metadata where present, else SD 1.x's */
     int native_resolution;   /* kiln.resolution; 512 */
     int v_prediction;        /* kiln.unet.prediction_type == "v_prediction" */
+    int zero_terminal_snr;   /* kiln.scheduler.rescale_betas_zero_snr == "true" */
     float latent_scale;      /* kiln.vae.scale_factor; 0.18215 */
     int default_steps;       /* kiln.default.steps; 20 */
     float default_cfg;       /* kiln.default.cfg_scale; 7.5 */

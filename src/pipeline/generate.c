@@ -156,6 +156,8 @@ kiln_status kiln_model_load(kiln_engine *e, const char *path, const kiln_model_o
     }
     m->engine = e;
     schedule_init_sd(&m->schedule);
+    if (m->sd->zero_terminal_snr)
+        schedule_rescale_zero_terminal_snr(&m->schedule);
     *out = m;
     return KILN_OK;
 }

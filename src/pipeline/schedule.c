@@ -10,6 +10,15 @@ double schedule_linspace(double a, double b, int n, int i)
     return i < n / 2 ? a + step * (double)i : b - step * (double)(n - 1 - i);
 }
 
+static void schedule_set_sigmas(sd_schedule *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        double acp = s->alphas_cumprod[i];
+        s->sigmas[i] = sqrt((1.0 - acp) / acp);
+        s->log_sigmas[i] = log(s->sigmas[i]);
+    }
+}
+
 void schedule_init(sd_schedule *s, double beta_start, double beta_end)
 {
     s->n = SCHEDULE_STEPS;
@@ -18,14 +27,25 @@ void schedule_init(sd_schedule *s, double beta_start, double beta_end)
         double root = schedule_linspace(a, b, SCHEDULE_STEPS, i);
         cumprod *= 1.0 - root * root;
         s->alphas_cumprod[i] = cumprod;
-        s->sigmas[i] = sqrt((1.0 - cumprod) / cumprod);
-        s->log_sigmas[i] = log(s->sigmas[i]);
     }
+    schedule_set_sigmas(s);
 }
 
 void schedule_init_sd(sd_schedule *s)
 {
     schedule_init(s, 0.00085, 0.012);
+}
+
+void schedule_rescale_zero_terminal_snr(sd_schedule *s)
+{
+    double first = sqrt(s->alphas_cumprod[0]), last = sqrt(s->alphas_cumprod[s->n - 1]);
+    double gain = first / (first - last);
+    for (int i = 0; i < s->n; i++) {
+        double root = (sqrt(s->alphas_cumprod[i]) - last) * gain;
+        s->alphas_cumprod[i] = root * root;
+    }
+    s->alphas_cumprod[s->n - 1] = SCHEDULE_ZERO_SNR_LAST;
+    schedule_set_sigmas(s);
 }
 
 double schedule_t_to_sigma(const sd_schedule *s, double t)

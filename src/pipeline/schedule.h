@@ -21,6 +21,20 @@ typedef struct sd_schedule {
 void schedule_init(sd_schedule *s, double beta_start, double beta_end);
 void schedule_init_sd(sd_schedule *s); /* 0.00085, 0.012 */
 
+/* The last alphas_cumprod of a schedule rescaled to zero terminal SNR: 2^-24
+ * rather than 0, as diffusers' Euler scheduler keeps it, so that sigma_max
+ * stays finite (4096) for every sampler. */
+#define SCHEDULE_ZERO_SNR_LAST (1.0 / 16777216.0)
+
+/* Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps Are
+ * Flawed" (diffusers' rescale_betas_zero_snr): shifts and scales
+ * sqrt(alphas_cumprod) so the first step keeps its value and the last one has
+ * no signal left, then recomputes the sigmas. SD's own schedule leaves about
+ * 7% of the picture in its last step, from which a model learns to read the
+ * layout instead of the prompt; a model trained with this rescale says so in
+ * its metadata (kiln.scheduler.rescale_betas_zero_snr). */
+void schedule_rescale_zero_terminal_snr(sd_schedule *s);
+
 /* torch.linspace's scalar formula: counts up from a for the first half and
  * down from b for the second. */
 double schedule_linspace(double a, double b, int n, int i);

@@ -10,7 +10,8 @@
 Options: --model FILE (default assets/models/shapes/model.safetensors; its tokenizer/ folder beside it).
 
 Everything follows tests/data/golden/SAMPLERS.md: the SD scaled-linear schedule (computed in float64 by
-tools/sampler_reference.py), k-diffusion's Euler / Euler ancestral / DPM++ 2M (Karras) with CompVisDenoiser
+tools/sampler_reference.py; rescaled to zero terminal SNR when the model's metadata says
+kiln.scheduler.rescale_betas_zero_snr = true, its last alphas_cumprod then 2^-24), k-diffusion's Euler / Euler ancestral / DPM++ 2M (Karras) with CompVisDenoiser
 (c_in = 1/sqrt(sigma^2+1), fractional timesteps), LDM's DDIM (eta 0, A1111's step adjustment), classifier-free
 guidance on the model output (eps or v, per kiln.unet.prediction_type) with the batch [uncond, cond] (a single cond pass when the scale is 0 or 1, as
 kiln), the unconditional prompt "" (start, end, end padding). Noise is kiln's default torch-cpu stream: image
@@ -69,9 +70,10 @@ class Model:
     configurations, the tokenizer, the latent scale and the defaults."""
 
     def __init__(self, unet, vae, clip, unet_cfg, vae_cfg, clip_cfg, tok, scale, defaults=None,
-                 prediction="epsilon"):
+                 prediction="epsilon", zero_terminal_snr=False):
         self.unet, self.vae, self.clip = unet, vae, clip
         self.v = prediction in ("v_prediction", "v")
+        self.sched = S.Schedule(zero_terminal_snr)
         self.unet_cfg, self.vae_cfg, self.clip_cfg = unet_cfg, vae_cfg, clip_cfg
         self.tok, self.scale = tok, scale
         self.defaults = defaults or {}
@@ -95,14 +97,16 @@ class Model:
         defaults = dict(steps=int(meta["kiln.default.steps"]), cfg=float(meta["kiln.default.cfg_scale"]),
                         sampler=meta["kiln.default.sampler"], resolution=int(meta["kiln.resolution"]))
         m = cls(parts[ref.UNET_PREFIX], parts[ref.VAE_PREFIX], parts[ref.CLIP_PREFIX], unet_cfg, vae_cfg, clip_cfg,
-                tok, float(meta["kiln.vae.scale_factor"]), defaults, meta.get("kiln.unet.prediction_type", "epsilon"))
+                tok, float(meta["kiln.vae.scale_factor"]), defaults, meta.get("kiln.unet.prediction_type", "epsilon"),
+                meta.get("kiln.scheduler.rescale_betas_zero_snr") == "true")
         m.path, m.meta = path, meta
         return m
 
     def to(self, dtype):
         conv = lambda d: {k: v.detach().to(dtype) for k, v in d.items()}  # noqa: E731
         return Model(conv(self.unet), conv(self.vae), conv(self.clip), self.unet_cfg, self.vae_cfg, self.clip_cfg,
-                     self.tok, self.scale, self.defaults, "v_prediction" if self.v else "epsilon")
+                     self.tok, self.scale, self.defaults, "v_prediction" if self.v else "epsilon",
+                     self.sched.zero_terminal_snr)
 
     def dtype(self):
         return next(iter(self.unet.values())).dtype
@@ -139,7 +143,7 @@ def _denoise(g, x, sigma):
     """CompVisDenoiser / CompVisVDenoiser (SAMPLERS.md 3): x_in = x / sqrt(sigma^2 + 1), t = sigma_to_t(sigma);
     eps model: x - sigma out; v model: x / (sigma^2 + 1) - out sigma / sqrt(sigma^2 + 1)."""
     c_in = 1.0 / (sigma * sigma + 1.0) ** 0.5
-    t = float(S.sigma_to_t(sigma)[0])
+    t = float(g.m.sched.sigma_to_t(sigma)[0])
     out = g(x * c_in, t)
     if g.m.v:
         return x * (1.0 / (sigma * sigma + 1.0)) + out * (-sigma / (sigma * sigma + 1.0) ** 0.5)
@@ -152,7 +156,7 @@ def run_sampler(g, noise, sampler, steps, step_noise, trace=None):
     rec = (lambda x: trace.append(x)) if trace is not None else (lambda x: None)
     if sampler == "ddim":                                              # SAMPLERS.md 4.4
         ts = S.make_ddim_timesteps(S.a1111_ddim_steps(steps))
-        alphas, alphas_prev = S.make_ddim_params(ts)
+        alphas, alphas_prev = S.make_ddim_params(ts, g.m.sched.alphas_cumprod)
         x = noise
         for i in range(len(ts)):
             j = len(ts) - 1 - i
@@ -168,7 +172,8 @@ def run_sampler(g, noise, sampler, steps, step_noise, trace=None):
             x = ap ** 0.5 * pred_x0 + (1.0 - ap) ** 0.5 * e
         rec(x)
         return x
-    sigmas = S.get_sigmas_karras(steps) if sampler == "dpmpp_2m_karras" else S.get_sigmas(steps)
+    sched = g.m.sched
+    sigmas = sched.get_sigmas_karras(steps) if sampler == "dpmpp_2m_karras" else sched.get_sigmas(steps)
     sigmas = [float(s) for s in sigmas]
     x = noise * sigmas[0]
     old = None
