@@ -34,7 +34,7 @@ CONTEXT_LEN = 77
 # Configurations (sd_reference's dictionaries, SD 1.x's values except the sizes)
 
 VAE_CFG = dict(ref.VAE_SD1, ch=32, ch_mult=[1, 1, 2], num_res_blocks=1)            # f = 4: 64x64 -> 16x16x4
-UNET_CFG = dict(ref.UNET_SD1, model_channels=32, channel_mult=[1, 2, 4], num_res_blocks=1,
+UNET_CFG = dict(ref.UNET_SD1, model_channels=32, channel_mult=[1, 2, 4, 4], num_res_blocks=1,
                 attention_resolutions=[2, 4], num_heads=4, context_dim=128)
 CLIP_CFG = dict(ref.CLIP_SD1, hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512,
                 max_position_embeddings=CONTEXT_LEN)   # vocab_size, bos/eos ids: set from the tokenizer
