@@ -25,6 +25,7 @@ int fuzz_safetensors(const uint8_t *data, size_t size);
 int fuzz_tokenizer(const uint8_t *data, size_t size);
 int fuzz_png(const uint8_t *data, size_t size);
 int fuzz_parameters(const uint8_t *data, size_t size);
+int fuzz_request(const uint8_t *data, size_t size); /* apps/serve/request.c */
 
 /* Loads the tokenizer fuzz_tokenizer uses (vocab.json and merges.txt in
  * dir). Returns 0, or -1 after printing why. */

@@ -170,6 +170,15 @@ KILN_API void kiln_weights_drop_pages(kiln_weights *w);
  * mapping; returns 1 if they did. */
 KILN_API int kiln_weights_drop_range(kiln_weights *w, const void *p, size_t bytes);
 
+/* Checks that the file still has the size and modification time it had at
+ * open. A mapped file's bytes are read from the file whenever they are not
+ * resident, so one truncated while open would fault (SIGBUS) on the next
+ * read past its end, and one rewritten in place would change under the
+ * reader; call this before reading after a while. A file renamed over the
+ * path does not count (w keeps the one it opened). Errors: KILN_ERR_IO
+ * naming the file and what changed. Thread-safe. */
+KILN_API kiln_status kiln_weights_check(const kiln_weights *w);
+
 /* The "__metadata__" string pairs of the header, in file order. The strings
  * live as long as w. */
 KILN_API size_t kiln_weights_metadata_count(const kiln_weights *w);
@@ -210,14 +219,115 @@ KILN_API kiln_status kiln_engine_create(const kiln_engine_options *o, kiln_engin
 KILN_API void kiln_engine_destroy(kiln_engine *e);
 KILN_API int kiln_engine_threads(const kiln_engine *e);
 
+/* ---- optimizations -----------------------------------------------------------
+ * The switches behind kiln's speed, each a real alternative path of the
+ * engine, so that any one can be turned off and measured (kiln bench
+ * --ablate). Every combination makes the same pictures within the
+ * tolerances tests/test_optimizations.c states.
+ *
+ * Two of them are bound to objects made earlier: threads to the engine
+ * (kiln_engine_options.threads) and precision to the model
+ * (kiln_model_options.precision). A request that asks for other values runs
+ * with the engine's and the model's, and its result says so. */
+
+typedef enum kiln_precision {
+    KILN_PRECISION_F32,
+    KILN_PRECISION_F16,  /* weights as IEEE half, widened to f32 in the matrix kernels */
+    KILN_PRECISION_BF16, /* weights as bfloat16, widened to f32 in the matrix kernels */
+    KILN_PRECISION_COUNT
+} kiln_precision;
+
+typedef enum kiln_attention {
+    KILN_ATTENTION_TILED, /* fused kernel, online softmax over key blocks: memory O(tile) */
+    KILN_ATTENTION_PLAIN, /* per head: the whole score matrix, softmax, then P v (memory O(q x kv)) */
+    KILN_ATTENTION_COUNT
+} kiln_attention;
+
+typedef enum kiln_layout {
+    KILN_LAYOUT_NHWC, /* channels last: kiln's activations and kernels */
+    KILN_LAYOUT_NCHW, /* channels first: not available in this build (reported) */
+    KILN_LAYOUT_COUNT
+} kiln_layout;
+
+typedef enum kiln_memory {
+    KILN_MEMORY_PLAN,  /* one arena, every activation at an offset planned once per graph */
+    KILN_MEMORY_ALLOC, /* malloc each output before its node runs, free it after its last reader */
+    KILN_MEMORY_COUNT
+} kiln_memory;
+
+typedef struct kiln_optimizations {
+    kiln_attention attention;
+    int attention_tile;       /* queries per tile of the tiled kernel; 0: the kernel's own choice */
+    kiln_layout layout;
+    int fusion;               /* 1: fused ops (group norm + SiLU in one pass); 0: separate passes */
+    kiln_memory memory;
+    kiln_precision precision; /* must match the model's (see above) */
+    int fast_math;            /* 1: vector polynomials for exp and erf (bounds in the kernels'
+                                 vmath headers); 0: libm's expf and erff */
+    int threads;              /* 0: the engine's; otherwise must match the engine's (see above) */
+    int vae_tiling;           /* 1: decode in tiles (not available in this build: reported) */
+    int vae_tile;             /* pixels per VAE tile side; 0: automatic */
+} kiln_optimizations;
+
+/* The switches, in the order results report them. */
+typedef enum kiln_opt {
+    KILN_OPT_ATTENTION,
+    KILN_OPT_ATTENTION_TILE,
+    KILN_OPT_LAYOUT,
+    KILN_OPT_FUSION,
+    KILN_OPT_MEMORY,
+    KILN_OPT_PRECISION,
+    KILN_OPT_FAST_MATH,
+    KILN_OPT_THREADS,
+    KILN_OPT_VAE_TILING,
+    KILN_OPT_VAE_TILE,
+    KILN_OPT_COUNT
+} kiln_opt;
+
+/* The best configuration for this machine: tiled attention at the kernel's
+ * own tile (the AVX-512 kernel's where the CPU has it), NHWC, fusion on, the
+ * static memory plan, fast math on, all cores. Precision stays f32, the
+ * reference the others are held to: f16 and bf16 change the pictures
+ * (within test_optimizations.c's tolerances), so they are asked for, not
+ * defaulted to; `kiln bench --ablate` measures what they gain here.
+ * Thread-safe. */
+KILN_API void kiln_optimizations_defaults(kiln_optimizations *o);
+
+/* A switch's name as the CLI (with '-' for '_'), the HTTP API and the
+ * reports spell it: "attention", "attention_tile", "layout", "fusion",
+ * "memory", "precision", "fast_math", "threads", "vae_tiling", "vae_tile";
+ * and the values it takes ("tiled, plain", "on, off", "0 (automatic) or 1
+ * to 1024"). Static strings; NULL for opt out of range. */
+KILN_API const char *kiln_opt_name(kiln_opt opt);
+KILN_API const char *kiln_opt_allowed(kiln_opt opt);
+
+/* Sets one switch from text: name as kiln_opt_name gives it (or with '-'),
+ * value as kiln_opt_allowed lists ("on"/"off" also as "true"/"false"/"1"/
+ * "0"). Errors: KILN_ERR_INVALID naming the switch and its allowed values;
+ * *o is untouched then. Thread-safe. */
+KILN_API kiln_status kiln_optimizations_set(kiln_optimizations *o, const char *name, const char *value);
+
+/* The value of one switch as text ("plain", "on", "48"), into buf. */
+KILN_API void kiln_optimizations_get(const kiln_optimizations *o, kiln_opt opt, char *buf, size_t size);
+
+KILN_API const char *kiln_precision_name(kiln_precision p); /* "f32", "f16", "bf16" */
+
+/* What was asked of one switch, what ran, and why they differ. */
+typedef struct kiln_opt_report {
+    char asked[24], active[24]; /* as kiln_optimizations_get writes them */
+    int available;              /* 1: what was asked for is what ran */
+    char note[224];             /* why not, or how it runs on this machine; "" when nothing to say */
+} kiln_opt_report;
+
 /* ---- models ---------------------------------------------------------------- */
 
 typedef struct kiln_model kiln_model;
 
 typedef struct kiln_model_options {
     const char *tokenizer_dir; /* NULL: tokenizer/ beside the file or in the folder */
-    const char *precision;     /* how weights are kept for the matrix kernels: "f32" (default) or
-                                  "f16" (half the memory and bandwidth; activations and sums stay f32) */
+    const char *precision;     /* how weights are kept for the matrix kernels: "f32" (default), "f16"
+                                  or "bf16" (half the memory and bandwidth; widened to f32 as the
+                                  kernels load them: activations and sums stay f32) */
 } kiln_model_options;
 
 KILN_API void kiln_model_options_defaults(kiln_model_options *o);
@@ -247,6 +357,16 @@ typedef struct kiln_model_info {
 /* The strings live as long as m. */
 KILN_API void kiln_model_get_info(const kiln_model *m, kiln_model_info *out);
 
+/* The precision m's weights were loaded in. */
+KILN_API kiln_precision kiln_model_precision(const kiln_model *m);
+
+/* What a request asking for `asked` (NULL: kiln_optimizations_defaults
+ * with m's precision and its engine's threads) would run with on m, and
+ * the report per switch (report[KILN_OPT_COUNT]). Errors: KILN_ERR_INVALID
+ * for a value out of range, naming the switch. */
+KILN_API kiln_status kiln_model_optimizations(const kiln_model *m, const kiln_optimizations *asked,
+                                              kiln_optimizations *active, kiln_opt_report *report);
+
 /* ---- generation ------------------------------------------------------------- */
 
 typedef struct kiln_progress {
@@ -260,6 +380,15 @@ typedef struct kiln_progress {
  * kiln_generate returns KILN_ERR_CANCELLED, with the images finished so far
  * in the result. */
 typedef int (*kiln_progress_fn)(void *user, const kiln_progress *p);
+
+struct kiln_image;
+
+/* Called with each image as soon as it is finished (pixels, seed and
+ * parameters set; index counts from 0 in the request's order), on the
+ * thread that called kiln_generate, before the next batch starts: to save
+ * or show images as they come. img is borrowed for the call (the result
+ * keeps it). Return non-zero to cancel, as from kiln_progress_fn. */
+typedef int (*kiln_image_fn)(void *user, const struct kiln_image *img, int index);
 
 typedef struct kiln_request {
     const char *prompt;
@@ -277,8 +406,13 @@ typedef struct kiln_request {
     const uint8_t *init_rgb;
     int init_width, init_height;
     float strength;              /* 0 < strength <= 1 */
+    /* the switches to run with; NULL: kiln_optimizations_defaults with the
+     * model's precision and the engine's threads. Graphs are rebuilt when
+     * these change from one request to the next. */
+    const kiln_optimizations *optimizations;
     kiln_progress_fn on_progress;
     void *user;
+    kiln_image_fn on_image;      /* NULL, or called per finished image with user */
 } kiln_request;
 
 KILN_API void kiln_request_defaults(kiln_request *r);
@@ -294,7 +428,9 @@ typedef struct kiln_timings {
     double total_s, text_s, denoise_s, decode_s, encode_s;
     double unet_s;        /* all UNet evaluations */
     int unet_evals;
-    size_t activation_bytes; /* the largest graph arena used */
+    size_t activation_bytes; /* the largest graph arena used (under alloc: the UNet's
+                                largest sum of live activations) */
+    size_t scratch_bytes;    /* the UNet's kernel scratch (attention tiles or score matrix) */
 } kiln_timings;
 
 /* How a request was laid out in memory (from the static memory plans). */
@@ -311,6 +447,8 @@ typedef struct kiln_result {
     int width, height, steps;
     float cfg_scale;
     const char *sampler;  /* canonical name */
+    kiln_optimizations optimizations;                  /* what ran */
+    kiln_opt_report optimization_report[KILN_OPT_COUNT]; /* asked, ran, why, per switch */
 } kiln_result;
 
 /* Runs a request. On KILN_OK or KILN_ERR_CANCELLED, *out holds the images

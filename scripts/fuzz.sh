@@ -4,7 +4,7 @@
 # build-fuzz/, then runs each for SECONDS (default 60) from its seed corpus
 # and dictionary.
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (targets: safetensors tokenizer png parameters)
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (targets: safetensors tokenizer png parameters request)
 #
 # The seeds (fuzz/corpus/<target>) are copied into build-fuzz/corpus/<target>,
 # which keeps what the fuzzer adds across runs; the repository is not
@@ -20,14 +20,14 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors tokenizer png parameters)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors tokenizer png parameters request)
 case "$seconds" in
   '' | *[!0-9]*) echo "fuzz.sh: SECONDS_PER_TARGET must be a whole number, got '$seconds'" >&2; exit 2 ;;
 esac
 
 # The longest input each target gets: past every seed, short enough that
 # the fuzzer tries many (the tokenizer costs the most per byte).
-declare -A max_len=([safetensors]=8192 [tokenizer]=1024 [png]=16384 [parameters]=4096)
+declare -A max_len=([safetensors]=8192 [tokenizer]=1024 [png]=16384 [parameters]=4096 [request]=8192)
 for t in "${targets[@]}"; do
   [ -n "${max_len[$t]:-}" ] || { echo "fuzz.sh: no target '$t'" >&2; exit 2; }
 done

@@ -49,6 +49,10 @@ class Server:
         self.log = open(self.log_path, "wb")
         environment = dict(os.environ)
         environment.update(env or {})
+        # a sanitizer build checks for leaks at exit (stop() reports them);
+        # an explicit detect_leaks in ASAN_OPTIONS wins
+        if "detect_leaks" not in environment.get("ASAN_OPTIONS", ""):
+            environment["ASAN_OPTIONS"] = ":".join(x for x in (environment.get("ASAN_OPTIONS"), "detect_leaks=1") if x)
         self.proc = subprocess.Popen([kiln, "serve", "-m", model, "--host", "127.0.0.1", "--port", "0"] + list(extra),
                                      stdout=subprocess.PIPE, stderr=self.log, env=environment)
         self.port = None
@@ -93,7 +97,9 @@ class Server:
         return status, h, parsed
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
-        """Sends sig and waits; returns the exit status (None if it had to be killed)."""
+        """Sends sig and waits; returns the exit status (None if it had to be
+        killed). A sanitizer's report in the log (a leak found at exit, a
+        memory error) is a failed check, with its summary."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -104,7 +110,24 @@ class Server:
                 self.log.close()
                 return None
         self.log.close()
+        report = [line for line in self.stderr().splitlines()
+                  if "ERROR: LeakSanitizer" in line or "ERROR: AddressSanitizer" in line or
+                  "runtime error:" in line or line.startswith("SUMMARY: ") or line.startswith("Direct leak") or
+                  line.startswith("Indirect leak")]
+        check(not report, "sanitizer report from kiln serve (%s):\n  %s" % (self.log_path, "\n  ".join(report[:12])))
         return self.proc.returncode
+
+    def sanitized(self):
+        """Whether the server runs under AddressSanitizer (its memory
+        figures then include the quarantine of freed blocks)."""
+        try:
+            with open("/proc/%d/maps" % self.proc.pid) as f:
+                if "libasan" in f.read():
+                    return True
+            with open("/proc/%d/exe" % self.proc.pid, "rb") as f:
+                return b"__asan_init" in f.read()
+        except OSError:
+            return False
 
 
 def png_size(data):

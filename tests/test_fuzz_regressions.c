@@ -16,9 +16,10 @@
 #include "kiln.h"
 #include "pipeline/image_io.h"
 #include "pipeline/parameters.h"
+#include "serve.h"
 #include "test_support.h"
 
-static const char *const targets[] = {"safetensors", "tokenizer", "png", "parameters"};
+static const char *const targets[] = {"safetensors", "tokenizer", "png", "parameters", "request"};
 
 static int compare_names(const void *a, const void *b)
 {
@@ -161,6 +162,11 @@ static void test_parameters_inputs(void)
     replay("parameters", fuzz_parameters);
 }
 
+static void test_request_inputs(void)
+{
+    replay("request", fuzz_request);
+}
+
 /* The seed PNGs are valid images of every colour type
  * (fuzz/make_png_corpus.py): they must decode, or the fuzzer starts from
  * error paths only. */
@@ -206,6 +212,23 @@ static void outcome(const char *target, const char *path, char *out, size_t size
             parsed_parameters_free(&p);
         free(text);
         free(data);
+    } else if (strcmp(target, "request") == 0) {
+        /* as a txt2img body; "<kind> <field>: <detail>" when refused */
+        size_t n = 0;
+        uint8_t *data = read_file(path, &n);
+        job_params p;
+        api_error err;
+        if (data && request_parse((const char *)data, n, 0, SERVE_F32, &p, &err) == 0) {
+            job_params_free(&p);
+            snprintf(out, size, "ok");
+        } else if (data) {
+            snprintf(out, size, "%d %s %s: %s", err.status, err.kind, err.field, err.detail);
+            json_decref(err.allowed);
+        } else {
+            snprintf(out, size, "cannot read %s", path);
+        }
+        free(data);
+        return;
     } else if (strcmp(target, "tokenizer") == 0) {
         snprintf(out, size, "ok"); /* prompts never fail; the replay checks them */
         return;
@@ -267,4 +290,4 @@ static void test_expected_outcomes(void)
 }
 
 TEST_MAIN(TEST(test_safetensors_inputs), TEST(test_tokenizer_inputs), TEST(test_png_inputs),
-          TEST(test_parameters_inputs), TEST(test_png_seeds_decode), TEST(test_expected_outcomes))
+          TEST(test_parameters_inputs), TEST(test_request_inputs), TEST(test_png_seeds_decode), TEST(test_expected_outcomes))

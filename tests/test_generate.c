@@ -221,6 +221,65 @@ static void test_cancel_keeps_finished_images(void)
     close_session(&s);
 }
 
+typedef struct image_log {
+    int calls, stop_at;
+    int index[8];
+    uint64_t seed[8];
+    int had_parameters;
+    uint8_t first_pixels[16];
+} image_log;
+
+static int log_image(void *user, const kiln_image *img, int index)
+{
+    image_log *log = user;
+    if (log->calls < 8) {
+        log->index[log->calls] = index;
+        log->seed[log->calls] = img->seed;
+    }
+    log->had_parameters += img->parameters && strstr(img->parameters, "Seed: ") != NULL;
+    if (log->calls == 0)
+        memcpy(log->first_pixels, img->rgb, sizeof log->first_pixels);
+    log->calls++;
+    return log->stop_at && log->calls >= log->stop_at;
+}
+
+/* on_image: each image as it is finished, in order, with its parameters,
+ * the same pixels the result keeps; a non-zero return cancels after it. */
+static void test_image_callback(void)
+{
+    session s;
+    if (open_session(&s, 2) != 0)
+        return;
+    kiln_request r = base_request();
+    r.num_images = 3;
+    r.batch_size = 2; /* two batches: 2 + 1 */
+    image_log log = {0};
+    r.on_image = log_image;
+    r.user = &log;
+    kiln_result *res = NULL;
+    kiln_status st = kiln_generate(s.model, &r, &res);
+    CHECK(st == KILN_OK && res && res->count == 3, "status %s", kiln_status_string(st));
+    CHECK(log.calls == 3 && log.had_parameters == 3, "calls %d, with parameters %d", log.calls, log.had_parameters);
+    for (int i = 0; i < 3 && i < log.calls; i++)
+        CHECK(log.index[i] == i && log.seed[i] == r.seed + (uint64_t)i, "call %d: index %d, seed %llu", i,
+              log.index[i], (unsigned long long)log.seed[i]);
+    if (res && res->count)
+        CHECK(memcmp(res->images[0].rgb, log.first_pixels, sizeof log.first_pixels) == 0,
+              "the result's first image differs from the one handed out");
+    kiln_result_destroy(res);
+
+    image_log stop = {.stop_at = 1};
+    r.user = &stop;
+    res = NULL;
+    st = kiln_generate(s.model, &r, &res);
+    CHECK(st == KILN_ERR_CANCELLED && res && res->count == 1 && stop.calls == 1,
+          "cancel from on_image: status %s, count %d, calls %d", kiln_status_string(st), res ? res->count : -1,
+          stop.calls);
+    CHECK(res && res->count == 1 && res->images[0].parameters, "the kept image has its parameters");
+    kiln_result_destroy(res);
+    close_session(&s);
+}
+
 static void expect_refused(session *s, kiln_request r, const char *field)
 {
     kiln_result *res = NULL;
@@ -458,5 +517,5 @@ static void test_cleanup(void)
 }
 
 TEST_MAIN(TEST(test_txt2img_is_reproducible), TEST(test_sizes_not_multiples_of_64), TEST(test_every_sampler_runs), TEST(test_img2img),
-          TEST(test_cancel_keeps_finished_images), TEST(test_bad_requests_are_refused), TEST(test_png_output),
+          TEST(test_cancel_keeps_finished_images), TEST(test_image_callback), TEST(test_bad_requests_are_refused), TEST(test_png_output),
           TEST(test_f16_precision), TEST(test_memory_plan), TEST(test_bf16_and_missing_tensors), TEST(test_cleanup))

@@ -307,6 +307,36 @@ def test_client_gone(s):
     check(status == 200 and len(r["images"]) == 1, "a request after the hang-ups: %s" % status)
 
 
+def test_client_gone_while_queued(s):
+    """A client that hangs up while its job waits in the queue: the job is
+    dropped from the queue and counted cancelled, and the server lives (it
+    once answered such a job from fields only a run fills in: SIGSEGV)."""
+    _, before = metrics(s)
+    holder = threading.Thread(target=lambda: s.json("POST", "/sdapi/v1/txt2img",
+                                                      {"prompt": "hold", "steps": 150, "n_iter": 4}, timeout=120))
+    holder.start()
+    check(wait_until(lambda: s.json("GET", "/sdapi/v1/progress")[2]["state"]["sampling_step"] > 0, 30),
+          "the holding job never started")
+    body = json.dumps({"prompt": "queued then gone", "steps": 2}).encode()
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    sock.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    check(wait_until(lambda: s.json("GET", "/sdapi/v1/progress")[2]["kiln"]["queued"] == 1, 10),
+          "the second job never queued")
+    sock.close()
+    check(wait_until(lambda: s.json("GET", "/sdapi/v1/progress")[2]["kiln"]["queued"] == 0, 10),
+          "the abandoned job stayed in the queue")
+    s.json("POST", "/sdapi/v1/interrupt", {})
+    holder.join(60)
+    status, _, _ = s.json("GET", "/healthz")
+    check(status == 200 and s.proc.poll() is None, "the server after the hang-up: %s, exit %s" %
+          (status, s.proc.poll()))
+    _, after = metrics(s)
+    check(after["kiln_jobs_cancelled_total"] == before["kiln_jobs_cancelled_total"] + 2,
+          "cancelled %s -> %s (the queued and the interrupted job)" % (before["kiln_jobs_cancelled_total"],
+                                                                      after["kiln_jobs_cancelled_total"]))
+
+
 def test_load(s):
     """50 concurrent requests against --queue 16: only 200s and 503s (with
     Retry-After), every accepted job answered, /healthz throughout."""
@@ -436,6 +466,7 @@ def main():
                                    ("jobs_api", test_jobs_api, ()),
                                    ("lists_perf_metrics", test_lists_perf_metrics, ()),
                                    ("client_gone", test_client_gone, ()),
+                                   ("client_gone_while_queued", test_client_gone_while_queued, ()),
                                    ("load", test_load, ())):
                 current[0] = name
                 t = time.time()

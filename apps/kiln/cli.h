@@ -7,6 +7,11 @@
 #ifndef KILN_APPS_CLI_H
 #define KILN_APPS_CLI_H
 
+#include <jansson.h>
+#include <stdio.h>
+
+#include "kiln.h"
+
 enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 
 int cmd_info(int argc, char **argv);
@@ -20,5 +25,19 @@ const char *cli_default_model(void);
 
 /* Prints "kiln: <what>: <kiln_last_error()>" to stderr; returns CLI_FAILED. */
 int cli_fail(const char *what);
+
+/* ---- optimization switches (cli_opt.c) ---- */
+
+/* When arg is an optimization flag (--attention, --attention-tile,
+ * --layout, --fusion, --memory, --precision, --fast-math, --threads,
+ * --vae-tiling, --vae-tile): applies value to o and returns 1, or prints why
+ * not ("kiln <cmd>: ...") and returns -1. 0 for any other arg. */
+int cli_optimization_flag(const char *cmd, const char *arg, const char *value, kiln_optimizations *o);
+void cli_optimization_usage(FILE *out);
+
+/* The report per switch, as JSON (a new array) or lines on out: all of
+ * them, or only those that could not run as asked. */
+json_t *cli_report_json(const kiln_opt_report *rep);
+void cli_report_print(FILE *out, const kiln_opt_report *rep, int all);
 
 #endif

@@ -2,20 +2,30 @@
  * cmd_bench.c - `kiln bench`: how fast this machine runs a model, stage by
  * stage, beside the peak it measured in the same run.
  *
- *   kiln bench [-m MODEL] [-W N -H N] [--runs N] [--warmup N] [--threads N] [--json]
+ *   kiln bench [-m MODEL] [-W N -H N] [--runs N] [--warmup N] [optimizations] [--json]
+ *   kiln bench --ablate [...]
  *
  * Times the text encoder (the prompt and the negative prompt: batch 2), one
  * UNet evaluation at batch 1 and batch 2 (classifier-free guidance), and a
  * VAE decode, each after warm-up runs; prints medians with min and max,
  * GFLOP/s and the share of the measured FP32 FMA peak, the per-op profile
  * of the batch-2 UNet, and the process's peak RSS.
+ *
+ * --ablate switches each optimization off in turn from the best
+ * configuration (or the one the flags give) and measures, per
+ * configuration, the UNet step (batch 2: one CFG step), the VAE decode and
+ * the memory. Each configuration runs in a process of its own, started
+ * before anything is loaded, so that its peak RSS (wait4) is its own and
+ * not the largest of all that ran before it.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -24,24 +34,32 @@
 #include "core/threadpool.h"
 #include "kernels/kernels.h"
 #include "models/model_graphs.h"
+#include "perf/optimizations.h"
 
 typedef struct bench_args {
-    const char *model, *tokenizer, *precision;
-    int width, height, runs, warmup, threads, json;
+    const char *model, *tokenizer;
+    int width, height, runs, warmup, json, ablate, rounds;
+    kiln_optimizations opt;
 } bench_args;
 
 typedef struct stage_result {
     const char *name;
     int batch;
     double median, min, max, gflop;
+    size_t activation_bytes, scratch_bytes; /* the executor's peak activations and kernel scratch */
     graph_profile profile;
 } stage_result;
 
 static void bench_usage(FILE *out)
 {
-    fprintf(out, "usage: kiln bench [-m MODEL] [-W N -H N] [--precision f32|f16] [--runs N] [--warmup N] [--threads N] [--json]\n"
+    fprintf(out, "usage: kiln bench [-m MODEL] [-W N -H N] [--runs N] [--warmup N] [optimizations] [--ablate] [--json]\n"
                  "  times the text encoder, the UNet (batch 1 and 2) and the VAE decoder, with the machine's\n"
-                 "  measured FMA peak and the peak RSS (default model: the shipped one; KILN_MODEL overrides)\n");
+                 "  measured FMA peak and the peak RSS (default model: the shipped one; KILN_MODEL overrides)\n"
+                 "  --ablate  switches each optimization off in turn from the best configuration (or the one\n"
+                 "            the flags give): UNet step, VAE decode and memory, one process per configuration\n"
+                 "  --rounds N  with --ablate: measure every configuration N times in turn (default 2), so\n"
+                 "            that a busy moment of the machine does not land on one configuration only\n");
+    cli_optimization_usage(out);
 }
 
 static int parse(int argc, char **argv, bench_args *a)
@@ -49,9 +67,17 @@ static int parse(int argc, char **argv, bench_args *a)
     memset(a, 0, sizeof *a);
     a->runs = 5;
     a->warmup = 1;
-    a->precision = "f32";
+    a->rounds = 2;
+    kiln_optimizations_defaults(&a->opt);
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int flag = cli_optimization_flag("bench", argv[i], v, &a->opt);
+        if (flag < 0)
+            return -1;
+        if (flag > 0) {
+            i++;
+            continue;
+        }
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             bench_usage(stdout);
             return 1;
@@ -59,8 +85,6 @@ static int parse(int argc, char **argv, bench_args *a)
             a->model = argv[++i];
         else if (!strcmp(argv[i], "--tokenizer") && v)
             a->tokenizer = argv[++i];
-        else if (!strcmp(argv[i], "--precision") && v)
-            a->precision = argv[++i];
         else if ((!strcmp(argv[i], "-W") || !strcmp(argv[i], "--width")) && v)
             a->width = atoi(argv[++i]);
         else if ((!strcmp(argv[i], "-H") || !strcmp(argv[i], "--height")) && v)
@@ -69,21 +93,19 @@ static int parse(int argc, char **argv, bench_args *a)
             a->runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup") && v)
             a->warmup = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--threads") && v)
-            a->threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--json"))
             a->json = 1;
+        else if (!strcmp(argv[i], "--ablate"))
+            a->ablate = 1;
+        else if (!strcmp(argv[i], "--rounds") && v)
+            a->rounds = atoi(argv[++i]);
         else {
             fprintf(stderr, "kiln bench: unknown or incomplete option '%s'\n", argv[i]);
             return -1;
         }
     }
-    if (strcmp(a->precision, "f32") != 0 && strcmp(a->precision, "f16") != 0) {
-        fprintf(stderr, "kiln bench: precision is f32 or f16, not '%s'\n", a->precision);
-        return -1;
-    }
-    if (a->runs < 1 || a->runs > 1000 || a->warmup < 0 || a->warmup > 100 || a->threads < 0 || a->threads > 1024) {
-        fprintf(stderr, "kiln bench: runs 1..1000, warmup 0..100, threads 0..1024\n");
+    if (a->runs < 1 || a->runs > 1000 || a->warmup < 0 || a->warmup > 100 || a->rounds < 1 || a->rounds > 20) {
+        fprintf(stderr, "kiln bench: runs 1..1000, warmup 0..100, rounds 1..20\n");
         return -1;
     }
     if (!a->model)
@@ -163,14 +185,15 @@ static float *fill_inputs(const model_graph *mg, const sd_model *m, float **buff
     return buffers[0];
 }
 
-static int run_stage(const bench_args *a, const sd_model *m, weight_cache *cache, tpool *pool, model_graph_kind kind,
-                     int batch, int h, int w, const char *name, stage_result *out)
+static int run_stage(const bench_args *a, const sd_model *m, weight_cache *cache, tpool *pool,
+                     const graph_exec_options *exec, model_graph_kind kind, int batch, int h, int w, const char *name,
+                     stage_result *out)
 {
     model_graph mg = {0};
     memset(out, 0, sizeof *out);
     out->name = name;
     out->batch = batch;
-    if (model_graph_get(m, cache, &mg, kind, batch, h, w) != KILN_OK) {
+    if (model_graph_get_with(m, cache, &mg, kind, batch, h, w, exec) != KILN_OK) {
         fprintf(stderr, "kiln bench: %s: %s\n", name, kiln_last_error());
         return -1;
     }
@@ -195,6 +218,8 @@ static int run_stage(const bench_args *a, const sd_model *m, weight_cache *cache
         out->median = a->runs % 2 ? times[a->runs / 2] : 0.5 * (times[a->runs / 2 - 1] + times[a->runs / 2]);
         out->min = times[0];
         out->max = times[a->runs - 1];
+        out->activation_bytes = graph_exec_peak_bytes(mg.exec);
+        out->scratch_bytes = graph_exec_scratch_bytes(mg.exec);
     }
     free(times);
     for (int i = 0; i < 3; i++)
@@ -240,40 +265,472 @@ static void print_profile(const stage_result *s)
     }
 }
 
+/* ---- ablation: one configuration per process ---- */
+
+/* What a measuring process sends back through its pipe. */
+typedef struct config_result {
+    int ok;
+    char error[512];
+    char model[128];
+    int width, height, threads;
+    double unet_median, unet_min, unet_max; /* seconds per UNet step (batch 2: one CFG step) */
+    double vae_median, vae_min, vae_max;
+    uint64_t unet_activation, unet_scratch, vae_activation, vae_scratch, weight_bytes;
+    uint64_t peak_rss; /* filled in by the parent (wait4) */
+    kiln_optimizations active;
+    kiln_opt_report report[KILN_OPT_COUNT];
+} config_result;
+
+/* The model's latent size for the bench's width and height; 0 or an error. */
+static int bench_size(const bench_args *a, const sd_model *m, int *width, int *height, int *lh, int *lw)
+{
+    *width = a->width ? a->width : m->native_resolution;
+    *height = a->height ? a->height : m->native_resolution;
+    int factor = vae_factor(&m->vae);
+    if (*width % factor || *height % factor || *width < factor || *height < factor) {
+        fprintf(stderr, "kiln bench: width and height must be multiples of %d\n", factor);
+        return -1;
+    }
+    *lh = *height / factor;
+    *lw = *width / factor;
+    return 0;
+}
+
+/* In the measuring process: load, pack, run the UNet at batch 2 and the VAE
+ * decoder with configuration o. */
+static void measure_config(const bench_args *a, const kiln_optimizations *o, config_result *r)
+{
+    tpool *pool = NULL;
+    sd_model *m = NULL;
+    weight_cache *cache = NULL;
+    if (opt_validate(o) != KILN_OK || tpool_create(o->threads, &pool) != KILN_OK ||
+        weight_cache_create(opt_precision_dtype(o->precision), &cache) != KILN_OK ||
+        sd_model_load(a->model, a->tokenizer, &m) != KILN_OK) {
+        snprintf(r->error, sizeof r->error, "%s", kiln_last_error());
+        goto done;
+    }
+    int width, height, lh, lw;
+    if (bench_size(a, m, &width, &height, &lh, &lw) != 0) {
+        snprintf(r->error, sizeof r->error, "bad width or height");
+        goto done;
+    }
+    graph_exec_options exec;
+    opt_resolve(o, o->precision, tpool_size(pool), &r->active, r->report, &exec);
+    snprintf(r->model, sizeof r->model, "%s", m->name);
+    r->width = width, r->height = height, r->threads = tpool_size(pool);
+    stage_result unet, vae;
+    if (run_stage(a, m, cache, pool, &exec, MODEL_GRAPH_UNET, 2, lh, lw, "unet", &unet) != 0 ||
+        run_stage(a, m, cache, pool, &exec, MODEL_GRAPH_DECODER, 1, lh, lw, "vae decode", &vae) != 0) {
+        snprintf(r->error, sizeof r->error, "%s", kiln_last_error());
+        goto done;
+    }
+    r->unet_median = unet.median, r->unet_min = unet.min, r->unet_max = unet.max;
+    r->vae_median = vae.median, r->vae_min = vae.min, r->vae_max = vae.max;
+    r->unet_activation = unet.activation_bytes, r->unet_scratch = unet.scratch_bytes;
+    r->vae_activation = vae.activation_bytes, r->vae_scratch = vae.scratch_bytes;
+    r->weight_bytes = weight_cache_bytes(cache);
+    r->ok = 1;
+done:
+    sd_model_destroy(m);
+    weight_cache_destroy(cache);
+    tpool_destroy(pool);
+}
+
+/* Forks a fresh process for configuration o and waits for its numbers and
+ * its peak RSS. The parent has started no threads and loaded nothing. */
+static void run_config(const bench_args *a, const kiln_optimizations *o, config_result *out)
+{
+    memset(out, 0, sizeof *out);
+    int fds[2];
+    if (pipe(fds) != 0) {
+        snprintf(out->error, sizeof out->error, "pipe: %s", strerror(errno));
+        return;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(out->error, sizeof out->error, "fork: %s", strerror(errno));
+        close(fds[0]), close(fds[1]);
+        return;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        config_result *r = calloc(1, sizeof *r);
+        if (r) {
+            measure_config(a, o, r);
+            const char *p = (const char *)r;
+            for (size_t done = 0; done < sizeof *r;) {
+                ssize_t n = write(fds[1], p + done, sizeof *r - done);
+                if (n <= 0)
+                    break;
+                done += (size_t)n;
+            }
+        }
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    char *p = (char *)out;
+    while (got < sizeof *out) {
+        ssize_t n = read(fds[0], p + got, sizeof *out - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fds[0]);
+    int status = 0;
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
+        ;
+    if (got != sizeof *out) {
+        memset(out, 0, sizeof *out);
+        if (WIFSIGNALED(status))
+            snprintf(out->error, sizeof out->error, "the measuring process died of signal %d", WTERMSIG(status));
+        else
+            snprintf(out->error, sizeof out->error, "the measuring process sent no result");
+        return;
+    }
+    out->peak_rss = (uint64_t)ru.ru_maxrss * 1024u; /* Linux: kilobytes */
+}
+
+/* A row of the ablation: an optimization, its value in the "on" and the
+ * "off" configuration. */
+typedef struct ablation_row {
+    const char *label;
+    kiln_opt opt;
+    int on, off;           /* indices into the measured configurations, -1: not measured */
+    char on_value[24], off_value[24];
+    int available;
+    char note[256];
+} ablation_row;
+
+#define MAX_CONFIGS 16
+#define MAX_ROWS 12
+
+typedef struct ablation {
+    kiln_optimizations configs[MAX_CONFIGS];
+    config_result results[MAX_CONFIGS];
+    int n_configs;
+    ablation_row rows[MAX_ROWS];
+    int n_rows;
+} ablation;
+
+static int config_index(ablation *ab, const kiln_optimizations *o)
+{
+    for (int i = 0; i < ab->n_configs; i++)
+        if (memcmp(&ab->configs[i], o, sizeof *o) == 0)
+            return i;
+    if (ab->n_configs == MAX_CONFIGS)
+        return -1;
+    ab->configs[ab->n_configs] = *o;
+    return ab->n_configs++;
+}
+
+/* Adds the row "name: on_value -> off_value", both configurations the best
+ * one with that switch set. A configuration this build cannot run as asked
+ * is not measured: the row says why. */
+static void add_row(ablation *ab, const char *label, kiln_opt opt, const kiln_optimizations *best, const char *on_value,
+                    const char *off_value, int threads)
+{
+    if (ab->n_rows == MAX_ROWS)
+        return;
+    ablation_row *row = &ab->rows[ab->n_rows++];
+    memset(row, 0, sizeof *row);
+    row->label = label;
+    row->opt = opt;
+    row->on = row->off = -1;
+    row->available = 1;
+    kiln_optimizations on = *best, off = *best;
+    if (on_value)
+        kiln_optimizations_set(&on, kiln_opt_name(opt), on_value);
+    kiln_optimizations_set(&off, kiln_opt_name(opt), off_value);
+    /* the measuring process loads the model in the configuration's own
+     * precision and makes a pool of its own thread count */
+    kiln_opt_report rep_on[KILN_OPT_COUNT], rep_off[KILN_OPT_COUNT];
+    opt_resolve(&on, on.precision, on.threads ? on.threads : threads, NULL, rep_on, NULL);
+    opt_resolve(&off, off.precision, off.threads ? off.threads : threads, NULL, rep_off, NULL);
+    snprintf(row->on_value, sizeof row->on_value, "%s", rep_on[opt].available ? rep_on[opt].active : rep_on[opt].asked);
+    snprintf(row->off_value, sizeof row->off_value, "%s",
+             rep_off[opt].available ? rep_off[opt].active : rep_off[opt].asked);
+    const kiln_opt_report *missing = !rep_on[opt].available ? &rep_on[opt] : !rep_off[opt].available ? &rep_off[opt] : NULL;
+    if (missing) {
+        row->available = 0;
+        snprintf(row->note, sizeof row->note, "%s %s: %s", kiln_opt_name(opt), missing->asked, missing->note);
+        return;
+    }
+    row->on = config_index(ab, &on);
+    row->off = config_index(ab, &off);
+}
+
+static double mib(uint64_t bytes)
+{
+    return (double)bytes / 1048576.0;
+}
+
+/* the larger stage's activations and scratch */
+static uint64_t activation_peak(const config_result *r)
+{
+    uint64_t u = r->unet_activation + r->unet_scratch, v = r->vae_activation + r->vae_scratch;
+    return u > v ? u : v;
+}
+
+static json_t *config_json(const ablation *ab, int i)
+{
+    const config_result *r = &ab->results[i];
+    json_t *o = json_object();
+    json_t *opts = json_object();
+    char buf[32];
+    for (int k = 0; k < KILN_OPT_COUNT; k++) {
+        kiln_optimizations_get(&ab->configs[i], (kiln_opt)k, buf, sizeof buf);
+        json_object_set_new(opts, kiln_opt_name((kiln_opt)k), json_string(buf));
+    }
+    json_object_set_new(o, "asked", opts);
+    json_object_set_new(o, "ok", json_boolean(r->ok));
+    if (!r->ok) {
+        json_object_set_new(o, "error", json_string(r->error));
+        return o;
+    }
+    json_object_set_new(o, "report", cli_report_json(r->report));
+    json_object_set_new(o, "unet_step_s", json_pack("{s:f, s:f, s:f}", "median", r->unet_median, "min", r->unet_min, "max", r->unet_max));
+    json_object_set_new(o, "vae_decode_s", json_pack("{s:f, s:f, s:f}", "median", r->vae_median, "min", r->vae_min, "max", r->vae_max));
+    json_object_set_new(o, "memory", json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "unet_activation_bytes",
+                                               (json_int_t)r->unet_activation, "unet_scratch_bytes",
+                                               (json_int_t)r->unet_scratch, "vae_activation_bytes",
+                                               (json_int_t)r->vae_activation, "vae_scratch_bytes",
+                                               (json_int_t)r->vae_scratch, "activation_peak_bytes",
+                                               (json_int_t)activation_peak(r), "weight_bytes",
+                                               (json_int_t)r->weight_bytes, "peak_rss_bytes", (json_int_t)r->peak_rss));
+    return o;
+}
+
+static int cmd_ablate(const bench_args *a)
+{
+    ablation *ab = calloc(1, sizeof *ab);
+    if (!ab)
+        return CLI_FAILED;
+    const kiln_optimizations *best = &a->opt;
+    int threads = best->threads ? best->threads : cpu_get()->logical_cores;
+    char tile[16], one[16] = "1";
+    snprintf(tile, sizeof tile, "%d", kernels_get()->attention_tile_step > 0 ? kernels_get()->attention_tile_step : 12);
+    /* the best configuration first: every row's "on" unless the row sets it */
+    config_index(ab, best);
+    add_row(ab, "attention", KILN_OPT_ATTENTION, best, NULL, "plain", threads);
+    add_row(ab, "attention tile", KILN_OPT_ATTENTION_TILE, best, NULL, tile, threads);
+    add_row(ab, "fusion", KILN_OPT_FUSION, best, NULL, "off", threads);
+    add_row(ab, "memory plan", KILN_OPT_MEMORY, best, NULL, "alloc", threads);
+    add_row(ab, "fast math", KILN_OPT_FAST_MATH, best, NULL, "off", threads);
+    add_row(ab, "precision f16", KILN_OPT_PRECISION, best, "f16", "f32", threads);
+    add_row(ab, "precision bf16", KILN_OPT_PRECISION, best, "bf16", "f32", threads);
+    if (threads > 1)
+        add_row(ab, "threads", KILN_OPT_THREADS, best, NULL, one, threads);
+    add_row(ab, "layout nhwc", KILN_OPT_LAYOUT, best, "nhwc", "nchw", threads);
+    add_row(ab, "vae tiling", KILN_OPT_VAE_TILING, best, "on", "off", threads);
+
+    /* rounds: every configuration once per round, in turn; per configuration
+     * the median of its rounds' medians, the smallest min and largest max,
+     * the largest peak RSS */
+    double (*unet)[20] = calloc(MAX_CONFIGS, sizeof *unet), (*vae)[20] = calloc(MAX_CONFIGS, sizeof *vae);
+    if (!unet || !vae) {
+        free(unet), free(vae), free(ab);
+        return CLI_FAILED;
+    }
+    for (int round = 0; round < a->rounds; round++) {
+        for (int i = 0; i < ab->n_configs; i++) {
+            if (!a->json) {
+                char desc[256] = "";
+                for (int k = 0; k < KILN_OPT_COUNT; k++) {
+                    char v[32], w[32];
+                    kiln_optimizations_get(&ab->configs[i], (kiln_opt)k, v, sizeof v);
+                    kiln_optimizations_get(best, (kiln_opt)k, w, sizeof w);
+                    if (i > 0 && strcmp(v, w) != 0)
+                        snprintf(desc + strlen(desc), sizeof desc - strlen(desc), " %s=%s", kiln_opt_name((kiln_opt)k), v);
+                }
+                fprintf(stderr, "kiln bench: round %d of %d, configuration %d of %d:%s\n", round + 1, a->rounds, i + 1,
+                        ab->n_configs, i == 0 ? " the best" : desc);
+            }
+            config_result r;
+            run_config(a, &ab->configs[i], &r);
+            config_result *acc = &ab->results[i];
+            if (!r.ok) {
+                fprintf(stderr, "kiln bench: configuration %d failed: %s\n", i + 1, r.error);
+                *acc = r;
+                continue;
+            }
+            if (round > 0 && !acc->ok)
+                continue; /* failed before: stays failed */
+            unet[i][round] = r.unet_median;
+            vae[i][round] = r.vae_median;
+            if (round == 0) {
+                *acc = r;
+                continue;
+            }
+            acc->unet_min = r.unet_min < acc->unet_min ? r.unet_min : acc->unet_min;
+            acc->unet_max = r.unet_max > acc->unet_max ? r.unet_max : acc->unet_max;
+            acc->vae_min = r.vae_min < acc->vae_min ? r.vae_min : acc->vae_min;
+            acc->vae_max = r.vae_max > acc->vae_max ? r.vae_max : acc->vae_max;
+            acc->peak_rss = r.peak_rss > acc->peak_rss ? r.peak_rss : acc->peak_rss;
+        }
+    }
+    for (int i = 0; i < ab->n_configs; i++) {
+        if (!ab->results[i].ok)
+            continue;
+        qsort(unet[i], (size_t)a->rounds, sizeof unet[i][0], compare_double);
+        qsort(vae[i], (size_t)a->rounds, sizeof vae[i][0], compare_double);
+        int k = a->rounds;
+        ab->results[i].unet_median = k % 2 ? unet[i][k / 2] : 0.5 * (unet[i][k / 2 - 1] + unet[i][k / 2]);
+        ab->results[i].vae_median = k % 2 ? vae[i][k / 2] : 0.5 * (vae[i][k / 2 - 1] + vae[i][k / 2]);
+    }
+    free(unet);
+    free(vae);
+    const config_result *b = &ab->results[0];
+    if (!b->ok) {
+        free(ab);
+        return CLI_FAILED;
+    }
+    const kiln_cpu_info *cpu = cpu_get();
+    if (a->json) {
+        json_t *configs = json_array(), *rows = json_array();
+        for (int i = 0; i < ab->n_configs; i++)
+            json_array_append_new(configs, config_json(ab, i));
+        for (int i = 0; i < ab->n_rows; i++) {
+            const ablation_row *row = &ab->rows[i];
+            json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b}", "optimization", row->label, "switch",
+                                  kiln_opt_name(row->opt), "on", row->on_value, "off", row->off_value, "available",
+                                  row->available);
+            const config_result *on = row->on >= 0 ? &ab->results[row->on] : NULL;
+            const config_result *off = row->off >= 0 ? &ab->results[row->off] : NULL;
+            if (!row->available) {
+                json_object_set_new(o, "note", json_string(row->note));
+            } else if (on && off && on->ok && off->ok) {
+                json_object_set_new(o, "config_on", json_integer(row->on));
+                json_object_set_new(o, "config_off", json_integer(row->off));
+                json_object_set_new(o, "unet_step_on_s", json_real(on->unet_median));
+                json_object_set_new(o, "unet_step_off_s", json_real(off->unet_median));
+                json_object_set_new(o, "unet_speedup", json_real(off->unet_median / on->unet_median));
+                json_object_set_new(o, "vae_decode_on_s", json_real(on->vae_median));
+                json_object_set_new(o, "vae_decode_off_s", json_real(off->vae_median));
+                json_object_set_new(o, "vae_speedup", json_real(off->vae_median / on->vae_median));
+                json_object_set_new(o, "activation_on_bytes", json_integer((json_int_t)activation_peak(on)));
+                json_object_set_new(o, "activation_off_bytes", json_integer((json_int_t)activation_peak(off)));
+                json_object_set_new(o, "peak_rss_on_bytes", json_integer((json_int_t)on->peak_rss));
+                json_object_set_new(o, "peak_rss_off_bytes", json_integer((json_int_t)off->peak_rss));
+            } else {
+                json_object_set_new(o, "error", json_string(on && !on->ok ? on->error : off ? off->error : "not run"));
+            }
+            json_array_append_new(rows, o);
+        }
+        json_t *root = json_pack("{s:s, s:s, s:s, s:i, s:s, s:i, s:i, s:i, s:i, s:i, s:s, s:o, s:o}", "kiln", kiln_version(),
+                                 "cpu", cpu->model, "isa", kiln_isa_name(cpu_isa()), "threads", b->threads, "model",
+                                 b->model, "width", b->width, "height", b->height, "rounds", a->rounds, "runs", a->runs,
+                                 "warmup", a->warmup, "method",
+                                 "UNet at batch 2 (one classifier-free guidance step); each configuration in its own "
+                                 "process, once per round, rounds in turn; times: median of the rounds' medians, "
+                                 "min and max of all runs; activation bytes: the larger of the UNet's and the VAE "
+                                 "decoder's peak live activations plus kernel scratch; peak RSS: the largest of the "
+                                 "configuration's processes",
+                                 "ablation", rows, "configurations", configs);
+        json_dumpf(root, stdout, JSON_INDENT(2));
+        putchar('\n');
+        json_decref(root);
+    }
+    {
+        /* the table: on stdout, or beside the JSON on stderr (the same numbers) */
+        FILE *out = a->json ? stderr : stdout;
+        fprintf(out, "kiln %s bench --ablate: %s, %d threads, kernels %s\n", kiln_version(), cpu->model, b->threads,
+               kiln_isa_name(cpu_isa()));
+        fprintf(out, "model %s at %dx%d; UNet step = one evaluation at batch 2 (CFG); %d round%s of %d runs after %d "
+               "warm-up per configuration: median of the rounds' medians [min-max of all runs]\n",
+               b->model, b->width, b->height, a->rounds, a->rounds == 1 ? "" : "s", a->runs, a->warmup);
+        fprintf(out, "best configuration:\n");
+        cli_report_print(out, b->report, 1);
+        fprintf(out, "\n  %-15s %-14s %-24s %-24s %7s %-24s %-24s %7s %15s %15s\n", "optimization", "on -> off",
+               "UNet step on [min-max]", "UNet step off", "speedup", "VAE decode on", "VAE decode off", "speedup",
+               "act. MiB on/off", "RSS MiB on/off");
+        for (int i = 0; i < ab->n_rows; i++) {
+            const ablation_row *row = &ab->rows[i];
+            char change[40];
+            snprintf(change, sizeof change, "%s -> %s", row->on_value, row->off_value);
+            if (!row->available) {
+                fprintf(out, "  %-15s %-14s not measured: %s\n", row->label, change, row->note);
+                continue;
+            }
+            const config_result *on = &ab->results[row->on], *off = &ab->results[row->off];
+            if (!on->ok || !off->ok) {
+                fprintf(out, "  %-15s %-14s failed: %s\n", row->label, change, !on->ok ? on->error : off->error);
+                continue;
+            }
+            char t[4][40];
+            snprintf(t[0], sizeof t[0], "%.4fs [%.4f-%.4f]", on->unet_median, on->unet_min, on->unet_max);
+            snprintf(t[1], sizeof t[1], "%.4fs [%.4f-%.4f]", off->unet_median, off->unet_min, off->unet_max);
+            snprintf(t[2], sizeof t[2], "%.4fs [%.4f-%.4f]", on->vae_median, on->vae_min, on->vae_max);
+            snprintf(t[3], sizeof t[3], "%.4fs [%.4f-%.4f]", off->vae_median, off->vae_min, off->vae_max);
+            char act[32], rss[32];
+            snprintf(act, sizeof act, "%.1f/%.1f", mib(activation_peak(on)), mib(activation_peak(off)));
+            snprintf(rss, sizeof rss, "%.0f/%.0f", mib(on->peak_rss), mib(off->peak_rss));
+            fprintf(out, "  %-15s %-14s %-24s %-24s %6.2fx %-24s %-24s %6.2fx %15s %15s\n", row->label, change, t[0], t[1],
+                   off->unet_median / on->unet_median, t[2], t[3], off->vae_median / on->vae_median, act, rss);
+        }
+        fprintf(out, "\nspeedup = time off / time on. act.: the larger of the UNet's and the VAE decoder's peak live\n"
+               "activations plus kernel scratch (the arena under the static plan; the largest sum of live\n"
+               "allocations under alloc). RSS: peak resident memory of the configuration's own process\n"
+               "(weights packed in its precision included).\n");
+    }
+    int rc = CLI_OK;
+    for (int i = 0; i < ab->n_configs; i++)
+        if (!ab->results[i].ok)
+            rc = CLI_FAILED;
+    free(ab);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     bench_args a;
     int parsed = parse(argc, argv, &a);
     if (parsed != 0)
         return parsed > 0 ? CLI_OK : CLI_USAGE;
+    if (opt_validate(&a.opt) != KILN_OK) {
+        fprintf(stderr, "kiln bench: %s\n", kiln_last_error());
+        return CLI_USAGE;
+    }
+    if (a.ablate)
+        return cmd_ablate(&a);
 
     tpool *pool = NULL;
     sd_model *m = NULL;
     weight_cache *cache = NULL;
-    if (tpool_create(a.threads, &pool) != KILN_OK || weight_cache_create(strcmp(a.precision, "f16") ? KILN_DTYPE_F32 : KILN_DTYPE_F16, &cache) != KILN_OK)
+    if (tpool_create(a.opt.threads, &pool) != KILN_OK ||
+        weight_cache_create(opt_precision_dtype(a.opt.precision), &cache) != KILN_OK)
         return cli_fail("bench");
     if (sd_model_load(a.model, a.tokenizer, &m) != KILN_OK) {
         tpool_destroy(pool);
         weight_cache_destroy(cache);
         return cli_fail("bench: loading the model");
     }
-    int width = a.width ? a.width : m->native_resolution, height = a.height ? a.height : m->native_resolution;
-    int factor = vae_factor(&m->vae);
-    if (width % factor || height % factor || width < factor || height < factor) {
-        fprintf(stderr, "kiln bench: width and height must be multiples of %d\n", factor);
+    int width, height, lh, lw;
+    if (bench_size(&a, m, &width, &height, &lh, &lw) != 0) {
         sd_model_destroy(m);
+        weight_cache_destroy(cache);
+        tpool_destroy(pool);
         return CLI_USAGE;
     }
+    kiln_optimizations active;
+    kiln_opt_report report[KILN_OPT_COUNT];
+    graph_exec_options exec;
+    opt_resolve(&a.opt, a.opt.precision, tpool_size(pool), &active, report, &exec);
+    const char *precision = kiln_precision_name(active.precision);
     const kiln_cpu_info *cpu = cpu_get();
     double peak = measure_peak(pool);
     double load_start = clock_now();
 
     stage_result stages[4];
-    int lh = height / factor, lw = width / factor, rc = 0;
-    rc |= run_stage(&a, m, cache, pool, MODEL_GRAPH_TEXT, 2, 0, 0, "text encoder", &stages[0]);
-    rc |= run_stage(&a, m, cache, pool, MODEL_GRAPH_UNET, 1, lh, lw, "unet", &stages[1]);
-    rc |= run_stage(&a, m, cache, pool, MODEL_GRAPH_UNET, 2, lh, lw, "unet", &stages[2]);
-    rc |= run_stage(&a, m, cache, pool, MODEL_GRAPH_DECODER, 1, lh, lw, "vae decode", &stages[3]);
+    int rc = 0;
+    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_TEXT, 2, 0, 0, "text encoder", &stages[0]);
+    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_UNET, 1, lh, lw, "unet", &stages[1]);
+    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_UNET, 2, lh, lw, "unet", &stages[2]);
+    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_DECODER, 1, lh, lw, "vae decode", &stages[3]);
     double total_s = clock_now() - load_start;
     double rss = peak_rss_mb(), rss_now = current_rss_mb();
 
@@ -296,16 +753,19 @@ int cmd_bench(int argc, char **argv)
         }
         json_t *root = json_pack("{s:s, s:s, s:i, s:s, s:f, s:s, s:s, s:i, s:i, s:i, s:i, s:o, s:f, s:f, s:f}", "kiln",
                                  kiln_version(), "cpu", cpu->model, "threads", tpool_size(pool), "isa",
-                                 kiln_isa_name(cpu_isa()), "peak_fp32_gflops", peak, "precision", a.precision, "model",
+                                 kiln_isa_name(cpu_isa()), "peak_fp32_gflops", peak, "precision", precision, "model",
                                  m->name, "width", width, "height", height, "runs", a.runs, "warmup", a.warmup,
                                  "stages", list, "peak_rss_mb", rss, "rss_after_mb", rss_now, "wall_s", total_s);
+        json_object_set_new(root, "optimizations", cli_report_json(report));
         json_dumpf(root, stdout, JSON_INDENT(2));
         putchar('\n');
         json_decref(root);
     } else if (rc == 0) {
         printf("kiln %s bench: %s, %d threads, kernels %s, %s weights\n", kiln_version(), cpu->model,
-               tpool_size(pool), kiln_isa_name(cpu_isa()), a.precision);
+               tpool_size(pool), kiln_isa_name(cpu_isa()), precision);
         printf("measured peak FP32 FMA: %.0f GFLOP/s\n", peak);
+        printf("optimizations:\n");
+        cli_report_print(stdout, report, 1);
         printf("model %s at %dx%d (latent %dx%d), %d runs after %d warm-up\n\n", m->name, width, height, lw, lh,
                a.runs, a.warmup);
         printf("  %-14s %5s %9s %9s %9s %8s %8s %6s\n", "stage", "batch", "median", "min", "max", "GFLOP", "GFLOP/s",

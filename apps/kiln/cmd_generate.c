@@ -17,9 +17,10 @@
 #include "perf/planner.h"
 
 typedef struct generate_args {
-    const char *model, *tokenizer, *out_dir, *init_image, *precision;
-    int threads, json, quiet, overwrite, seed_given;
+    const char *model, *tokenizer, *out_dir, *init_image;
+    int json, quiet, overwrite, seed_given;
     size_t max_memory;
+    kiln_optimizations opt; /* threads and precision also make the engine and the model */
     kiln_request req;
 } generate_args;
 
@@ -51,12 +52,11 @@ static void generate_usage(FILE *out)
             "      --init-image F     img2img from this PNG\n"
             "      --strength X       how much of the init image to redraw, (0, 1] (default 0.75)\n"
             "      --tokenizer DIR    vocab.json + merges.txt (single-file checkpoints carry none)\n"
-            "      --precision P      f32 (default) or f16: how weights are kept (f16: half the memory)\n"
             "  -o, --output DIR       where the PNGs go (default: outputs)\n"
             "      --overwrite        replace existing files instead of picking new names\n"
-            "      --threads N        worker threads (default: all cores)\n"
             "      --json             print a JSON summary on stdout\n"
             "  -q, --quiet            no progress bar\n");
+    cli_optimization_usage(out);
 }
 
 /* Parses an integer option value within [lo, hi]; prints why not. */
@@ -90,12 +90,20 @@ static int parse_args(int argc, char **argv, generate_args *a)
 {
     memset(a, 0, sizeof *a);
     kiln_request_defaults(&a->req);
+    kiln_optimizations_defaults(&a->opt);
     a->req.prompt = NULL;
     a->out_dir = "outputs";
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         long long n;
+        int flag = cli_optimization_flag("generate", arg, value, &a->opt);
+        if (flag < 0)
+            return -1;
+        if (flag > 0) {
+            i++;
+            continue;
+        }
 #define NEEDS_VALUE()                                                                                    \
     do {                                                                                                 \
         if (!value) {                                                                                    \
@@ -175,17 +183,9 @@ static int parse_args(int argc, char **argv, generate_args *a)
         } else if (!strcmp(arg, "--tokenizer")) {
             NEEDS_VALUE();
             a->tokenizer = value;
-        } else if (!strcmp(arg, "--precision")) {
-            NEEDS_VALUE();
-            a->precision = value;
         } else if (!strcmp(arg, "-o") || !strcmp(arg, "--output")) {
             NEEDS_VALUE();
             a->out_dir = value;
-        } else if (!strcmp(arg, "--threads")) {
-            NEEDS_VALUE();
-            if (parse_int("threads", value, 0, 1024, &n))
-                return -1;
-            a->threads = (int)n;
         } else if (!strcmp(arg, "--max-memory")) {
             NEEDS_VALUE();
             a->max_memory = planner_parse_size(value);
@@ -225,7 +225,9 @@ static int parse_args(int argc, char **argv, generate_args *a)
 
 typedef struct progress_state {
     int show;
-    int cancelled_reported;
+    const generate_args *args;
+    char (*paths)[4096]; /* per image: where it was saved, "" if not */
+    int saved, save_failed;
 } progress_state;
 
 static int on_progress(void *user, const kiln_progress *p)
@@ -245,7 +247,9 @@ static int on_progress(void *user, const kiln_progress *p)
 }
 
 /* Writes image i as <dir>/<NNNNN>-<seed>.png with the first free NNNNN (or
- * exactly <dir>/00000-<seed>.png with --overwrite). */
+ * exactly <dir>/00000-<seed>.png with --overwrite). The PNG goes to a
+ * temporary name in dir first and is renamed (kiln_image_write_png): a
+ * failed write (disk full, read-only) leaves no half file behind. */
 static int save_image(const generate_args *a, const kiln_image *img, char *path, size_t size)
 {
     for (int index = 0; index < 100000; index++) {
@@ -264,19 +268,55 @@ static int save_image(const generate_args *a, const kiln_image *img, char *path,
     return -1;
 }
 
+/* Saves each image as soon as the library finishes it, so that an
+ * interrupt keeps what was done; a failed save stops the generation. */
+static int on_image(void *user, const kiln_image *img, int index)
+{
+    progress_state *s = user;
+    if (s->save_failed)
+        return 1;
+    if (save_image(s->args, img, s->paths[index], sizeof s->paths[index]) != 0) {
+        s->paths[index][0] = '\0';
+        s->save_failed = 1;
+        return 1;
+    }
+    s->saved++;
+    if (!s->args->json) {
+        if (s->show)
+            fputc('\n', stderr); /* off the progress bar's line */
+        printf("%s\n", s->paths[index]);
+        fflush(stdout);
+    }
+    return interrupted; /* a Ctrl-C while a batch decodes stops after this image */
+}
+
+/* The output directory, made if missing (not its parents), and checked
+ * writable now, with a file created and removed there: a read-only or
+ * unwritable folder is refused before minutes of generation, not after. */
 static int ensure_dir(const char *dir)
 {
     struct stat st;
     if (stat(dir, &st) == 0) {
-        if (S_ISDIR(st.st_mode))
-            return 0;
-        fprintf(stderr, "kiln generate: output %s exists and is not a directory\n", dir);
-        return -1;
-    }
-    if (mkdir(dir, 0755) != 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "kiln generate: output %s exists and is not a directory\n", dir);
+            return -1;
+        }
+    } else if (mkdir(dir, 0755) != 0) {
         fprintf(stderr, "kiln generate: cannot create output directory %s: %s\n", dir, strerror(errno));
         return -1;
     }
+    char probe[4096];
+    if (snprintf(probe, sizeof probe, "%s/.kiln-write-test-XXXXXX", dir) >= (int)sizeof probe) {
+        fprintf(stderr, "kiln generate: output directory name is too long: %s\n", dir);
+        return -1;
+    }
+    int fd = mkstemp(probe);
+    if (fd < 0) {
+        fprintf(stderr, "kiln generate: cannot write to output directory %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    close(fd);
+    unlink(probe);
     return 0;
 }
 
@@ -304,6 +344,8 @@ static void print_json(const generate_args *a, const kiln_model_info *info, cons
                              (double)res->cfg_scale, "sampler", res->sampler, "images_requested",
                              a->req.num_images, "threads", engine_threads, "timings", timings, "plan", plan,
                              "activation_bytes", (json_int_t)t->activation_bytes, "kiln", kiln_version());
+    json_object_set_new(root, "scratch_bytes", json_integer((json_int_t)t->scratch_bytes));
+    json_object_set_new(root, "optimizations", cli_report_json(res->optimization_report));
     json_dumpf(root, stdout, JSON_INDENT(2));
     putchar('\n');
     json_decref(root);
@@ -330,11 +372,12 @@ int cmd_generate(int argc, char **argv)
 
     kiln_engine_options eo;
     kiln_engine_options_defaults(&eo);
-    eo.threads = a.threads;
+    eo.threads = a.opt.threads;
     eo.max_memory = a.max_memory;
     kiln_engine *engine = NULL;
     kiln_model *model = NULL;
     kiln_result *res = NULL;
+    char (*paths)[4096] = NULL; /* per image: where it was saved */
     int rc = CLI_FAILED;
     if (kiln_engine_create(&eo, &engine) != KILN_OK) {
         cli_fail("generate");
@@ -343,7 +386,7 @@ int cmd_generate(int argc, char **argv)
     kiln_model_options mo;
     kiln_model_options_defaults(&mo);
     mo.tokenizer_dir = a.tokenizer;
-    mo.precision = a.precision;
+    mo.precision = kiln_precision_name(a.opt.precision);
     if (kiln_model_load(engine, a.model, &mo, &model) != KILN_OK) {
         cli_fail("generate: loading the model");
         goto done;
@@ -351,11 +394,21 @@ int cmd_generate(int argc, char **argv)
     kiln_model_info info;
     kiln_model_get_info(model, &info);
 
-    progress_state ps = {.show = !a.quiet && isatty(STDERR_FILENO)};
+    paths = calloc((size_t)a.req.num_images, sizeof *paths);
+    if (!paths) {
+        fprintf(stderr, "kiln generate: out of memory\n");
+        goto done;
+    }
+    progress_state ps = {.show = !a.quiet && isatty(STDERR_FILENO), .args = &a, .paths = paths};
     a.req.on_progress = on_progress;
+    a.req.on_image = on_image;
     a.req.user = &ps;
+    a.req.optimizations = &a.opt;
+    /* the first Ctrl-C stops after the current step and keeps the finished
+     * images; the handler then resets, so a second one ends kiln at once */
     struct sigaction sa = {0}, old_int, old_term;
     sa.sa_handler = on_interrupt;
+    sa.sa_flags = SA_RESETHAND;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     kiln_status st = kiln_generate(model, &a.req, &res);
@@ -365,21 +418,12 @@ int cmd_generate(int argc, char **argv)
         fputc('\n', stderr);
     if (st != KILN_OK && st != KILN_ERR_CANCELLED) {
         cli_fail("generate");
+        if (ps.saved)
+            fprintf(stderr, "kiln generate: kept the %d image%s saved before the error\n", ps.saved,
+                    ps.saved == 1 ? "" : "s");
         goto done;
     }
-
-    char (*paths)[4096] = calloc((size_t)(res->count ? res->count : 1), sizeof *paths);
-    if (!paths) {
-        fprintf(stderr, "kiln generate: out of memory\n");
-        goto done;
-    }
-    int saved = 0;
-    for (int i = 0; i < res->count; i++)
-        if (save_image(&a, &res->images[i], paths[i], sizeof paths[i]) == 0) {
-            saved++;
-            if (!a.json)
-                printf("%s\n", paths[i]);
-        }
+    int saved = ps.saved;
     if (a.json)
         print_json(&a, &info, res, paths, kiln_engine_threads(engine), st);
     if (!a.quiet) {
@@ -389,11 +433,17 @@ int cmd_generate(int argc, char **argv)
                 (double)res->cfg_scale, t->total_s, t->text_s, t->unet_evals ? t->unet_s / t->unet_evals : 0.0,
                 t->decode_s);
     }
-    free(paths);
-    if (st == KILN_ERR_CANCELLED)
-        fprintf(stderr, "kiln generate: interrupted; kept the %d finished image%s\n", saved, saved == 1 ? "" : "s");
+    /* what was asked for and could not run here, and why: even when quiet */
+    cli_report_print(stderr, res->optimization_report, 0);
+    if (ps.save_failed)
+        fprintf(stderr, "kiln generate: stopped: could not save image %d of %d; kept the %d saved before it\n",
+                saved + 1, a.req.num_images, saved);
+    else if (st == KILN_ERR_CANCELLED)
+        fprintf(stderr, "kiln generate: interrupted; kept the %d finished image%s of %d\n", saved,
+                saved == 1 ? "" : "s", a.req.num_images);
     rc = st == KILN_OK && saved == res->count ? CLI_OK : CLI_FAILED;
 done:
+    free(paths);
     kiln_result_destroy(res);
     kiln_model_destroy(model);
     kiln_engine_destroy(engine);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../kiln/cli.h"
 #include "serve.h"
 
 typedef void (*route_fn)(const http_request *req, http_reply *reply);
@@ -176,9 +177,11 @@ static json_t *a1111_info(const job *j, const kiln_model_info *model)
     snprintf(version, sizeof version, "kiln %s", kiln_version());
     json_object_set_new(o, "version", json_string(version));
     json_object_set_new(o, "interrupted", json_boolean(j->state == JOB_CANCELLED));
-    json_object_set_new(o, "kiln", json_pack("{s:I, s:s, s:s, s:o}", "job", (json_int_t)j->id, "precision",
-                                             serve_precision_name(p->precision), "rng", p->rng, "perf",
-                                             perf_record_json(&j->perf)));
+    json_t *kiln = json_pack("{s:I, s:s, s:s, s:o}", "job", (json_int_t)j->id, "precision",
+                             serve_precision_name(p->precision), "rng", p->rng, "perf", perf_record_json(&j->perf));
+    if (j->have_report)
+        json_object_set_new(kiln, "optimizations", cli_report_json(j->report));
+    json_object_set_new(o, "kiln", kiln);
     return o;
 }
 

@@ -23,6 +23,7 @@
 
 #include "core/clock.h"
 #include "pipeline/image_io.h"
+#include "../kiln/cli.h"
 #include "serve.h"
 
 struct job_queue {
@@ -217,6 +218,7 @@ static void run_job(job_queue *q, job *j)
     r.rng = p->rng;
     r.num_images = p->num_images;
     r.batch_size = p->batch_size;
+    r.optimizations = &p->optimizations;
     if (p->img2img) {
         r.init_rgb = p->init_rgb;
         r.init_width = p->init_width;
@@ -228,6 +230,12 @@ static void run_job(job_queue *q, job *j)
     r.user = &ctx;
     int have_job_peak = reset_job_peak();
     kiln_status st = kiln_generate(m, &r, &res);
+    if (res) {
+        pthread_mutex_lock(&q->mu);
+        memcpy(j->report, res->optimization_report, sizeof j->report);
+        j->have_report = 1;
+        pthread_mutex_unlock(&q->mu);
+    }
     rec.peak_rss_bytes = peak_rss_bytes();
     rec.job_peak_rss_bytes = have_job_peak ? job_peak() : 0;
     if (st != KILN_OK && st != KILN_ERR_CANCELLED) {
@@ -535,6 +543,15 @@ static void cancel_locked(job_queue *q, job *j)
                 q->tail = prev;
             j->next = NULL;
             q->queued--;
+            /* never ran: what it would have run with, for the answer
+             * (a1111_info reads j->sampler; it was NULL here once, and a
+             * client that hung up while queued crashed the server) */
+            const job_params *p = &j->params;
+            j->sampler = sampler_as_run(q, j);
+            j->width = p->width ? p->width : q->info.native_resolution;
+            j->height = p->height ? p->height : q->info.native_resolution;
+            j->steps = p->steps ? p->steps : q->info.default_steps;
+            j->cfg_scale = p->cfg_scale >= 0 ? p->cfg_scale : q->info.default_cfg;
             j->state = JOB_CANCELLED;
             j->finished = wall_now();
             j->perf.id = j->id;
@@ -630,6 +647,8 @@ json_t *jobs_job_json(job_queue *q, job *j)
                           p->img2img ? "img2img" : "txt2img", "strength", (double)p->strength);
     if (j->state == JOB_QUEUED)
         json_object_set_new(o, "ahead", json_integer(ahead_locked(q, j)));
+    if (j->have_report)
+        json_object_set_new(o, "optimizations", cli_report_json(j->report));
     json_object_set_new(o, "progress",
                         json_pack("{s:f, s:i, s:i, s:i, s:i, s:s, s:f, s:f}", "fraction", fraction_locked(j), "step",
                                   pr->step, "steps", pr->steps, "images_done", pr->images_done, "images",

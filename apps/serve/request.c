@@ -5,8 +5,13 @@
  * negative_prompt, seed (-1: random), steps, cfg_scale, width, height,
  * batch_size, n_iter, sampler_name (or the older sampler_index),
  * denoising_strength, init_images (base64 PNG, or a data: URL), send_images;
- * and kiln's own precision ("f32", "f16"), rng ("torch-cpu", "philox") and
- * num_images (any count, made in batches of batch_size; replaces n_iter).
+ * and kiln's own precision ("f32", "f16", "bf16"), rng ("torch-cpu", "philox"),
+ * num_images (any count, made in batches of batch_size; replaces n_iter) and
+ * the optimization switches of kiln_optimizations under their own names:
+ * attention ("tiled", "plain"), attention_tile (integer), layout ("nhwc",
+ * "nchw"), fusion, fast_math and vae_tiling (true/false or "on"/"off"),
+ * memory ("plan", "alloc"), threads and vae_tile (integers). A switch that
+ * cannot run here is not refused: the answer reports what ran and why.
  * Fields A1111 has and kiln does not (styles, subseed, restore_faces, ...)
  * are ignored, as A1111 ignores what it does not know; a null value means
  * "not given". A known field with a value of the wrong type or outside
@@ -47,7 +52,11 @@ const serve_sampler *serve_sampler_find(const char *name)
     return NULL; /* a variant the API does not list (e.g. "Euler Karras") */
 }
 
-static const char *const precision_names[SERVE_PRECISION_COUNT] = {"f32", "f16"};
+static const char *const precision_names[SERVE_PRECISION_COUNT] = {"f32", "f16", "bf16"};
+/* a serve_precision is the kiln_precision of the same name */
+_Static_assert((int)SERVE_F32 == (int)KILN_PRECISION_F32 && (int)SERVE_F16 == (int)KILN_PRECISION_F16 &&
+                   (int)SERVE_BF16 == (int)KILN_PRECISION_BF16 && (int)SERVE_PRECISION_COUNT == (int)KILN_PRECISION_COUNT,
+               "serve and kiln precisions line up");
 
 const char *serve_precision_name(serve_precision p)
 {
@@ -231,6 +240,33 @@ static uint64_t random_seed(void)
     return s; /* A1111 draws seeds below 2^32 */
 }
 
+/* The optimization switches other than precision: a string, an integer or
+ * a boolean, checked by kiln_optimizations_set. */
+static int get_optimizations(json_t *root, kiln_optimizations *o, api_error *err)
+{
+    for (int k = 0; k < KILN_OPT_COUNT; k++) {
+        if (k == KILN_OPT_PRECISION)
+            continue;
+        const char *name = kiln_opt_name((kiln_opt)k);
+        json_t *v = field(root, name);
+        if (!v)
+            continue;
+        char text[32];
+        if (json_is_string(v))
+            snprintf(text, sizeof text, "%.31s", json_string_value(v));
+        else if (json_is_boolean(v))
+            snprintf(text, sizeof text, "%s", json_is_true(v) ? "on" : "off");
+        else if (json_is_integer(v))
+            snprintf(text, sizeof text, "%lld", (long long)json_integer_value(v));
+        else
+            return fail(err, name, json_string(kiln_opt_allowed((kiln_opt)k)), "%s must be %s, got %s", name,
+                        kiln_opt_allowed((kiln_opt)k), type_name(v));
+        if (kiln_optimizations_set(o, name, text) != KILN_OK)
+            return fail(err, name, json_string(kiln_opt_allowed((kiln_opt)k)), "%s", kiln_last_error());
+    }
+    return 0;
+}
+
 /* init_images[0]: base64 PNG, bare or as a data: URL */
 static int get_init_image(json_t *root, job_params *p, api_error *err)
 {
@@ -297,6 +333,8 @@ int request_parse(const char *body, size_t len, int img2img, serve_precision def
     p.cfg_scale = -1.0f;
     p.rng = "torch-cpu";
     p.precision = default_precision;
+    kiln_optimizations_defaults(&p.optimizations);
+    p.optimizations.threads = 0; /* the server's engine */
     p.img2img = img2img;
     p.strength = 0.75f;
     p.send_images = 1;
@@ -314,7 +352,8 @@ int request_parse(const char *body, size_t len, int img2img, serve_precision def
         get_int(root, "num_images", 1, KILN_MAX_IMAGES, &num_images, err) || get_string(root, "sampler_index", 64, &sampler, err) ||
         get_string(root, "sampler_name", 64, &sampler, err) || get_string(root, "precision", 16, &precision, err) ||
         get_string(root, "rng", 16, &rng, err) || get_bool(root, "send_images", &p.send_images, err) ||
-        get_number(root, "denoising_strength", 0, 1, 1, &strength, err))
+        get_number(root, "denoising_strength", 0, 1, 1, &strength, err) ||
+        get_optimizations(root, &p.optimizations, err))
         goto fail;
     if (num_images > 0) /* kiln's own: any count, in batches of batch_size (the last may be smaller) */
         n_iter = (num_images + batch_size - 1) / batch_size;
@@ -331,9 +370,11 @@ int request_parse(const char *body, size_t len, int img2img, serve_precision def
         }
     }
     if (precision && serve_precision_parse(precision, &p.precision) != 0) {
-        fail(err, "precision", json_pack("[s, s]", "f32", "f16"), "precision '%s' is unknown", precision);
+        fail(err, "precision", json_pack("[s, s, s]", "f32", "f16", "bf16"), "precision '%s' is unknown", precision);
         goto fail;
     }
+    /* the model is chosen by precision: the switches run in its precision */
+    p.optimizations.precision = (kiln_precision)p.precision;
     if (rng) {
         if (strcmp(rng, "torch-cpu") == 0)
             p.rng = "torch-cpu";

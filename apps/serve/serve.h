@@ -33,10 +33,10 @@
 
 /* ---- precisions the server can load a model in ---- */
 
-typedef enum serve_precision { SERVE_F32, SERVE_F16, SERVE_PRECISION_COUNT } serve_precision;
+typedef enum serve_precision { SERVE_F32, SERVE_F16, SERVE_BF16, SERVE_PRECISION_COUNT } serve_precision;
 
 const char *serve_precision_name(serve_precision p);
-/* 0 and *out for "f32" / "f16", else -1. */
+/* 0 and *out for "f32" / "f16" / "bf16", else -1. */
 int serve_precision_parse(const char *name, serve_precision *out);
 
 /* ---- samplers, as the API lists them ---- */
@@ -63,6 +63,10 @@ typedef struct job_params {
     int num_images, batch_size;   /* A1111: batch_size * n_iter images, batch_size per UNet batch */
     int n_iter;
     serve_precision precision;
+    /* the optimization switches (kiln's own fields: attention, attention_tile,
+     * layout, fusion, memory, fast_math, threads, vae_tiling, vae_tile);
+     * .precision follows precision */
+    kiln_optimizations optimizations;
     int img2img;
     uint8_t *init_rgb; /* img2img: owned */
     int init_width, init_height;
@@ -105,7 +109,7 @@ typedef struct perf_record {
     char status[12];    /* "ok", "cancelled", "failed" */
     char mode[8];       /* "txt2img", "img2img" */
     char sampler[24];
-    char precision[4];
+    char precision[8];
     int width, height, steps, images, images_asked, batch_size, batches, threads, unet_evals;
     double queued_s, load_s, text_s, encode_s, denoise_s, decode_s, total_s, unet_s;
     double s_per_step, images_per_s;
@@ -175,6 +179,8 @@ typedef struct job {
     int width, height, steps;
     float cfg_scale;
     const serve_sampler *sampler; /* as run */
+    int have_report;              /* the job ran: report holds what its switches did */
+    kiln_opt_report report[KILN_OPT_COUNT];
     perf_record perf;
     int error_status; /* FAILED: the HTTP status to answer with */
     char error[512];

@@ -46,9 +46,15 @@ static kiln_status read_all(int fd, const char *path, mapped_file *f)
     return KILN_OK;
 }
 
+static int64_t mtime_ns(const struct stat *info)
+{
+    return (int64_t)info->st_mtim.tv_sec * 1000000000 + info->st_mtim.tv_nsec;
+}
+
 kiln_status mapped_file_open(mapped_file *f, const char *path)
 {
     memset(f, 0, sizeof *f);
+    f->fd = -1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return err_set(KILN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -69,24 +75,48 @@ kiln_status mapped_file_open(mapped_file *f, const char *path)
             f->data = p;
             f->size = (uint64_t)info.st_size;
             f->is_mapped = 1;
-            goto done;
+            f->fd = fd;
+            f->mtime_ns = mtime_ns(&info);
+            return KILN_OK;
         }
     }
     st = read_all(fd, path, f);
 done:
     close(fd);
-    if (st != KILN_OK)
+    if (st != KILN_OK) {
         memset(f, 0, sizeof *f);
+        f->fd = -1;
+    }
     return st;
 }
 
 void mapped_file_close(mapped_file *f)
 {
-    if (f->is_mapped)
+    if (f->is_mapped) {
         munmap((void *)f->data, (size_t)f->size);
-    else
+        close(f->fd);
+    } else {
         free((void *)f->data);
+    }
     memset(f, 0, sizeof *f);
+    f->fd = -1;
+}
+
+kiln_status mapped_file_check(const mapped_file *f, const char *path)
+{
+    if (!f->is_mapped)
+        return KILN_OK;
+    struct stat info;
+    if (fstat(f->fd, &info) != 0)
+        return err_set(KILN_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    if ((uint64_t)info.st_size < f->size)
+        return err_set(KILN_ERR_IO, "%s: the file was truncated while in use (%llu bytes when loaded, %llu now); "
+                       "load it again", path, (unsigned long long)f->size, (unsigned long long)info.st_size);
+    if ((uint64_t)info.st_size != f->size || mtime_ns(&info) != f->mtime_ns)
+        return err_set(KILN_ERR_IO, "%s: the file was modified while in use (%llu bytes when loaded, %llu now, "
+                       "modification time changed); load it again", path, (unsigned long long)f->size,
+                       (unsigned long long)info.st_size);
+    return KILN_OK;
 }
 
 void mapped_file_drop_pages(const mapped_file *f)

@@ -6,6 +6,7 @@
 
 #include "core/arena.h"
 #include "core/clock.h"
+#include "core/cpu.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "kernels/kernels.h"
@@ -13,6 +14,7 @@
 struct graph_exec {
     const graph *g;
     const kernel_table *k; /* the level the weights were packed for */
+    graph_exec_options opt;
     size_t count;
     float **data;    /* per node: where its output lives during a run */
     size_t *offset;  /* per node: arena offset, SIZE_MAX when not in the arena */
@@ -24,8 +26,30 @@ struct graph_exec {
     size_t scratch_per_thread;
     int scratch_threads;
     unsigned char *scratch;
+    /* the plain attention's score matrix and packed operands: one block
+     * for the largest attention node (under the static plan) */
+    size_t plain_bytes;
+    float *plain;
+    /* alloc_as_you_go: per node, 1 when it owns a malloc'd output; and the
+     * nodes whose storage is freed after node i ran, as lists (free_head[i],
+     * then free_next[j] until GRAPH_NONE) */
+    unsigned char *owned;
+    graph_id *free_head, *free_next;
+    /* fusion: an ADD folded into the convolution before it (the conv adds
+     * the other operand as its residual and the ADD reads as its storage):
+     * alias[add] = conv, residual[conv] = the other operand; GRAPH_NONE
+     * elsewhere. NULL when nothing was fused. */
+    graph_id *alias, *residual;
+    size_t fused;
+    size_t live_bytes, peak_bytes;
     graph_profile *profile;
 };
+
+void graph_exec_options_defaults(graph_exec_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->fast_math = 1;
+}
 
 /* ---- memory plan ---- */
 
@@ -36,14 +60,19 @@ typedef struct interval {
     size_t offset;
 } interval;
 
-static graph_id storage_root(const graph *g, graph_id id)
+/* The node whose storage id's data lives in: through views, and through
+ * fused ADDs to their convolution (alias may be NULL). */
+static graph_id storage_root(const graph *g, const graph_id *alias, graph_id id)
 {
-    const graph_node *n = graph_node_at(g, id);
-    while (n->op == GRAPH_OP_VIEW) {
-        id = n->inputs[0];
-        n = graph_node_at(g, id);
+    for (;;) {
+        const graph_node *n = graph_node_at(g, id);
+        if (n->op == GRAPH_OP_VIEW)
+            id = n->inputs[0];
+        else if (alias && alias[id] != GRAPH_NONE)
+            id = alias[id];
+        else
+            return id;
     }
-    return id;
 }
 
 static int by_size_descending(const void *a, const void *b)
@@ -54,41 +83,59 @@ static int by_size_descending(const void *a, const void *b)
     return x->first < y->first ? -1 : x->first > y->first;
 }
 
-/* Greedy by size: place the largest block first, each at the lowest offset
- * that overlaps no placed block whose lifetime it shares. Near-optimal for
- * the long chains of a UNet, and cheap for a few thousand nodes. */
-/* offsets (n entries) may be NULL: the peak alone. */
-static kiln_status plan_memory(const graph *g, size_t *offsets, size_t *arena_bytes)
+/* The index of the last node that reads each node's storage (views
+ * count for their root); n for outputs, which live to the end. */
+static void compute_last_use(const graph *g, const graph_id *alias, size_t *last_use)
 {
     size_t n = graph_node_count(g);
-    size_t *last_use = malloc(n * sizeof *last_use);
-    interval *items = malloc(n * sizeof *items);
-    size_t *placed = malloc(n * sizeof *placed);
-    kiln_status st = KILN_OK;
-    if (!last_use || !items || !placed) {
-        st = err_set(KILN_ERR_NOMEM, "cannot allocate the memory plan for %zu nodes", n);
-        goto done;
-    }
     for (size_t i = 0; i < n; i++)
         last_use[i] = i;
     for (size_t i = 0; i < n; i++) {
         const graph_node *node = graph_node_at(g, (graph_id)i);
         for (int k = 0; k < node->n_inputs; k++)
             if (node->inputs[k] != GRAPH_NONE) {
-                graph_id root = storage_root(g, node->inputs[k]);
+                graph_id root = storage_root(g, alias, node->inputs[k]);
                 if (last_use[root] < i)
                     last_use[root] = i;
             }
         if (graph_is_output(g, (graph_id)i))
-            last_use[storage_root(g, (graph_id)i)] = n;
+            last_use[storage_root(g, alias, (graph_id)i)] = n;
     }
+}
+
+/* Nodes whose output needs storage of its own (not inputs, weights, views
+ * or fused ADDs). */
+static int needs_storage(const graph *g, const graph_id *alias, graph_id id)
+{
+    const graph_node *node = graph_node_at(g, id);
+    if (alias && alias[id] != GRAPH_NONE)
+        return 0;
+    return node->op != GRAPH_OP_INPUT && node->op != GRAPH_OP_WEIGHT && node->op != GRAPH_OP_VIEW;
+}
+
+/* Greedy by size: place the largest block first, each at the lowest offset
+ * that overlaps no placed block whose lifetime it shares. Near-optimal for
+ * the long chains of a UNet, and cheap for a few thousand nodes. */
+/* offsets (n entries) may be NULL: the peak alone. */
+static kiln_status plan_memory(const graph *g, const graph_id *alias, size_t *offsets, size_t *arena_bytes)
+{
+    size_t n = graph_node_count(g);
+    size_t *last_use = malloc((n ? n : 1) * sizeof *last_use);
+    interval *items = malloc((n ? n : 1) * sizeof *items);
+    size_t *placed = malloc((n ? n : 1) * sizeof *placed);
+    kiln_status st = KILN_OK;
+    if (!last_use || !items || !placed) {
+        st = err_set(KILN_ERR_NOMEM, "cannot allocate the memory plan for %zu nodes", n);
+        goto done;
+    }
+    compute_last_use(g, alias, last_use);
 
     size_t count = 0;
     for (size_t i = 0; i < n; i++) {
         const graph_node *node = graph_node_at(g, (graph_id)i);
         if (offsets)
             offsets[i] = SIZE_MAX;
-        if (node->op == GRAPH_OP_INPUT || node->op == GRAPH_OP_WEIGHT || node->op == GRAPH_OP_VIEW)
+        if (!needs_storage(g, alias, (graph_id)i))
             continue;
         items[count++] = (interval){.node = (graph_id)i,
                                     .bytes = arena_round_up(tensor_nbytes(&node->out)),
@@ -159,7 +206,103 @@ static kiln_status prepare_weights(graph_exec *e, weight_cache *cache)
     return KILN_OK;
 }
 
+/* Fusion: ADD(a, b) where one operand is a convolution that nothing else
+ * reads and the other was computed before it becomes the convolution's
+ * residual (its kernel adds it as it stores each tile), saving the ADD's
+ * pass over memory and its buffer. The sum is the same in every bit:
+ * (conv + bias) + other, one rounding, either way. */
+/* *alias and *residual: NULL when nothing fuses. */
+static kiln_status plan_fusion(const graph *g, graph_id **alias_out, graph_id **residual_out, size_t *fused_out)
+{
+    size_t count = graph_node_count(g), n = count ? count : 1;
+    int *readers = calloc(n, sizeof *readers);
+    graph_id *alias = malloc(n * sizeof *alias), *residual = malloc(n * sizeof *residual);
+    *alias_out = *residual_out = NULL;
+    *fused_out = 0;
+    if (!readers || !alias || !residual) {
+        free(readers), free(alias), free(residual);
+        return err_set(KILN_ERR_NOMEM, "cannot allocate the fusion plan for %zu nodes", count);
+    }
+    for (size_t i = 0; i < count; i++) {
+        alias[i] = residual[i] = GRAPH_NONE;
+        const graph_node *node = graph_node_at(g, (graph_id)i);
+        for (int k = 0; k < node->n_inputs; k++)
+            if (node->inputs[k] != GRAPH_NONE)
+                readers[node->inputs[k]]++;
+    }
+    size_t fused = 0;
+    for (size_t i = 0; i < count; i++) {
+        const graph_node *add = graph_node_at(g, (graph_id)i);
+        if (add->op != GRAPH_OP_ADD)
+            continue;
+        graph_id a = add->inputs[0], b = add->inputs[1];
+        graph_id conv = a > b ? a : b, other = a > b ? b : a;
+        const graph_node *c = graph_node_at(g, conv);
+        if (a == b || c->op != GRAPH_OP_CONV2D || readers[conv] != 1 || graph_is_output(g, conv) ||
+            residual[conv] != GRAPH_NONE || tensor_numel(&c->out) != tensor_numel(&add->out))
+            continue;
+        alias[i] = conv;
+        residual[conv] = other;
+        fused++;
+    }
+    free(readers);
+    if (!fused) {
+        free(alias), free(residual);
+        return KILN_OK;
+    }
+    *alias_out = alias, *residual_out = residual, *fused_out = fused;
+    return KILN_OK;
+}
+
+/* alloc_as_you_go: which node's storage each node's run lets go of. */
+static kiln_status prepare_frees(graph_exec *e)
+{
+    size_t n = e->count ? e->count : 1;
+    size_t *last_use = malloc(n * sizeof *last_use);
+    e->owned = calloc(n, 1);
+    e->free_head = malloc(n * sizeof *e->free_head);
+    e->free_next = malloc(n * sizeof *e->free_next);
+    if (!last_use || !e->owned || !e->free_head || !e->free_next) {
+        free(last_use);
+        return err_set(KILN_ERR_NOMEM, "cannot allocate the free lists for %zu nodes", e->count);
+    }
+    compute_last_use(e->g, e->alias, last_use);
+    for (size_t i = 0; i < e->count; i++)
+        e->free_head[i] = e->free_next[i] = GRAPH_NONE;
+    for (size_t i = 0; i < e->count; i++) {
+        e->offset[i] = SIZE_MAX;
+        if (!needs_storage(e->g, e->alias, (graph_id)i))
+            continue;
+        e->owned[i] = 1;
+        if (last_use[i] < e->count) {
+            e->free_next[i] = e->free_head[last_use[i]];
+            e->free_head[last_use[i]] = (graph_id)i;
+        }
+    }
+    free(last_use);
+    return KILN_OK;
+}
+
+/* alloc_as_you_go: frees every node's storage still held. */
+static void release_all(graph_exec *e)
+{
+    if (!e->owned)
+        return;
+    for (size_t i = 0; i < e->count; i++)
+        if (e->owned[i] && e->data[i]) {
+            free(e->data[i]);
+            e->data[i] = NULL;
+        }
+    e->live_bytes = 0;
+}
+
 kiln_status graph_exec_create(const graph *g, weight_cache *cache, graph_exec **out)
+{
+    return graph_exec_create_with(g, cache, NULL, out);
+}
+
+kiln_status graph_exec_create_with(const graph *g, weight_cache *cache, const graph_exec_options *o,
+                                   graph_exec **out)
 {
     if (graph_status(g) != KILN_OK)
         return graph_status(g);
@@ -167,7 +310,11 @@ kiln_status graph_exec_create(const graph *g, weight_cache *cache, graph_exec **
     if (!e)
         return err_set(KILN_ERR_NOMEM, "cannot allocate a graph executor");
     e->g = g;
-    e->k = kernels_get();
+    if (o)
+        e->opt = *o;
+    else
+        graph_exec_options_defaults(&e->opt);
+    e->k = kernels_for_math(cpu_isa(), e->opt.fast_math);
     e->count = graph_node_count(g);
     e->data = calloc(e->count ? e->count : 1, sizeof *e->data);
     e->offset = calloc(e->count ? e->count : 1, sizeof *e->offset);
@@ -184,8 +331,17 @@ kiln_status graph_exec_create(const graph *g, weight_cache *cache, graph_exec **
     }
     if ((st = prepare_weights(e, cache)) != KILN_OK)
         goto fail;
+    if (!e->opt.unfused && (st = plan_fusion(g, &e->alias, &e->residual, &e->fused)) != KILN_OK)
+        goto fail;
+    if (e->opt.alloc_as_you_go) {
+        if ((st = prepare_frees(e)) != KILN_OK)
+            goto fail;
+        LOG_DEBUG("graph: %zu nodes, activations allocated as they go", e->count);
+        *out = e;
+        return KILN_OK;
+    }
     size_t bytes = 0;
-    st = plan_memory(g, e->offset, &bytes);
+    st = plan_memory(g, e->alias, e->offset, &bytes);
     if (st != KILN_OK)
         goto fail;
     st = arena_init(&e->memory, bytes);
@@ -194,6 +350,7 @@ kiln_status graph_exec_create(const graph *g, weight_cache *cache, graph_exec **
     for (size_t i = 0; i < e->count; i++)
         if (e->offset[i] != SIZE_MAX)
             e->data[i] = arena_at(&e->memory, e->offset[i]);
+    e->peak_bytes = bytes;
     LOG_DEBUG("graph: %zu nodes, activation arena %.1f MiB", e->count, (double)bytes / (1024.0 * 1024.0));
     *out = e;
     return KILN_OK;
@@ -206,9 +363,17 @@ void graph_exec_destroy(graph_exec *e)
 {
     if (!e)
         return;
+    if (e->data)
+        release_all(e);
     arena_deinit(&e->memory);
     weight_cache_destroy(e->own_cache);
     free(e->scratch);
+    free(e->plain);
+    free(e->owned);
+    free(e->free_head);
+    free(e->free_next);
+    free(e->alias);
+    free(e->residual);
     free(e->data);
     free(e->offset);
     free(e->packed);
@@ -219,7 +384,15 @@ kiln_status graph_plan_bytes(const graph *g, size_t *bytes)
 {
     if (graph_status(g) != KILN_OK)
         return graph_status(g);
-    return plan_memory(g, NULL, bytes);
+    /* as a default executor runs it: fused */
+    graph_id *alias = NULL, *residual = NULL;
+    size_t fused = 0;
+    kiln_status st = plan_fusion(g, &alias, &residual, &fused);
+    if (st == KILN_OK)
+        st = plan_memory(g, alias, NULL, bytes);
+    free(alias);
+    free(residual);
+    return st;
 }
 
 void graph_exec_set_profile(graph_exec *e, graph_profile *p)
@@ -230,6 +403,26 @@ void graph_exec_set_profile(graph_exec *e, graph_profile *p)
 size_t graph_exec_arena_bytes(const graph_exec *e)
 {
     return e->memory.size;
+}
+
+size_t graph_exec_peak_bytes(const graph_exec *e)
+{
+    return e->peak_bytes;
+}
+
+size_t graph_exec_scratch_bytes(const graph_exec *e)
+{
+    return e->scratch_per_thread * (size_t)e->scratch_threads + (e->plain ? e->plain_bytes : 0);
+}
+
+size_t graph_exec_fused_adds(const graph_exec *e)
+{
+    return e->fused;
+}
+
+const graph_exec_options *graph_exec_get_options(const graph_exec *e)
+{
+    return &e->opt;
 }
 
 kiln_status graph_exec_bind(graph_exec *e, graph_id input, const float *data)
@@ -245,7 +438,7 @@ const float *graph_exec_output(const graph_exec *e, graph_id id)
 {
     if (!graph_is_output(e->g, id))
         return NULL;
-    return e->data[storage_root(e->g, id)];
+    return e->data[storage_root(e->g, e->alias, id)];
 }
 
 /* ---- running the ops ---- */
@@ -254,6 +447,7 @@ typedef struct op_ctx {
     const kernel_table *k;
     const graph_node *node;
     const packed_weights *w; /* linear and conv */
+    const float *residual;   /* conv: a fused ADD's other operand, or NULL */
     unsigned char *scratch;  /* thread i's is scratch + i * scratch_stride */
     size_t scratch_stride;
     const tensor *in[GRAPH_MAX_INPUTS];
@@ -261,6 +455,7 @@ typedef struct op_ctx {
     float *y;
     int64_t tiles_n; /* 2-d ops: tiles along the second dim */
     int64_t tile_m, tile_n;
+    int silu;        /* group norm: SiLU fused into its last pass */
     conv2d_geom conv;
     attention_geom attn;
 } op_ctx;
@@ -301,7 +496,7 @@ static void run_conv2d(void *p, int64_t begin, int64_t end, int thread)
     int64_t tiles_m = (pixels + c->tile_m - 1) / c->tile_m;
     for (int64_t tile = begin; tile < end; tile++) {
         int64_t p0 = (tile % tiles_m) * c->tile_m, c0 = (tile / tiles_m) * c->tile_n;
-        c->k->conv2d_f32(&c->conv, c->x[0], c->w, c->x[2], NULL, c->y, p0, min64(p0 + c->tile_m, pixels), c0,
+        c->k->conv2d_f32(&c->conv, c->x[0], c->w, c->x[2], c->residual, c->y, p0, min64(p0 + c->tile_m, pixels), c0,
                          min64(c0 + c->tile_n, c->conv.out_c));
     }
 }
@@ -312,8 +507,8 @@ static void run_group_norm(void *p, int64_t begin, int64_t end, int thread)
     const tensor *x = c->in[0];
     int64_t ch = last_dim(x), hw = rows_of(x) / x->shape[0];
     const graph_params *prm = &c->node->params;
-    c->k->group_norm_f32(c->x[0], c->y, hw, ch, prm->norm.groups, prm->norm.eps, c->x[1], c->x[2], prm->norm.silu,
-                         begin, end);
+    c->k->group_norm_f32(c->x[0], c->y, hw, ch, prm->norm.groups, prm->norm.eps, c->x[1], c->x[2], c->silu, begin,
+                         end);
 }
 
 static void run_layer_norm(void *p, int64_t begin, int64_t end, int thread)
@@ -453,14 +648,163 @@ static attention_geom attention_geometry(const graph_exec *e, const graph_node *
     return (attention_geom){.batch = q->shape[0], .heads = heads, .q_len = q->shape[1], .kv_len = k->shape[1],
                             .head_dim = q->shape[2] / heads, .q_stride = q->shape[2], .k_stride = k->shape[2],
                             .v_stride = v->shape[2], .o_stride = node->out.shape[2],
-                            .scale = node->params.attention.scale, .causal = node->params.attention.causal};
+                            .scale = node->params.attention.scale, .causal = node->params.attention.causal,
+                            .tile_q = e->opt.attention_tile};
+}
+
+/* ---- the plain attention path ----
+ *
+ * What attention was before fused kernels, kept as the ablation's
+ * baseline: for each (batch, head) the whole score matrix S = q k^T is
+ * written out with the matrix kernels, softmax runs over its rows, and
+ * O = P v is a second matrix product. The operands k and v^T are packed
+ * per head as the matrix kernels want their weight operand. Memory is
+ * q_len x kv_len floats, against the tiled kernel's O(tile). */
+
+typedef struct plain_layout {
+    size_t scores, packed_k, packed_v; /* floats of each part */
+} plain_layout;
+
+static plain_layout plain_parts(const kernel_table *k, const attention_geom *g)
+{
+    size_t align = ARENA_ALIGN / sizeof(float);
+    plain_layout l;
+    l.scores = ((size_t)(g->q_len * g->kv_len) + align - 1) / align * align;
+    l.packed_k = (kernels_packed_elements(k->gemm_nr, g->kv_len, g->head_dim, 1) + align - 1) / align * align;
+    l.packed_v = (kernels_packed_elements(k->gemm_nr, g->head_dim, g->kv_len, 1) + align - 1) / align * align;
+    return l;
+}
+
+static size_t plain_bytes(const kernel_table *k, const attention_geom *g)
+{
+    plain_layout l = plain_parts(k, g);
+    return (l.scores + l.packed_k + l.packed_v) * sizeof(float);
+}
+
+/* src is an n x k matrix with rows row_stride and elements col_stride
+ * floats apart; packs it as the weight operand w[n][k] of linear_f32. */
+static void pack_operand(const float *src, int64_t n, int64_t k, int64_t row_stride, int64_t col_stride, int nr,
+                         float *dst)
+{
+    if (nr <= 0) {
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t i = 0; i < k; i++)
+                dst[j * k + i] = src[j * row_stride + i * col_stride];
+        return;
+    }
+    int64_t panels = (n + nr - 1) / nr;
+    for (int64_t p = 0; p < panels; p++)
+        for (int64_t i = 0; i < k; i++) {
+            float *out = dst + (p * k + i) * nr;
+            for (int64_t c = 0; c < nr; c++) {
+                int64_t j = p * nr + c;
+                out[c] = j < n ? src[j * row_stride + i * col_stride] : 0.0f;
+            }
+        }
+}
+
+typedef struct gemm_job {
+    const kernel_table *k;
+    const float *x;
+    int64_t ldx;
+    const packed_weights *w;
+    float *y;
+    int64_t ldy, m, n, tile_m, tile_n, tiles_m;
+} gemm_job;
+
+static void run_gemm(void *p, int64_t begin, int64_t end, int thread)
+{
+    gemm_job *j = p;
+    for (int64_t tile = begin; tile < end; tile++) {
+        int64_t m0 = (tile % j->tiles_m) * j->tile_m, n0 = (tile / j->tiles_m) * j->tile_n;
+        j->k->linear_f32(j->x, j->ldx, j->w, NULL, j->y, j->ldy, m0, min64(m0 + j->tile_m, j->m), n0,
+                         min64(n0 + j->tile_n, j->n));
+    }
+}
+
+/* y[m, n] = x[m, :] . w[n, :] over the pool, in the kernel's tiles. */
+static void parallel_gemm(const kernel_table *k, const float *x, int64_t ldx, const packed_weights *w, float *y,
+                          int64_t ldy, int64_t m, int64_t n, tpool *pool)
+{
+    int64_t mr = k->gemm_mr > 0 ? k->gemm_mr : 1;
+    gemm_job j = {.k = k, .x = x, .ldx = ldx, .w = w, .y = y, .ldy = ldy, .m = m, .n = n,
+                  .tile_m = 8 * mr, .tile_n = k->gemm_nr > 0 ? k->gemm_nr : 8};
+    j.tiles_m = (m + j.tile_m - 1) / j.tile_m;
+    tpool_for(pool, j.tiles_m * ((n + j.tile_n - 1) / j.tile_n), 1, TPOOL_DYNAMIC, run_gemm, &j);
+}
+
+typedef struct softmax_job {
+    const kernel_table *k;
+    float *s;
+    int64_t n;
+    float scale;
+    int causal;
+} softmax_job;
+
+static void run_softmax(void *p, int64_t begin, int64_t end, int thread)
+{
+    softmax_job *j = p;
+    j->k->softmax_f32(j->s, j->n, j->n, j->scale, j->causal, begin, end);
+}
+
+/* work: plain_bytes(k, g) of 64-byte aligned scratch */
+static void attention_plain(const kernel_table *k, const attention_geom *g, const float *q, const float *kk,
+                            const float *v, float *o, float *work, tpool *pool)
+{
+    plain_layout l = plain_parts(k, g);
+    float *scores = work, *pk = work + l.scores, *pv = pk + l.packed_k; /* [q_len, kv_len], K, V^T */
+    const int64_t d = g->head_dim;
+    packed_weights wk = {.nr = k->gemm_nr, .dtype = KILN_DTYPE_F32, .n = g->kv_len, .k = d, .taps = 1, .data = pk};
+    packed_weights wv = {.nr = k->gemm_nr, .dtype = KILN_DTYPE_F32, .n = d, .k = g->kv_len, .taps = 1, .data = pv};
+    for (int64_t b = 0; b < g->batch; b++)
+        for (int64_t h = 0; h < g->heads; h++) {
+            const float *qb = q + b * g->q_len * g->q_stride + h * d;
+            const float *kb = kk + b * g->kv_len * g->k_stride + h * d;
+            const float *vb = v + b * g->kv_len * g->v_stride + h * d;
+            float *ob = o + b * g->q_len * g->o_stride + h * d;
+            pack_operand(kb, g->kv_len, d, g->k_stride, 1, k->gemm_nr, pk);
+            parallel_gemm(k, qb, g->q_stride, &wk, scores, g->kv_len, g->q_len, g->kv_len, pool);
+            softmax_job sj = {.k = k, .s = scores, .n = g->kv_len, .scale = g->scale, .causal = g->causal};
+            tpool_for(pool, g->q_len, 16, TPOOL_DYNAMIC, run_softmax, &sj);
+            pack_operand(vb, d, g->kv_len, 1, g->v_stride, k->gemm_nr, pv);
+            parallel_gemm(k, scores, g->kv_len, &wv, ob, g->o_stride, g->q_len, d, pool);
+        }
+}
+
+/* The plain path's block: kept for the executor's life under the static
+ * plan, malloc'd and freed around the node when allocating as it goes. */
+static kiln_status run_attention_plain_node(graph_exec *e, op_ctx *c, tpool *pool)
+{
+    size_t bytes = plain_bytes(e->k, &c->attn);
+    float *work = e->plain;
+    if (e->opt.alloc_as_you_go || !work || e->plain_bytes < bytes) {
+        work = NULL;
+        if (posix_memalign((void **)&work, ARENA_ALIGN, bytes ? bytes : ARENA_ALIGN) != 0)
+            return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for the attention scores of '%s'", bytes,
+                           c->node->name);
+        if (e->opt.alloc_as_you_go) {
+            e->live_bytes += bytes;
+            if (e->live_bytes > e->peak_bytes)
+                e->peak_bytes = e->live_bytes;
+        } else {
+            free(e->plain);
+            e->plain = work;
+            e->plain_bytes = bytes;
+        }
+    }
+    attention_plain(e->k, &c->attn, c->x[0], c->x[1], c->x[2], c->y, work, pool);
+    if (e->opt.alloc_as_you_go) {
+        free(work);
+        e->live_bytes -= bytes;
+    }
+    return KILN_OK;
 }
 
 static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
 {
     const graph_node *node = graph_node_at(e->g, id);
     op_ctx c = {.k = e->k, .node = node, .w = e->packed[id], .y = e->data[id], .scratch = e->scratch,
-                .scratch_stride = e->scratch_per_thread};
+                .scratch_stride = e->scratch_per_thread, .silu = node->params.norm.silu};
     for (int i = 0; i < node->n_inputs; i++)
         if (node->inputs[i] != GRAPH_NONE) {
             c.in[i] = &graph_node_at(e->g, node->inputs[i])->out;
@@ -476,6 +820,13 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
     case GRAPH_OP_VIEW:
         e->data[id] = e->data[node->inputs[0]];
         break;
+    case GRAPH_OP_ADD:
+        if (e->alias && e->alias[id] != GRAPH_NONE) {
+            e->data[id] = e->data[e->alias[id]]; /* its convolution added it */
+            break;
+        }
+        tpool_for(pool, tensor_numel(out), 16384, TPOOL_STATIC, run_elementwise, &c);
+        break;
     case GRAPH_OP_LINEAR: {
         int64_t m = rows_of(c.in[0]), n = last_dim(out);
         set_tiles(&c, m, n, threads);
@@ -485,6 +836,8 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
     case GRAPH_OP_CONV2D: {
         const tensor *x = c.in[0];
         const graph_params *p = &node->params;
+        if (e->residual && e->residual[id] != GRAPH_NONE)
+            c.residual = e->data[e->residual[id]];
         c.conv = (conv2d_geom){.batch = x->shape[0], .in_h = x->shape[1], .in_w = x->shape[2], .in_c = x->shape[3],
                                .out_h = out->shape[1], .out_w = out->shape[2], .out_c = out->shape[3],
                                .kernel = p->conv.kernel, .stride = p->conv.stride, .pad_top = p->conv.pad_top,
@@ -498,7 +851,20 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         /* a few groups per item: long contiguous channel runs per pixel, and
          * still several items per thread */
         int64_t groups = node->params.norm.groups, grain = groups / 4 > 0 ? groups / 4 : 1;
+        int silu = node->params.norm.silu;
+        if (e->opt.unfused)
+            c.silu = 0;
         tpool_for(pool, c.in[0]->shape[0] * groups, grain, TPOOL_DYNAMIC, run_group_norm, &c);
+        if (silu && e->opt.unfused) {
+            /* fusion off: the SiLU as its own pass over the output, as an
+             * unfused graph runs it */
+            op_ctx s = c;
+            graph_node silu_node = *node;
+            silu_node.op = GRAPH_OP_SILU;
+            s.node = &silu_node;
+            s.x[0] = c.y;
+            tpool_for(pool, tensor_numel(out), 16384, TPOOL_STATIC, run_elementwise, &s);
+        }
         break;
     }
     case GRAPH_OP_LAYER_NORM:
@@ -506,11 +872,18 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         break;
     case GRAPH_OP_ATTENTION: {
         c.attn = attention_geometry(e, node);
+        if (e->opt.plain_attention)
+            return run_attention_plain_node(e, &c, pool);
         int heads = node->params.attention.heads;
-        tpool_for(pool, c.attn.batch * heads * c.attn.q_len, 48, TPOOL_DYNAMIC, run_attention, &c);
+        /* hand out whole query tiles, as the kernel rounds them */
+        int64_t grain = 48, step = e->k->attention_tile_step;
+        if (e->k->attention_tile_max > 0) {
+            grain = c.attn.tile_q > 0 ? c.attn.tile_q / step * step : e->k->attention_tile;
+            grain = grain < step ? step : grain > e->k->attention_tile_max ? e->k->attention_tile_max : grain;
+        }
+        tpool_for(pool, c.attn.batch * heads * c.attn.q_len, grain, TPOOL_DYNAMIC, run_attention, &c);
         break;
     }
-    case GRAPH_OP_ADD:
     case GRAPH_OP_SILU:
     case GRAPH_OP_GELU:
     case GRAPH_OP_QUICK_GELU:
@@ -547,7 +920,7 @@ static kiln_status ensure_scratch(graph_exec *e, int threads)
     size_t per_thread = 0;
     for (size_t i = 0; i < e->count; i++) {
         const graph_node *node = graph_node_at(e->g, (graph_id)i);
-        if (node->op == GRAPH_OP_ATTENTION) {
+        if (node->op == GRAPH_OP_ATTENTION && !e->opt.plain_attention) {
             attention_geom g = attention_geometry(e, node);
             size_t bytes = arena_round_up(e->k->attention_scratch(&g));
             if (bytes > per_thread)
@@ -575,11 +948,33 @@ kiln_status graph_exec_run(graph_exec *e, tpool *pool)
             return err_set(KILN_ERR_INVALID, "graph input '%s' has no data bound", node->name);
     }
     graph_profile *prof = e->profile;
+    if (e->opt.alloc_as_you_go)
+        release_all(e); /* the last run's outputs */
     for (size_t i = 0; i < e->count; i++) {
         uint64_t start = prof ? clock_now_ns() : 0;
+        if (e->opt.alloc_as_you_go && e->owned[i]) {
+            size_t bytes = arena_round_up(tensor_nbytes(&graph_node_at(e->g, (graph_id)i)->out));
+            if (posix_memalign((void **)&e->data[i], ARENA_ALIGN, bytes ? bytes : ARENA_ALIGN) != 0) {
+                e->data[i] = NULL;
+                release_all(e);
+                return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for the output of '%s'", bytes,
+                               graph_node_at(e->g, (graph_id)i)->name);
+            }
+            e->live_bytes += bytes;
+            if (e->live_bytes > e->peak_bytes)
+                e->peak_bytes = e->live_bytes;
+        }
         st = run_node(e, (graph_id)i, pool);
-        if (st != KILN_OK)
+        if (st != KILN_OK) {
+            release_all(e);
             return st;
+        }
+        if (e->opt.alloc_as_you_go)
+            for (graph_id j = e->free_head[i]; j != GRAPH_NONE; j = e->free_next[j]) {
+                free(e->data[j]);
+                e->data[j] = NULL;
+                e->live_bytes -= arena_round_up(tensor_nbytes(&graph_node_at(e->g, j)->out));
+            }
         if (prof) {
             graph_op op = graph_node_at(e->g, (graph_id)i)->op;
             prof->seconds[op] += (double)(clock_now_ns() - start) * 1e-9;

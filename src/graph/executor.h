@@ -16,6 +16,30 @@
 
 typedef struct graph_exec graph_exec;
 
+/* How an executor runs its graph: the optimizations kiln can switch off,
+ * each a real alternative path (what kiln_optimizations maps onto). */
+typedef struct graph_exec_options {
+    /* 0: the fused tiled attention kernel (online softmax, memory O(tile));
+     * 1: the plain path: per head, the whole score matrix q k^T with the
+     * matrix kernels, a softmax over its rows, then P v with the matrix
+     * kernels again (memory q_len x kv_len floats) */
+    int plain_attention;
+    int attention_tile; /* the tiled kernel's query tile (attention_geom.tile_q); 0: its default */
+    /* 0: every activation at its offset in one arena planned at create;
+     * 1: each node's output malloc'd just before it runs and freed after its
+     * last reader (outputs are kept until the next run) */
+    int alloc_as_you_go;
+    int fast_math; /* 1: polynomial exp and erf; 0: libm's (kernels_for_math) */
+    /* 1: group norm + SiLU as two passes over memory, and residual adds as
+     * their own pass; 0: SiLU inside the norm's last pass, an add whose
+     * operand is a convolution read by nothing else inside that conv */
+    int unfused;
+} graph_exec_options;
+
+/* The fastest: tiled attention at its default tile, the static plan, fast
+ * math, fused ops. */
+void graph_exec_options_defaults(graph_exec_options *o);
+
 /* Plans and allocates the arena, and prepares every weight for the kernel
  * level in use (kernels_get() now; the executor keeps that level) through
  * cache, which must outlive the executor; cache NULL gives the executor a
@@ -23,15 +47,37 @@ typedef struct graph_exec graph_exec;
  * executor exists. Errors: the graph's own error, KILN_ERR_NOMEM (naming
  * the size), the cache's errors. */
 kiln_status graph_exec_create(const graph *g, weight_cache *cache, graph_exec **out);
+/* The same with options (NULL: the defaults). With alloc_as_you_go no
+ * arena is made: activations are allocated during runs. */
+kiln_status graph_exec_create_with(const graph *g, weight_cache *cache, const graph_exec_options *o,
+                                   graph_exec **out);
 void graph_exec_destroy(graph_exec *e);
 
-/* The bytes graph_exec_create would allocate for the graph's activations,
- * computed without allocating them (or preparing any weight): what
- * budgets and batch sizes are planned with. */
+/* The options the executor was made with. */
+const graph_exec_options *graph_exec_get_options(const graph_exec *e);
+
+/* Residual adds folded into the convolution before them (0 when unfused):
+ * the conv kernel adds the other operand as it stores each tile, so the
+ * add's pass over memory and its buffer are gone. */
+size_t graph_exec_fused_adds(const graph_exec *e);
+
+/* The bytes graph_exec_create would allocate for the graph's activations
+ * (with the default options: fused), computed without allocating them (or
+ * preparing any weight): what budgets and batch sizes are planned with. */
 kiln_status graph_plan_bytes(const graph *g, size_t *bytes);
 
-/* Bytes of the activation arena: the plan's peak. */
+/* Bytes of the activation arena: the plan's peak (0 when allocating as it
+ * goes). */
 size_t graph_exec_arena_bytes(const graph_exec *e);
+
+/* The most activation bytes held at once in any run so far: the arena's
+ * size under the static plan; under alloc_as_you_go the largest sum of the
+ * live allocations (what malloc was asked for, not its overhead). */
+size_t graph_exec_peak_bytes(const graph_exec *e);
+
+/* Bytes of kernel scratch held (attention tiles per thread; the plain
+ * attention's score matrix and packed operands). */
+size_t graph_exec_scratch_bytes(const graph_exec *e);
 
 /* Points an input node at caller memory (f32, its shape), read during runs.
  * Errors: KILN_ERR_INVALID when id is not an input. */

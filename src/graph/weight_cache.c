@@ -30,8 +30,9 @@ struct weight_cache {
 
 kiln_status weight_cache_create(kiln_dtype pack_dtype, weight_cache **out)
 {
-    if (pack_dtype != KILN_DTYPE_F32 && pack_dtype != KILN_DTYPE_F16)
-        return err_set(KILN_ERR_INVALID, "weights can be packed as F32 or F16, not %s", kiln_dtype_name(pack_dtype));
+    if (pack_dtype != KILN_DTYPE_F32 && pack_dtype != KILN_DTYPE_F16 && pack_dtype != KILN_DTYPE_BF16)
+        return err_set(KILN_ERR_INVALID, "weights can be packed as F32, F16 or BF16, not %s",
+                       kiln_dtype_name(pack_dtype));
     weight_cache *c = calloc(1, sizeof *c);
     if (c) {
         c->capacity = 1024;
@@ -163,10 +164,6 @@ kiln_status weight_cache_packed(weight_cache *c, const tensor *w, int64_t n, int
 
 kiln_status weight_cache_f32(weight_cache *c, const tensor *w, const float **out)
 {
-    if (w->dtype == KILN_DTYPE_F32) {
-        *out = w->data;
-        return KILN_OK;
-    }
     entry **found = slot_for(c, w->data, FORM_F32);
     if (*found) {
         *out = (*found)->data;
@@ -184,10 +181,14 @@ kiln_status weight_cache_f32(weight_cache *c, const tensor *w, const float **out
         return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for a converted weight", n * sizeof(float));
     }
     const kernel_table *k = kernels_get();
-    if (w->dtype == KILN_DTYPE_F16)
+    if (w->dtype == KILN_DTYPE_F32)
+        memcpy(data, w->data, n * sizeof(float));
+    else if (w->dtype == KILN_DTYPE_F16)
         k->f16_to_f32(w->data, data, n);
     else
         k->bf16_to_f32(w->data, data, n);
+    if (c->release)
+        c->release(c->release_ctx, w->data, n * kiln_dtype_size(w->dtype));
     *out = data;
     return KILN_OK;
 }

@@ -17,8 +17,8 @@
 
 typedef struct weight_cache weight_cache;
 
-/* pack_dtype: how matrix weights are kept, F32 or F16 (half the memory;
- * the kernels widen them as they load). Errors: KILN_ERR_NOMEM,
+/* pack_dtype: how matrix weights are kept, F32, F16 or BF16 (half the
+ * memory; the kernels widen them to f32 as they load). Errors: KILN_ERR_NOMEM,
  * KILN_ERR_INVALID for another dtype. */
 kiln_status weight_cache_create(kiln_dtype pack_dtype, weight_cache **out);
 void weight_cache_destroy(weight_cache *c);
@@ -30,7 +30,10 @@ void weight_cache_destroy(weight_cache *c);
 kiln_status weight_cache_packed(weight_cache *c, const tensor *w, int64_t n, int64_t k, int64_t taps, int nr,
                                 const packed_weights **out);
 
-/* w as f32: itself when it is f32, else a converted copy. */
+/* w as f32, in a copy the cache owns even when w is f32 already: a graph
+ * then never reads the weight file's mapping once prepared, so a file cut
+ * short on disk cannot fault (SIGBUS) a running generation. The planner
+ * counts these bytes (tally_weights); the file's pages are released. */
 kiln_status weight_cache_f32(weight_cache *c, const tensor *w, const float **out);
 
 /* Called with each source tensor's bytes once a packed copy of it exists,

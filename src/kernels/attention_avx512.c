@@ -7,7 +7,11 @@
  * accumulated into the output tile at once. The full score matrix is
  * never formed: memory is O(tile), not O(queries x keys).
  *
- * exp is a polynomial (vmath_avx512.h): relative error under 2e-7.
+ * exp is a polynomial (vmath_avx512.h): relative error under 2e-7; with
+ * fast math off (attention_avx512_precise.c), libm's expf.
+ *
+ * The query tile (attention_geom.tile_q) is chosen at run time: 12 to 96
+ * queries in steps of 12, 48 by default.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -16,16 +20,28 @@
 #include "kernels/kernels.h"
 #include "kernels/vmath_avx512.h"
 
-#define TQ 12      /* queries per micro-tile: 12 zmm of scores */
-#define SUBTILES 4 /* micro-tiles sharing each transposed key block */
-#define BK 16      /* keys per block: one zmm of scores per query */
+#define TQ 12          /* queries per micro-tile: 12 zmm of scores */
+#define SUBTILES 4     /* micro-tiles sharing each transposed key block, by default */
+#define MAX_SUBTILES 8 /* the most a tile may have (attention_geom.tile_q up to 96) */
+#define BK 16          /* keys per block: one zmm of scores per query */
+
+/* Micro-tiles per tile: tile_q rounded down to whole micro-tiles, within
+ * [1, MAX_SUBTILES]; 0 gives the default. A larger tile shares each key
+ * transpose among more queries, at TQ * d floats of scratch per micro-tile. */
+static int subtiles_of(const attention_geom *g)
+{
+    if (g->tile_q <= 0)
+        return SUBTILES;
+    int n = g->tile_q / TQ;
+    return n < 1 ? 1 : n > MAX_SUBTILES ? MAX_SUBTILES : n;
+}
 
 /* Scratch: a block's keys transposed [d][16], and the output of every
- * query of the tile [SUBTILES * TQ][d], accumulated in f32. */
+ * query of the tile [subtiles * TQ][d], accumulated in f32. */
 static size_t attention_scratch_avx512(const attention_geom *g)
 {
     size_t d = (size_t)((g->head_dim + 15) / 16 * 16);
-    return (d * BK + SUBTILES * TQ * d) * sizeof(float) + 64;
+    return (d * BK + (size_t)subtiles_of(g) * TQ * d) * sizeof(float) + 64;
 }
 
 /* The running softmax of one micro-tile's rows. */
@@ -93,7 +109,7 @@ static void micro_tile_block(const attention_geom *g, const float *const qrow[TQ
 }
 
 /* One tile: queries [t0, t0 + count) of head h in batch b, count up to
- * SUBTILES * TQ; each key block is transposed once for all of them. */
+ * MAX_SUBTILES * TQ; each key block is transposed once for all of them. */
 static void attention_tile(const attention_geom *g, const float *q, const float *k, const float *v, float *o,
                            int64_t b, int64_t h, int64_t t0, int count, float *kt, float *acc)
 {
@@ -101,8 +117,8 @@ static void attention_tile(const attention_geom *g, const float *q, const float 
     const float *kb = k + b * g->kv_len * g->k_stride + h * d;
     const float *vb = v + b * g->kv_len * g->v_stride + h * d;
     int subtiles = (count + TQ - 1) / TQ;
-    const float *qrow[SUBTILES][TQ];
-    softmax_rows sm[SUBTILES];
+    const float *qrow[MAX_SUBTILES][TQ];
+    softmax_rows sm[MAX_SUBTILES];
     for (int st = 0; st < subtiles; st++) {
         int rows = count - st * TQ < TQ ? count - st * TQ : TQ;
         for (int r = 0; r < TQ; r++)
@@ -146,21 +162,61 @@ static void attention_f32_avx512(const attention_geom *g, const float *q, const 
     const int64_t dv = (g->head_dim + 15) / 16 * 16;
     float *kt = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     float *acc = kt + dv * BK;
+    const int64_t tile = (int64_t)subtiles_of(g) * TQ;
     /* items are (batch, head, query), query fastest: tiles never cross a head */
     for (int64_t i = i0; i < i1;) {
         int64_t t = i % g->q_len, bh = i / g->q_len;
         int64_t run = g->q_len - t;
         if (run > i1 - i)
             run = i1 - i;
-        if (run > SUBTILES * TQ)
-            run = SUBTILES * TQ;
+        if (run > tile)
+            run = tile;
         attention_tile(g, q, k, v, o, bh / g->heads, bh % g->heads, t, (int)run, kt, acc);
         i += run;
     }
 }
 
-void attention_register_avx512(kernel_table *t)
+/* The plain path's softmax over materialised score rows. */
+static void softmax_f32_avx512(float *x, int64_t n, int64_t ld, float scale, int causal, int64_t r0, int64_t r1)
+{
+    const __m512 vs = _mm512_set1_ps(scale);
+    for (int64_t r = r0; r < r1; r++) {
+        float *row = x + r * ld;
+        int64_t valid = causal && r + 1 < n ? r + 1 : n;
+        __m512 vmax = _mm512_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < valid; j += 16) {
+            __mmask16 m = valid - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (valid - j)) - 1);
+            vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + j), vs));
+        }
+        __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(vmax)), sum = _mm512_setzero_ps();
+        for (int64_t j = 0; j < valid; j += 16) {
+            __mmask16 m = valid - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (valid - j)) - 1);
+            __m512 p = _mm512_maskz_mov_ps(m, exp_ps(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, row + j), vs, max)));
+            sum = _mm512_add_ps(sum, p);
+            _mm512_mask_storeu_ps(row + j, m, p);
+        }
+        float total = _mm512_reduce_add_ps(sum);
+        __m512 inv = _mm512_set1_ps(total > 0.0f ? 1.0f / total : 0.0f);
+        for (int64_t j = 0; j < valid; j += 16) {
+            __mmask16 m = valid - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (valid - j)) - 1);
+            _mm512_mask_storeu_ps(row + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + j), inv));
+        }
+        for (int64_t j = valid; j < n; j++)
+            row[j] = 0.0f;
+    }
+}
+
+#ifdef KILN_PRECISE_MATH
+#define ATTENTION_REGISTER attention_register_avx512_precise
+#else
+#define ATTENTION_REGISTER attention_register_avx512
+#endif
+void ATTENTION_REGISTER(kernel_table *t)
 {
     t->attention_f32 = attention_f32_avx512;
     t->attention_scratch = attention_scratch_avx512;
+    t->attention_tile = SUBTILES * TQ;
+    t->attention_tile_step = TQ;
+    t->attention_tile_max = MAX_SUBTILES * TQ;
+    t->softmax_f32 = softmax_f32_avx512;
 }

@@ -44,6 +44,18 @@ static inline void tap_6x16_f16(const float *const a[MR], const uint16_t *b, int
         ALL_ROWS
     }
 }
+/* bf16 weights: the top half of an f32, widened by zero-extend and shift */
+static inline void tap_6x16_bf16(const float *const a[MR], const uint16_t *b, int64_t k, __m256 c[2 * MR])
+{
+    for (int64_t i = 0; i < k; i++) {
+        __m256 b0 = _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)b)), 16));
+        __m256 b1 = _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(b + 8))), 16));
+        b += NR;
+        ALL_ROWS
+    }
+}
 #undef ALL_ROWS
 #undef ROW
 
@@ -52,6 +64,8 @@ static inline void tap_block(const packed_weights *w, const float *const a[MR], 
 {
     if (w->dtype == KILN_DTYPE_F16)
         tap_6x16_f16(a, (const uint16_t *)w->data + offset, k, c);
+    else if (w->dtype == KILN_DTYPE_BF16)
+        tap_6x16_bf16(a, (const uint16_t *)w->data + offset, k, c);
     else
         tap_6x16(a, (const float *)w->data + offset, k, c);
 }

@@ -52,6 +52,20 @@ static inline void tap_12x32_f16(const float *const a[MR], const uint16_t *b, in
         ALL_ROWS
     }
 }
+/* The same with bf16 weights: a bf16 is the top half of an f32, so
+ * widening is a zero-extend and a shift (this file does not use
+ * AVX512_BF16's dot products: it runs on any AVX-512 CPU). */
+static inline void tap_12x32_bf16(const float *const a[MR], const uint16_t *b, int64_t k, __m512 c[2 * MR])
+{
+    for (int64_t i = 0; i < k; i++) {
+        __m512 b0 = _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_load_si256((const __m256i *)b)), 16));
+        __m512 b1 = _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_load_si256((const __m256i *)(b + 16))), 16));
+        b += NR;
+        ALL_ROWS
+    }
+}
 #undef ALL_ROWS
 #undef ROW
 
@@ -61,6 +75,8 @@ static inline void tap_block(const packed_weights *w, const float *const a[MR], 
 {
     if (w->dtype == KILN_DTYPE_F16)
         tap_12x32_f16(a, (const uint16_t *)w->data + offset, k, c);
+    else if (w->dtype == KILN_DTYPE_BF16)
+        tap_12x32_bf16(a, (const uint16_t *)w->data + offset, k, c);
     else
         tap_12x32(a, (const float *)w->data + offset, k, c);
 }

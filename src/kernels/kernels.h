@@ -24,7 +24,7 @@
  * taps is kernel * kernel for a convolution and 1 for a linear layer. */
 typedef struct packed_weights {
     int nr;
-    kiln_dtype dtype;  /* F32, or F16 (half the memory; widened in the kernel) */
+    kiln_dtype dtype;  /* F32, F16 or BF16 (half the memory; widened to f32 in the kernel) */
     int64_t n, k, taps;
     const void *data;  /* 64-byte aligned */
 } packed_weights;
@@ -34,7 +34,7 @@ size_t kernels_packed_elements(int nr, int64_t n, int64_t k, int64_t taps);
 
 /* Packs PyTorch's layout, src[n][k][taps] (a linear layer's [n][k], a
  * convolution's [out][in][kh][kw]), of dtype F32, F16 or BF16, into dst
- * as dst_dtype (F32 or F16; kernels_packed_elements(...) of them). */
+ * as dst_dtype (F32, F16 or BF16; kernels_packed_elements(...) of them). */
 void kernels_pack_weights(const void *src, kiln_dtype src_dtype, kiln_dtype dst_dtype, int nr, int64_t n, int64_t k,
                           int64_t taps, void *dst);
 
@@ -54,6 +54,8 @@ typedef struct attention_geom {
     int64_t q_stride, k_stride, v_stride, o_stride; /* floats from one token to the next */
     float scale;                                    /* usually 1 / sqrt(head_dim) */
     int causal;                                     /* query i sees keys 0..i only */
+    int tile_q; /* queries a tiled kernel computes together (a multiple of the table's
+                   attention_tile_step up to attention_tile_max); 0: the table's default */
 } attention_geom;
 
 /*
@@ -99,6 +101,20 @@ typedef struct kernel_table {
     void (*attention_f32)(const attention_geom *g, const float *q, const float *k, const float *v, float *o,
                           int64_t i0, int64_t i1, void *scratch);
     size_t (*attention_scratch)(const attention_geom *g);
+    /* The query tile of attention_f32: its default, the step its sizes
+     * come in and the largest; all 0 when the kernel is untiled (one query
+     * at a time, tile_q ignored). Items handed to one call should be a
+     * multiple of the tile. */
+    int attention_tile, attention_tile_step, attention_tile_max;
+
+    /* Softmax in place over rows [r0, r1) of x (row r at x + r * ld, n
+     * values): x = exp(s x - max) / sum. With causal set, row r keeps its
+     * first r + 1 values and the rest become 0. */
+    void (*softmax_f32)(float *x, int64_t n, int64_t ld, float scale, int causal, int64_t r0, int64_t r1);
+
+    /* 1 when exp and erf are the polynomial approximations of
+     * vmath_*.h (bounds stated there); 0 when they are libm's. */
+    int fast_math;
 
     /* The machine's peak, measured: runs `rounds` rounds of independent
      * multiply-adds (enough chains to cover the FMA latency) and returns
@@ -134,6 +150,11 @@ const kernel_table *kernels_for(kiln_isa isa);
 /* The table for the level in use (cpu_isa()). */
 const kernel_table *kernels_get(void);
 
+/* The same level with fast math on (the default: exp and erf as vector
+ * polynomials) or off (the same kernels calling libm's expf and erff lane by
+ * lane). At the scalar level both are libm. */
+const kernel_table *kernels_for_math(kiln_isa isa, int fast_math);
+
 /* Each ISA file fills in what it has. */
 void ops_register_scalar(kernel_table *t);
 void gemm_register_avx2(kernel_table *t);
@@ -141,6 +162,10 @@ void gemm_register_avx512(kernel_table *t);
 void attention_register_avx512(kernel_table *t);
 void ops_register_avx2(kernel_table *t);
 void ops_register_avx512(kernel_table *t);
+/* the same files compiled with KILN_PRECISE_MATH (libm exp and erf) */
+void attention_register_avx512_precise(kernel_table *t);
+void ops_register_avx2_precise(kernel_table *t);
+void ops_register_avx512_precise(kernel_table *t);
 void convert_register_scalar(kernel_table *t);
 void convert_register_avx2(kernel_table *t);
 void convert_register_avx512(kernel_table *t);

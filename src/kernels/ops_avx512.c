@@ -170,7 +170,12 @@ static void geglu_f32_avx512(const float *x, float *y, int64_t n, int64_t r0, in
     }
 }
 
-void ops_register_avx512(kernel_table *t)
+#ifdef KILN_PRECISE_MATH
+#define OPS_REGISTER ops_register_avx512_precise
+#else
+#define OPS_REGISTER ops_register_avx512
+#endif
+void OPS_REGISTER(kernel_table *t)
 {
     t->group_norm_f32 = group_norm_f32_avx512;
     t->layer_norm_f32 = layer_norm_f32_avx512;

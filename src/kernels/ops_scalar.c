@@ -8,11 +8,13 @@
 #include "core/half.h"
 #include "kernels/kernels.h"
 
-/* A packed weight as f32 (the packing may hold F16). */
+/* A packed weight as f32 (the packing may hold F16 or BF16). */
 static inline float weight_at(const packed_weights *pw, int64_t index)
 {
     if (pw->dtype == KILN_DTYPE_F16)
         return half_f16_to_f32(((const uint16_t *)pw->data)[index]);
+    if (pw->dtype == KILN_DTYPE_BF16)
+        return half_bf16_to_f32(((const uint16_t *)pw->data)[index]);
     return ((const float *)pw->data)[index];
 }
 
@@ -180,6 +182,28 @@ static void attention_f32_scalar(const attention_geom *g, const float *q, const 
     }
 }
 
+static void softmax_f32_scalar(float *x, int64_t n, int64_t ld, float scale, int causal, int64_t r0, int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        float *row = x + r * ld;
+        int64_t valid = causal && r + 1 < n ? r + 1 : n;
+        float max = -INFINITY;
+        for (int64_t j = 0; j < valid; j++)
+            if (row[j] * scale > max)
+                max = row[j] * scale;
+        double total = 0.0;
+        for (int64_t j = 0; j < valid; j++) {
+            row[j] = expf(row[j] * scale - max);
+            total += row[j];
+        }
+        float inv = total > 0.0 ? (float)(1.0 / total) : 0.0f;
+        for (int64_t j = 0; j < valid; j++)
+            row[j] *= inv;
+        for (int64_t j = valid; j < n; j++)
+            row[j] = 0.0f;
+    }
+}
+
 static void add_f32_scalar(const float *a, const float *b, float *y, int64_t i0, int64_t i1)
 {
     for (int64_t i = i0; i < i1; i++)
@@ -243,6 +267,8 @@ void ops_register_scalar(kernel_table *t)
     t->layer_norm_f32 = layer_norm_f32_scalar;
     t->attention_f32 = attention_f32_scalar;
     t->attention_scratch = attention_scratch_scalar;
+    t->attention_tile = t->attention_tile_step = t->attention_tile_max = 0;
+    t->softmax_f32 = softmax_f32_scalar;
     t->add_f32 = add_f32_scalar;
     t->silu_f32 = silu_f32_scalar;
     t->gelu_f32 = gelu_f32_scalar;

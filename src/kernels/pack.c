@@ -24,6 +24,8 @@ static void store_value(void *dst, kiln_dtype dtype, size_t index, float v)
 {
     if (dtype == KILN_DTYPE_F16)
         ((uint16_t *)dst)[index] = half_f32_to_f16(v);
+    else if (dtype == KILN_DTYPE_BF16)
+        ((uint16_t *)dst)[index] = half_f32_to_bf16(v);
     else
         ((float *)dst)[index] = v;
 }

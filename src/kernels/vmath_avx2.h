@@ -8,7 +8,28 @@
 #define KILN_KERNELS_VMATH_AVX2_H
 
 #include <immintrin.h>
+#include <math.h>
 
+#ifdef KILN_PRECISE_MATH
+/* Fast math off: libm lane by lane (see vmath_avx512.h). */
+static inline __m256 exp8_ps(__m256 x)
+{
+    float v[8] __attribute__((aligned(32)));
+    _mm256_store_ps(v, x);
+    for (int i = 0; i < 8; i++)
+        v[i] = expf(v[i]);
+    return _mm256_load_ps(v);
+}
+
+static inline __m256 erf8_ps(__m256 x)
+{
+    float v[8] __attribute__((aligned(32)));
+    _mm256_store_ps(v, x);
+    for (int i = 0; i < 8; i++)
+        v[i] = erff(v[i]);
+    return _mm256_load_ps(v);
+}
+#else
 static inline __m256 exp8_ps(__m256 x)
 {
     const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
@@ -46,6 +67,7 @@ static inline __m256 erf8_ps(__m256 x)
     __m256 y = _mm256_fnmadd_ps(poly, e, one);
     return _mm256_or_ps(y, _mm256_and_ps(x, sign_mask));
 }
+#endif /* KILN_PRECISE_MATH */
 
 static inline __m256 silu8_ps(__m256 x)
 {

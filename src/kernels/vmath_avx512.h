@@ -11,7 +11,29 @@
 #define KILN_KERNELS_VMATH_AVX512_H
 
 #include <immintrin.h>
+#include <math.h>
 
+#ifdef KILN_PRECISE_MATH
+/* Fast math off: libm lane by lane, for the kernels compiled a second time
+ * with KILN_PRECISE_MATH (the *_precise.c files). */
+static inline __m512 exp_ps(__m512 x)
+{
+    float v[16] __attribute__((aligned(64)));
+    _mm512_store_ps(v, x);
+    for (int i = 0; i < 16; i++)
+        v[i] = expf(v[i]);
+    return _mm512_load_ps(v);
+}
+
+static inline __m512 erf_ps(__m512 x)
+{
+    float v[16] __attribute__((aligned(64)));
+    _mm512_store_ps(v, x);
+    for (int i = 0; i < 16; i++)
+        v[i] = erff(v[i]);
+    return _mm512_load_ps(v);
+}
+#else
 /* x = n ln2 + r with |r| <= ln2/2; e^r by Cephes' expf polynomial; 2^n by
  * scalef (which also gives 0 and inf at the ends). */
 static inline __m512 exp_ps(__m512 x)
@@ -52,6 +74,7 @@ static inline __m512 erf_ps(__m512 x)
     return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y),
                                                _mm512_and_si512(_mm512_castps_si512(x), sign)));
 }
+#endif /* KILN_PRECISE_MATH */
 
 static inline __m512 silu_ps(__m512 x)
 {

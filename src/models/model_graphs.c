@@ -49,7 +49,19 @@ void model_graph_clear(model_graph *c)
 kiln_status model_graph_get(const sd_model *m, weight_cache *cache, model_graph *c, model_graph_kind kind, int batch,
                             int h, int w)
 {
-    if (c->exec && c->kind == kind && c->batch == batch && c->h == h && c->w == w)
+    return model_graph_get_with(m, cache, c, kind, batch, h, w, NULL);
+}
+
+kiln_status model_graph_get_with(const sd_model *m, weight_cache *cache, model_graph *c, model_graph_kind kind,
+                                 int batch, int h, int w, const graph_exec_options *o)
+{
+    graph_exec_options opt;
+    if (o)
+        opt = *o;
+    else
+        graph_exec_options_defaults(&opt);
+    if (c->exec && c->kind == kind && c->batch == batch && c->h == h && c->w == w &&
+        memcmp(graph_exec_get_options(c->exec), &opt, sizeof opt) == 0)
         return KILN_OK;
     model_graph_clear(c);
     kiln_status st = graph_create(&c->g);
@@ -58,7 +70,14 @@ kiln_status model_graph_get(const sd_model *m, weight_cache *cache, model_graph 
     c->in[0] = c->in[1] = c->in[2] = GRAPH_NONE;
     c->out = model_graph_build(m, c->g, kind, batch, h, w, c->in);
     graph_mark_output(c->g, c->out);
-    st = graph_exec_create(c->g, cache, &c->exec);
+    /* preparing reads weights from the mapped file: not from one cut short
+     * since it was opened (a SIGBUS) or rewritten (mixed weights) */
+    st = wstore_check_files(m->ws);
+    if (st != KILN_OK) {
+        model_graph_clear(c);
+        return st;
+    }
+    st = graph_exec_create_with(c->g, cache, &opt, &c->exec);
     if (st != KILN_OK) {
         model_graph_clear(c);
         return st;

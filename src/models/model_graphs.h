@@ -34,6 +34,10 @@ graph_id model_graph_build(const sd_model *m, graph *g, model_graph_kind kind, i
  * Errors: the builders' and the executor's (missing tensors, memory). */
 kiln_status model_graph_get(const sd_model *m, weight_cache *cache, model_graph *c, model_graph_kind kind, int batch,
                             int h, int w);
+/* The same, run with the executor options o (NULL: the defaults); a graph
+ * held with other options gets a new executor. */
+kiln_status model_graph_get_with(const sd_model *m, weight_cache *cache, model_graph *c, model_graph_kind kind,
+                                 int batch, int h, int w, const graph_exec_options *o);
 void model_graph_clear(model_graph *c);
 
 #endif

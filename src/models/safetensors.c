@@ -396,6 +396,11 @@ int kiln_weights_drop_range(kiln_weights *w, const void *p, size_t bytes)
     return mapped_file_drop_range(&w->file, p, bytes);
 }
 
+kiln_status kiln_weights_check(const kiln_weights *w)
+{
+    return mapped_file_check(&w->file, w->path);
+}
+
 const char *kiln_weights_path(const kiln_weights *w)
 {
     return w->path;

@@ -164,6 +164,16 @@ void wstore_drop_file_pages(weight_store *ws)
         kiln_weights_drop_pages(ws->files[i]);
 }
 
+kiln_status wstore_check_files(const weight_store *ws)
+{
+    for (int i = 0; i < ws->n_files; i++) {
+        kiln_status st = kiln_weights_check(ws->files[i]);
+        if (st != KILN_OK)
+            return st;
+    }
+    return KILN_OK;
+}
+
 void wstore_drop_range(weight_store *ws, const void *p, size_t bytes)
 {
     for (int i = 0; i < ws->n_files; i++)

@@ -74,6 +74,10 @@ void wstore_recorded(const weight_store *ws, size_t index, const char **name, in
  * weights are prepared (copies made); a tensor touched later is read back. */
 void wstore_drop_file_pages(weight_store *ws);
 
+/* kiln_weights_check on every file: KILN_ERR_IO naming the first that was
+ * truncated or modified since it was opened. */
+kiln_status wstore_check_files(const weight_store *ws);
+
 /* Drops the pages of [p, p + bytes) if they belong to one of the files. */
 void wstore_drop_range(weight_store *ws, const void *p, size_t bytes);
 

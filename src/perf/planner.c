@@ -52,9 +52,35 @@ static void tally_weights(const graph *g, kiln_dtype pack_dtype, int nr, weight_
     }
 }
 
-/* Builds a graph (weights are not prepared) for its plan's bytes. */
+/* The plain attention path's block for the graph's largest attention:
+ * one head's score matrix and its packed k and v^T (executor.c). */
+static size_t plain_attention_bytes(const graph *g, int nr)
+{
+    size_t most = 0;
+    for (size_t i = 0; i < graph_node_count(g); i++) {
+        const graph_node *node = graph_node_at(g, (graph_id)i);
+        if (node->op != GRAPH_OP_ATTENTION)
+            continue;
+        const tensor *q = &graph_node_at(g, node->inputs[0])->out, *k = &graph_node_at(g, node->inputs[1])->out;
+        int64_t d = q->shape[2] / node->params.attention.heads;
+        size_t bytes = ((size_t)(q->shape[1] * k->shape[1]) + kernels_packed_elements(nr, k->shape[1], d, 1) +
+                        kernels_packed_elements(nr, d, k->shape[1], 1) + 48) *
+                       sizeof(float);
+        if (bytes > most)
+            most = bytes;
+    }
+    return most;
+}
+
+static size_t max_size(size_t a, size_t b)
+{
+    return a > b ? a : b;
+}
+
+/* Builds a graph (weights are not prepared) for its plan's bytes; *plain
+ * (may be NULL) is raised to its plain attention block. */
 static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batch, int h, int w, kiln_dtype pack,
-                              int nr, weight_tally *t, size_t *bytes)
+                              int nr, weight_tally *t, size_t *bytes, size_t *plain)
 {
     graph *g;
     kiln_status st = graph_create(&g);
@@ -66,6 +92,8 @@ static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batc
     st = graph_plan_bytes(g, bytes);
     if (st == KILN_OK && t)
         tally_weights(g, pack, nr, t);
+    if (st == KILN_OK && plain)
+        *plain = max_size(*plain, plain_attention_bytes(g, nr));
     graph_destroy(g);
     return st;
 }
@@ -86,16 +114,18 @@ kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *o
     if (!tally)
         return err_set(KILN_ERR_NOMEM, "cannot allocate the planner");
 
-    size_t unet1 = 0, unet2 = 0;
-    kiln_status st = plan_graph(m, MODEL_GRAPH_TEXT, 2, 0, 0, r->pack_dtype, nr, tally, &p.text_bytes);
+    size_t unet1 = 0, unet2 = 0, plain = 0;
+    size_t *pl = r->plain_attention ? &plain : NULL;
+    kiln_status st = plan_graph(m, MODEL_GRAPH_TEXT, 2, 0, 0, r->pack_dtype, nr, tally, &p.text_bytes, pl);
     if (st == KILN_OK)
-        st = plan_graph(m, MODEL_GRAPH_UNET, rows_per_image, lh, lw, r->pack_dtype, nr, tally, &unet1);
+        st = plan_graph(m, MODEL_GRAPH_UNET, rows_per_image, lh, lw, r->pack_dtype, nr, tally, &unet1, pl);
     if (st == KILN_OK)
-        st = plan_graph(m, MODEL_GRAPH_UNET, 2 * rows_per_image, lh, lw, r->pack_dtype, nr, NULL, &unet2);
+        st = plan_graph(m, MODEL_GRAPH_UNET, 2 * rows_per_image, lh, lw, r->pack_dtype, nr, NULL, &unet2, NULL);
     if (st == KILN_OK)
-        st = plan_graph(m, MODEL_GRAPH_DECODER, 1, lh, lw, r->pack_dtype, nr, tally, &p.decoder_bytes);
+        st = plan_graph(m, MODEL_GRAPH_DECODER, 1, lh, lw, r->pack_dtype, nr, tally, &p.decoder_bytes, pl);
     if (st == KILN_OK && r->img2img)
-        st = plan_graph(m, MODEL_GRAPH_ENCODER, 1, r->height, r->width, r->pack_dtype, nr, tally, &p.encoder_bytes);
+        st = plan_graph(m, MODEL_GRAPH_ENCODER, 1, r->height, r->width, r->pack_dtype, nr, tally, &p.encoder_bytes,
+                        pl);
     p.weight_bytes = tally->bytes;
     free(tally);
     if (st != KILN_OK)
@@ -106,7 +136,7 @@ kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *o
     p.unet_bytes_per_image = unet2 > unet1 ? unet2 - unet1 : unet1;
     size_t fixed_activation = unet1 - (unet2 > unet1 ? unet2 - unet1 : 0);
     /* attention scratch: a tile's output and a key block, per thread */
-    size_t scratch = (size_t)(r->threads > 0 ? r->threads : 1) * ((size_t)4 << 20);
+    size_t scratch = (size_t)(r->threads > 0 ? r->threads : 1) * ((size_t)4 << 20) + plain;
     p.overhead_bytes = PROCESS_OVERHEAD_BYTES + scratch;
     size_t base = p.weight_bytes + p.text_bytes + p.decoder_bytes + p.encoder_bytes + p.overhead_bytes +
                   fixed_activation;
@@ -120,13 +150,13 @@ kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *o
     if (r->budget_bytes) {
         if (base + p.unet_bytes_per_image > r->budget_bytes) {
             size_t need = base + p.unet_bytes_per_image;
-            double f32_extra = r->pack_dtype == KILN_DTYPE_F16 ? 0.0 : mb(p.weight_bytes) / 2.0;
+            double f32_extra = r->pack_dtype != KILN_DTYPE_F32 ? 0.0 : mb(p.weight_bytes) / 2.0;
             return err_set(KILN_ERR_INVALID,
                            "max_memory: one %dx%d image needs %.0f MB (weights %.0f, UNet activations %.0f, "
                            "VAE decoder %.0f, text %.0f, process %.0f) but the budget is %.0f MB; %s%s",
                            r->width, r->height, mb(need), mb(p.weight_bytes), mb(p.unet_bytes_per_image + fixed_activation),
                            mb(p.decoder_bytes), mb(p.text_bytes), mb(p.overhead_bytes), mb(r->budget_bytes),
-                           f32_extra > 0 ? "precision f16 would save about half the weights' bytes; " : "",
+                           f32_extra > 0 ? "precision f16 or bf16 would save about half the weights' bytes; " : "",
                            "a smaller width and height shrink the activations (VAE tiling is not built yet)");
         }
         while (batch < limit && base + (size_t)(batch + 1) * p.unet_bytes_per_image <= r->budget_bytes)

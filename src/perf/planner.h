@@ -36,6 +36,7 @@ typedef struct plan_request {
     int img2img;         /* the VAE encoder is alive too */
     kiln_dtype pack_dtype;
     int threads;
+    int plain_attention; /* the plain path's score matrix is allowed for */
     size_t budget_bytes; /* 0: no limit */
 } plan_request;
 

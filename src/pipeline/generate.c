@@ -19,6 +19,7 @@
 #include "graph/executor.h"
 #include "kiln.h"
 #include "models/sd_model.h"
+#include "perf/optimizations.h"
 #include "perf/planner.h"
 #include "pipeline/image_io.h"
 #include "models/model_graphs.h"
@@ -35,6 +36,7 @@ struct kiln_engine {
 struct kiln_model {
     kiln_engine *engine;
     sd_model *sd;
+    kiln_precision precision;
     kiln_dtype pack_dtype;
     char hash[11]; /* "" until first needed */
     weight_cache *weights; /* packed once, shared by every graph */
@@ -132,14 +134,13 @@ kiln_status kiln_model_load(kiln_engine *e, const char *path, const kiln_model_o
     kiln_model *m = calloc(1, sizeof *m);
     if (!m)
         return err_set(KILN_ERR_NOMEM, "cannot allocate a model");
-    kiln_dtype pack = KILN_DTYPE_F32;
-    if (o && o->precision && strcmp(o->precision, "f32") != 0) {
-        if (strcmp(o->precision, "f16") != 0) {
-            free(m);
-            return err_set(KILN_ERR_INVALID, "precision '%s' is unknown; allowed f32, f16", o->precision);
-        }
-        pack = KILN_DTYPE_F16;
+    kiln_precision precision = KILN_PRECISION_F32;
+    if (o && o->precision && opt_precision_parse(o->precision, &precision) != 0) {
+        free(m);
+        return err_set(KILN_ERR_INVALID, "precision '%s' is unknown; allowed f32, f16, bf16", o->precision);
     }
+    kiln_dtype pack = opt_precision_dtype(precision);
+    m->precision = precision;
     m->pack_dtype = pack;
     kiln_status st = sd_model_load(path, o ? o->tokenizer_dir : NULL, &m->sd);
     if (st == KILN_OK)
@@ -192,6 +193,35 @@ void kiln_model_get_info(const kiln_model *m, kiln_model_info *out)
     out->vocab_size = sd->clip.vocab;
 }
 
+kiln_precision kiln_model_precision(const kiln_model *m)
+{
+    return m->precision;
+}
+
+/* What a request without optimizations asks for: the best configuration,
+ * in the model's precision, on the engine's threads. */
+static void model_defaults(const kiln_model *m, kiln_optimizations *o)
+{
+    kiln_optimizations_defaults(o);
+    o->precision = m->precision;
+    o->threads = 0;
+}
+
+kiln_status kiln_model_optimizations(const kiln_model *m, const kiln_optimizations *asked,
+                                     kiln_optimizations *active, kiln_opt_report *report)
+{
+    kiln_optimizations d;
+    if (!asked) {
+        model_defaults(m, &d);
+        asked = &d;
+    }
+    kiln_status st = opt_validate(asked);
+    if (st != KILN_OK)
+        return st;
+    opt_resolve(asked, m->precision, m->engine->threads, active, report, NULL);
+    return KILN_OK;
+}
+
 /* ---- requests ---- */
 
 void kiln_request_defaults(kiln_request *r)
@@ -213,6 +243,9 @@ typedef struct plan {
     batch_plan memory;
     rng_kind rng;
     size_t latent_values; /* per image */
+    kiln_optimizations asked, active;
+    kiln_opt_report report[KILN_OPT_COUNT];
+    graph_exec_options exec;
 } plan;
 
 static kiln_status check_request(const kiln_model *m, const kiln_request *r, plan *p)
@@ -272,10 +305,19 @@ static kiln_status check_request(const kiln_model *m, const kiln_request *r, pla
         return err_set(KILN_ERR_INVALID, "rng '%s' is unknown; allowed torch-cpu, philox", r->rng);
     p->latent_values = (size_t)p->lat_w * p->lat_h * (size_t)sd->unet.in_channels;
 
+    if (r->optimizations)
+        p->asked = *r->optimizations;
+    else
+        model_defaults(m, &p->asked);
+    kiln_status vst = opt_validate(&p->asked);
+    if (vst != KILN_OK)
+        return vst;
+    opt_resolve(&p->asked, m->precision, m->engine->threads, &p->active, p->report, &p->exec);
+
     /* the batch from the memory plan: the largest that fits the budget */
     plan_request pr = {.width = p->width, .height = p->height, .images = r->num_images, .max_batch = r->batch_size,
                        .guided = p->guided, .img2img = r->init_rgb != NULL, .pack_dtype = m->pack_dtype,
-                       .threads = m->engine->threads,
+                       .threads = m->engine->threads, .plain_attention = p->exec.plain_attention,
                        .budget_bytes = m->engine->max_memory == SIZE_MAX ? 0 : m->engine->max_memory};
     kiln_status st = planner_plan(sd, &pr, &p->memory);
     if (st != KILN_OK)
@@ -367,7 +409,7 @@ static kiln_status encode_text(kiln_model *m, const plan *p, float **context)
 {
     const sd_model *sd = m->sd;
     int positions = sd->clip.positions;
-    kiln_status st = model_graph_get(m->sd, m->weights, &m->text, MODEL_GRAPH_TEXT, 2, 0, 0);
+    kiln_status st = model_graph_get_with(m->sd, m->weights, &m->text, MODEL_GRAPH_TEXT, 2, 0, 0, &p->exec);
     if (st != KILN_OK)
         return st;
     int32_t ids[2 * 512];
@@ -413,7 +455,8 @@ static uint8_t to_byte(float v)
 
 static kiln_status decode_image(kiln_model *m, const plan *p, const float *latent, kiln_image *img)
 {
-    kiln_status st = model_graph_get(m->sd, m->weights, &m->decoder, MODEL_GRAPH_DECODER, 1, p->lat_h, p->lat_w);
+    kiln_status st =
+        model_graph_get_with(m->sd, m->weights, &m->decoder, MODEL_GRAPH_DECODER, 1, p->lat_h, p->lat_w, &p->exec);
     if (st != KILN_OK)
         return st;
     float *z = malloc(p->latent_values * sizeof *z);
@@ -471,7 +514,8 @@ static void resize_to_unit(const uint8_t *src, int sw, int sh, float *dst, int d
 static kiln_status encode_init(kiln_model *m, const plan *p, float **latent)
 {
     const kiln_request *r = p->r;
-    kiln_status st = model_graph_get(m->sd, m->weights, &m->encoder, MODEL_GRAPH_ENCODER, 1, p->height, p->width);
+    kiln_status st =
+        model_graph_get_with(m->sd, m->weights, &m->encoder, MODEL_GRAPH_ENCODER, 1, p->height, p->width, &p->exec);
     if (st != KILN_OK)
         return st;
     float *image = malloc((size_t)p->width * p->height * 3 * sizeof *image);
@@ -512,12 +556,37 @@ void kiln_result_destroy(kiln_result *res)
     free(res);
 }
 
+/* The A1111 parameters of a finished image (with the model's hash, found
+ * the first time it is needed: hashing a multi-GB file takes seconds). */
+static kiln_status finish_image(kiln_model *m, const plan *p, kiln_image *img)
+{
+    const kiln_request *r = p->r;
+    if (img->parameters)
+        return KILN_OK;
+    if (!m->hash[0]) {
+        char path[4096];
+        if (m->sd->is_folder)
+            snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", m->sd->path);
+        else
+            snprintf(path, sizeof path, "%s", m->sd->path);
+        if (parameters_model_hash(path, m->hash) != KILN_OK)
+            LOG_WARN("no model hash in the parameters: %s", kiln_last_error());
+    }
+    image_parameters ip = {.prompt = r->prompt, .negative_prompt = r->negative_prompt, .steps = p->steps,
+                           .sampler = p->sampler.kind, .karras = p->sampler.karras, .cfg_scale = p->cfg,
+                           .seed = img->seed, .width = p->width, .height = p->height,
+                           .model_hash = m->hash[0] ? m->hash : NULL, .model_name = m->sd->name,
+                           .denoising_strength = r->init_rgb ? r->strength : 0.0f, .rng = rng_name(p->rng)};
+    return parameters_format(&ip, &img->parameters);
+}
+
 static kiln_status run_batch(kiln_model *m, const plan *p, const float *context, const float *init_latent,
                              int first, int batch, denoiser *d, kiln_result *res)
 {
     const sd_model *sd = m->sd;
     int passes = p->guided ? 2 : 1;
-    kiln_status st = model_graph_get(m->sd, m->weights, &m->unet, MODEL_GRAPH_UNET, passes * batch, p->lat_h, p->lat_w);
+    kiln_status st = model_graph_get_with(m->sd, m->weights, &m->unet, MODEL_GRAPH_UNET, passes * batch, p->lat_h,
+                                          p->lat_w, &p->exec);
     if (st != KILN_OK)
         return st;
     size_t n = p->latent_values * (size_t)batch;
@@ -581,8 +650,17 @@ static kiln_status run_batch(kiln_model *m, const plan *p, const float *context,
         }
         img->seed = p->r->seed + (uint64_t)(first + i);
         res->count++;
+        /* handed out now, so a caller can save it before the next batch */
+        if (p->r->on_image && (st = finish_image(m, p, img)) == KILN_OK &&
+            p->r->on_image(p->r->user, img, res->count - 1))
+            st = err_set(KILN_ERR_CANCELLED, "generation cancelled after image %d of %d", res->count,
+                         p->r->num_images);
+        if (st != KILN_OK)
+            break;
     }
     res->timings.decode_s += clock_now() - decode_start;
+    if (st != KILN_OK)
+        goto done;
     d->images_done += batch;
 done:
     free(x);
@@ -596,8 +674,14 @@ done:
 
 kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **out)
 {
+    /* Weights not prepared yet are read from the mapped file: one cut short
+     * since load would fault (SIGBUS) there, one rewritten would mix old
+     * and new weights. Refused here instead, naming the file. */
+    kiln_status st = wstore_check_files(m->sd->ws);
+    if (st != KILN_OK)
+        return st;
     plan p;
-    kiln_status st = check_request(m, r, &p);
+    st = check_request(m, r, &p);
     if (st != KILN_OK)
         return st;
     double start = clock_now();
@@ -616,6 +700,8 @@ kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **ou
                             .bytes_per_image = p.memory.unet_bytes_per_image, .total_bytes = p.memory.total_bytes,
                             .budget_bytes = p.memory.budget_bytes};
     res->sampler = sampler_name(p.sampler.kind);
+    res->optimizations = p.active;
+    memcpy(res->optimization_report, p.report, sizeof p.report);
 
     double t0 = clock_now();
     st = encode_text(m, &p, &context);
@@ -639,26 +725,12 @@ kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **ou
     }
     res->timings.unet_s = d.unet_seconds;
     res->timings.unet_evals = d.unet_evals;
-    res->timings.activation_bytes = m->unet.exec ? graph_exec_arena_bytes(m->unet.exec) : 0;
+    res->timings.activation_bytes = m->unet.exec ? graph_exec_peak_bytes(m->unet.exec) : 0;
+    res->timings.scratch_bytes = m->unet.exec ? graph_exec_scratch_bytes(m->unet.exec) : 0;
     if (st != KILN_OK && st != KILN_ERR_CANCELLED)
         goto fail;
-    if (!m->hash[0] && res->count > 0) {
-        /* hashing a multi-GB file takes seconds: once per model */
-        char path[4096];
-        if (m->sd->is_folder)
-            snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", m->sd->path);
-        else
-            snprintf(path, sizeof path, "%s", m->sd->path);
-        if (parameters_model_hash(path, m->hash) != KILN_OK)
-            LOG_WARN("no model hash in the parameters: %s", kiln_last_error());
-    }
     for (int i = 0; i < res->count; i++) {
-        image_parameters ip = {.prompt = r->prompt, .negative_prompt = r->negative_prompt, .steps = p.steps,
-                               .sampler = p.sampler.kind, .karras = p.sampler.karras, .cfg_scale = p.cfg,
-                               .seed = res->images[i].seed, .width = p.width, .height = p.height,
-                               .model_hash = m->hash[0] ? m->hash : NULL, .model_name = m->sd->name,
-                               .denoising_strength = r->init_rgb ? r->strength : 0.0f, .rng = rng_name(p.rng)};
-        kiln_status pst = parameters_format(&ip, &res->images[i].parameters);
+        kiln_status pst = finish_image(m, &p, &res->images[i]);
         if (pst != KILN_OK) {
             st = pst;
             goto fail;

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""The optimization flags of `kiln generate` and `kiln bench`, and `kiln
+bench --ablate`, as a user runs them, on a tiny random-weight model:
+
+    python3 tests/test_cli_optimizations.py KILN MAKE_RANDOM_MODEL TOKENIZER_DIR
+
+Prints "N passed, N failed".
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_harness import check, current, finish, make_model, temp_dir  # noqa: E402
+
+
+def run(kiln, *args):
+    p = subprocess.run([kiln] + list(args), capture_output=True, timeout=600,
+                       env=dict(os.environ, KILN_MODEL=""))
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def test_generate_flags(kiln, model, work):
+    out = os.path.join(work, "out")
+    common = ["generate", "-m", model, "-p", "a red circle", "--steps", "2", "--seed", "4", "-o", out, "-q"]
+    rc, stdout, stderr = run(kiln, *common, "--attention", "plain", "--fusion", "off", "--memory", "alloc",
+                             "--fast-math", "off", "--layout", "nchw", "--vae-tiling", "on", "--json")
+    if check(rc == 0, "generate with every switch: rc %d, %s" % (rc, stderr)):
+        rep = {o["optimization"]: o for o in json.loads(stdout)["optimizations"]}
+        for name, active in (("attention", "plain"), ("fusion", "off"), ("memory", "alloc"), ("fast_math", "off")):
+            check(rep[name]["active"] == active and rep[name]["available"], "%s: %s" % (name, rep[name]))
+        check(not rep["layout"]["available"] and rep["layout"]["active"] == "nhwc", "layout: %s" % rep["layout"])
+        check(not rep["vae_tiling"]["available"], "vae_tiling: %s" % rep["vae_tiling"])
+    # without --json the switches that cannot run are named on stderr
+    rc, stdout, stderr = run(kiln, *common, "--layout", "nchw")
+    check(rc == 0 and "layout" in stderr and "NHWC" in stderr, "nchw on stderr: rc %d, %s" % (rc, stderr))
+    for flag, value in (("--attention", "flash"), ("--memory", "pool"), ("--attention-tile", "-2"),
+                        ("--fast-math", "maybe"), ("--precision", "f8")):
+        rc, _, stderr = run(kiln, *common, flag, value)
+        check(rc == 2 and flag.lstrip("-").replace("-", "_") in stderr and "allowed" in stderr,
+              "%s %s: expected exit 2 naming the switch and the allowed values, got %d: %s" % (flag, value, rc,
+                                                                                               stderr))
+
+
+def test_bench_ablate(kiln, model, work):
+    rc, stdout, stderr = run(kiln, "bench", "-m", model, "--ablate", "--runs", "1", "--warmup", "0", "--json")
+    if not check(rc == 0, "bench --ablate: rc %d, %s" % (rc, stderr)):
+        return
+    d = json.loads(stdout)
+    rows = {r["optimization"]: r for r in d["ablation"]}
+    for name in ("attention", "fusion", "memory plan", "fast math", "precision f16", "precision bf16"):
+        r = rows.get(name, {})
+        check(r.get("available") and r.get("unet_step_on_s", 0) > 0 and r.get("unet_step_off_s", 0) > 0 and
+              r.get("vae_decode_on_s", 0) > 0 and r.get("peak_rss_on_bytes", 0) > 0 and
+              r.get("activation_off_bytes", 0) > 0, "row %s: %s" % (name, r))
+        if r.get("unet_step_on_s"):
+            check(abs(r["unet_speedup"] - r["unet_step_off_s"] / r["unet_step_on_s"]) < 1e-9,
+                  "speed-up is time off / time on: %s" % r)
+    check(not rows["layout nhwc"]["available"] and "NHWC" in rows["layout nhwc"]["note"],
+          "layout row: %s" % rows["layout nhwc"])
+    check(rows["attention"]["activation_off_bytes"] > rows["attention"]["activation_on_bytes"],
+          "the plain attention holds a score matrix: %s" % rows["attention"])
+    # the table prints the same rows
+    rc, stdout, stderr = run(kiln, "bench", "-m", model, "--ablate", "--runs", "1", "--warmup", "0")
+    check(rc == 0 and "tiled -> plain" in stdout and "not measured" in stdout, "table: %s %s" % (stdout, stderr))
+
+
+def main():
+    kiln, make_random_model, tokenizer = sys.argv[1:4]
+    work = temp_dir()
+    try:
+        model = make_model(make_random_model, tokenizer, work)
+        for name, fn in (("generate_flags", test_generate_flags), ("bench_ablate", test_bench_ablate)):
+            current[0] = name
+            fn(kiln, model, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,586 @@
+/*
+ * The optimization switches (kiln_optimizations): each alternative path
+ * against its reference, and the report of what ran.
+ *
+ *   - attention: the plain path (score matrix, softmax, P.v through the
+ *     matrix kernels) and the tiled kernel at every tile size, against the
+ *     scalar reference kernel, fast math on and off;
+ *   - softmax, SiLU, GELU with fast math off (libm) and on (polynomials)
+ *     against the scalar reference;
+ *   - memory alloc-as-you-go vs the static plan, fusion off vs on: the same
+ *     bits, through the executor and through kiln_generate;
+ *   - kiln_generate on the tiny random model with each switch flipped from
+ *     the best configuration, against the f32 reference path (plain
+ *     attention, fast math off, fusion off, alloc), within the tolerances
+ *     stated at each check;
+ *   - the result's report: asked, active, and why for what cannot run here.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cpu.h"
+#include "graph/executor.h"
+#include "kernels/kernels.h"
+#include "random_model.h"
+#include "test_support.h"
+
+static float *random_floats(test_rng *r, size_t n, float scale)
+{
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    for (size_t i = 0; i < n; i++)
+        x[i] = test_rng_uniform(r, -scale, scale);
+    return x;
+}
+
+static double max_abs_diff(const float *a, const float *b, size_t n)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]);
+        worst = isnan(e) ? INFINITY : fmax(worst, e);
+    }
+    return worst;
+}
+
+/* ---- attention through the executor ---- */
+
+typedef struct attn_case {
+    int64_t batch, heads, q_len, kv_len, head_dim;
+    int causal;
+} attn_case;
+
+/* Runs one attention node with the executor options o; out gets q_len x
+ * channels x batch floats. */
+static int run_attention_graph(const attn_case *t, const float *q, const float *k, const float *v,
+                               const graph_exec_options *o, float *out)
+{
+    graph *g = NULL;
+    graph_exec *e = NULL;
+    int64_t ch = t->heads * t->head_dim;
+    int64_t qs[3] = {t->batch, t->q_len, ch}, ks[3] = {t->batch, t->kv_len, ch};
+    if (graph_create(&g) != KILN_OK)
+        return -1;
+    graph_id iq = graph_input(g, "q", TENSOR_LAYOUT_PLAIN, 3, qs);
+    graph_id ik = graph_input(g, "k", TENSOR_LAYOUT_PLAIN, 3, ks);
+    graph_id iv = graph_input(g, "v", TENSOR_LAYOUT_PLAIN, 3, ks);
+    graph_id a = graph_attention(g, "attn", iq, ik, iv, (int)t->heads, t->causal);
+    graph_mark_output(g, a);
+    tpool *pool = NULL;
+    int rc = -1;
+    if (tpool_create(2, &pool) != KILN_OK || graph_exec_create_with(g, NULL, o, &e) != KILN_OK) {
+        CHECK(0, "attention graph: %s", kiln_last_error());
+        goto done;
+    }
+    graph_exec_bind(e, iq, q);
+    graph_exec_bind(e, ik, k);
+    graph_exec_bind(e, iv, v);
+    /* twice: the second run reuses (plan) or re-allocates (alloc) everything */
+    for (int run = 0; run < 2; run++)
+        if (graph_exec_run(e, pool) != KILN_OK) {
+            CHECK(0, "attention run: %s", kiln_last_error());
+            goto done;
+        }
+    memcpy(out, graph_exec_output(e, a), (size_t)(t->batch * t->q_len * ch) * sizeof *out);
+    rc = 0;
+done:
+    graph_exec_destroy(e);
+    graph_destroy(g);
+    tpool_destroy(pool);
+    return rc;
+}
+
+static void reference_attention(const attn_case *t, const float *q, const float *k, const float *v, float *out)
+{
+    int64_t ch = t->heads * t->head_dim;
+    attention_geom geom = {.batch = t->batch, .heads = t->heads, .q_len = t->q_len, .kv_len = t->kv_len,
+                           .head_dim = t->head_dim, .q_stride = ch, .k_stride = ch, .v_stride = ch, .o_stride = ch,
+                           .scale = 1.0f / sqrtf((float)t->head_dim), .causal = t->causal};
+    kernels_for(KILN_ISA_SCALAR)->attention_f32(&geom, q, k, v, out, 0, t->batch * t->heads * t->q_len, NULL);
+}
+
+/* Sums of up to a few hundred products in another order, softmax with
+ * exp within 2e-7: outputs (averages of values in [-1, 1]) agree to 2e-5. */
+#define ATTENTION_TOL 2e-5
+
+static void test_attention_paths_match_reference(void)
+{
+    static const attn_case cases[] = {
+        {2, 3, 37, 29, 40, 0},  /* odd lengths, head_dim not a multiple of 16 */
+        {1, 8, 64, 77, 40, 0},  /* UNet cross-attention-like */
+        {2, 2, 19, 19, 24, 1},  /* causal, as the text encoder */
+        {1, 1, 100, 100, 64, 0}, /* VAE-like: one head */
+        {1, 2, 1, 1, 8, 0},     /* one token */
+    };
+    static const int tiles[] = {0, 12, 24, 36, 48, 50, 96, 1000};
+    test_rng r = test_rng_seed(11);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const attn_case *t = &cases[c];
+        int64_t ch = t->heads * t->head_dim;
+        size_t nq = (size_t)(t->batch * t->q_len * ch), nk = (size_t)(t->batch * t->kv_len * ch);
+        float *q = random_floats(&r, nq, 2.0f), *k = random_floats(&r, nk, 2.0f), *v = random_floats(&r, nk, 1.0f);
+        float *want = calloc(nq, sizeof *want), *got = calloc(nq, sizeof *got), *tiled = calloc(nq, sizeof *tiled);
+        reference_attention(t, q, k, v, want);
+        for (int plain = 0; plain < 2; plain++)
+            for (int fast = 0; fast < 2; fast++)
+                for (int alloc = 0; alloc < 2; alloc++) {
+                    graph_exec_options o;
+                    graph_exec_options_defaults(&o);
+                    o.plain_attention = plain, o.fast_math = fast, o.alloc_as_you_go = alloc;
+                    if (run_attention_graph(t, q, k, v, &o, got) != 0)
+                        continue;
+                    double err = max_abs_diff(got, want, nq);
+                    CHECK(err <= ATTENTION_TOL,
+                          "case %zu (b%lld h%lld q%lld kv%lld d%lld%s) %s attention, fast math %s, %s: max abs "
+                          "error %.3g against the scalar reference, allowed %.1g",
+                          c, (long long)t->batch, (long long)t->heads, (long long)t->q_len, (long long)t->kv_len,
+                          (long long)t->head_dim, t->causal ? " causal" : "", plain ? "plain" : "tiled",
+                          fast ? "on" : "off", alloc ? "alloc" : "plan", err, ATTENTION_TOL);
+                }
+        /* every tile size gives the same bits: a query's sum runs over the
+         * same key blocks in the same order whatever its tile */
+        graph_exec_options o;
+        graph_exec_options_defaults(&o);
+        if (run_attention_graph(t, q, k, v, &o, tiled) == 0)
+            for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
+                o.attention_tile = tiles[i];
+                if (run_attention_graph(t, q, k, v, &o, got) == 0)
+                    CHECK(memcmp(got, tiled, nq * sizeof *got) == 0,
+                          "case %zu: tile %d differs from the default tile (max abs %.3g); expected the same bits", c,
+                          tiles[i], max_abs_diff(got, tiled, nq));
+            }
+        free(q), free(k), free(v), free(want), free(got), free(tiled);
+    }
+}
+
+/* ---- fast math on and off, kernel by kernel ---- */
+
+static void test_fast_math_kernels(void)
+{
+    test_rng r = test_rng_seed(5);
+    const int64_t n = 1000;
+    float *x = random_floats(&r, (size_t)n, 12.0f);
+    float *want = malloc((size_t)n * sizeof *want), *got = malloc((size_t)n * sizeof *got);
+    const kernel_table *ref = kernels_for(KILN_ISA_SCALAR);
+    CHECK(ref->fast_math == 0, "the scalar table must use libm (fast_math 0), says %d", ref->fast_math);
+    for (int isa = KILN_ISA_SCALAR; isa <= (int)cpu_get()->best_isa; isa++)
+        for (int fast = 0; fast < 2; fast++) {
+            const kernel_table *k = kernels_for_math((kiln_isa)isa, fast);
+            CHECK(k->fast_math == (fast && isa != KILN_ISA_SCALAR), "%s table, fast math asked %d: reports %d",
+                  kiln_isa_name((kiln_isa)isa), fast, k->fast_math);
+            /* libm lane by lane: the same expf and erff as the reference,
+             * with the vector code's own division and multiply-add: 1e-6;
+             * the polynomials: 2e-7 relative exp, 1.5e-7 absolute erf,
+             * carried through silu and gelu on |x| <= 12: 2e-6 */
+            double tol = fast ? 2e-6 : 1e-6;
+            ref->silu_f32(x, want, 0, n);
+            k->silu_f32(x, got, 0, n);
+            double e = max_abs_diff(got, want, (size_t)n);
+            CHECK(e <= tol, "%s silu, fast math %d: max abs error %.3g, allowed %.1g", kiln_isa_name((kiln_isa)isa), fast,
+                  e, tol);
+            ref->gelu_f32(x, want, 0, n);
+            k->gelu_f32(x, got, 0, n);
+            e = max_abs_diff(got, want, (size_t)n);
+            CHECK(e <= tol * 4, "%s gelu, fast math %d: max abs error %.3g, allowed %.1g", kiln_isa_name((kiln_isa)isa),
+                  fast, e, tol * 4);
+            /* softmax rows of 1 to 40 scores, causal and not */
+            for (int causal = 0; causal < 2; causal++) {
+                const int64_t rows = 25, cols = 40;
+                float *s = random_floats(&r, (size_t)(rows * cols), 8.0f);
+                float *s2 = malloc((size_t)(rows * cols) * sizeof *s2);
+                memcpy(s2, s, (size_t)(rows * cols) * sizeof *s);
+                ref->softmax_f32(s, cols, cols, 0.7f, causal, 0, rows);
+                k->softmax_f32(s2, cols, cols, 0.7f, causal, 0, rows);
+                e = max_abs_diff(s2, s, (size_t)(rows * cols));
+                CHECK(e <= 1e-6, "%s softmax (causal %d), fast math %d: max abs error %.3g, allowed 1e-6",
+                      kiln_isa_name((kiln_isa)isa), causal, fast, e);
+                if (causal)
+                    CHECK(s2[0 * cols + 1] == 0.0f && s2[3 * cols + 4] == 0.0f && s2[0] == 1.0f,
+                          "causal softmax: row 0 must be [1, 0, ...], got %g %g", (double)s2[0], (double)s2[1]);
+                free(s), free(s2);
+            }
+        }
+    free(x), free(want), free(got);
+}
+
+/* ---- group norm + SiLU, conv + residual: fused, unfused, planned,
+ * allocated ---- */
+
+static void test_fusion_and_memory_same_bits(void)
+{
+    test_rng r = test_rng_seed(3);
+    const int64_t c = 64, hw = 9 * 7;
+    float *x = random_floats(&r, (size_t)(2 * hw * c), 3.0f);
+    float *gamma = random_floats(&r, (size_t)c, 1.0f), *beta = random_floats(&r, (size_t)c, 1.0f);
+    float *conv_w = random_floats(&r, (size_t)(c * c * 9), 0.1f), *conv_b = random_floats(&r, (size_t)c, 0.1f);
+    float *first = malloc((size_t)(2 * hw * c) * sizeof *first);
+    tpool *pool = NULL;
+    if (tpool_create(2, &pool) != KILN_OK)
+        return;
+    for (int variant = 0; variant < 4; variant++) {
+        graph *g = NULL;
+        graph_exec *e = NULL;
+        graph_create(&g);
+        int64_t shape[4] = {2, 9, 7, c}, vec[1] = {c}, wshape[4] = {c, c, 3, 3};
+        tensor tg, tb, tw, tcb;
+        tensor_init(&tg, KILN_DTYPE_F32, TENSOR_LAYOUT_PLAIN, 1, vec, gamma);
+        tensor_init(&tb, KILN_DTYPE_F32, TENSOR_LAYOUT_PLAIN, 1, vec, beta);
+        tensor_init(&tw, KILN_DTYPE_F32, TENSOR_LAYOUT_PLAIN, 4, wshape, conv_w);
+        tensor_init(&tcb, KILN_DTYPE_F32, TENSOR_LAYOUT_PLAIN, 1, vec, conv_b);
+        /* a ResBlock's shape: x + conv(silu(norm(x))), and norm(x) + x */
+        graph_id in = graph_input(g, "x", TENSOR_LAYOUT_NHWC, 4, shape);
+        graph_id n1 = graph_group_norm(g, "norm", in, graph_weight(g, "gamma", &tg), graph_weight(g, "beta", &tb), 8,
+                                       1e-5f, 1);
+        graph_id conv = graph_conv2d(g, "conv", n1, graph_weight(g, "w", &tw), graph_weight(g, "b", &tcb), 1, 1, 1,
+                                     1, 1);
+        graph_id res = graph_add(g, "residual", in, conv);
+        graph_id out = graph_add(g, "add", n1, res);
+        graph_mark_output(g, out);
+        graph_exec_options o;
+        graph_exec_options_defaults(&o);
+        o.unfused = variant & 1;
+        o.alloc_as_you_go = (variant >> 1) & 1;
+        if (graph_exec_create_with(g, NULL, &o, &e) != KILN_OK) {
+            CHECK(0, "group norm graph: %s", kiln_last_error());
+            graph_destroy(g);
+            continue;
+        }
+        graph_exec_bind(e, in, x);
+        CHECK(graph_exec_run(e, pool) == KILN_OK && graph_exec_run(e, pool) == KILN_OK, "run: %s", kiln_last_error());
+        const float *y = graph_exec_output(e, out);
+        if (variant == 0) {
+            memcpy(first, y, (size_t)(2 * hw * c) * sizeof *first);
+            CHECK(graph_exec_peak_bytes(e) == graph_exec_arena_bytes(e) && graph_exec_arena_bytes(e) > 0,
+                  "planned: peak %zu must be the arena's %zu bytes", graph_exec_peak_bytes(e),
+                  graph_exec_arena_bytes(e));
+        } else {
+            /* unfused, the SiLU is a second pass over the same values and
+             * the residual a separate add of the same two numbers;
+             * allocation only moves where they live: same bits */
+            CHECK(memcmp(first, y, (size_t)(2 * hw * c) * sizeof *first) == 0,
+                  "%s, %s: output differs from fused + planned (max abs %.3g); expected the same bits",
+                  o.unfused ? "unfused" : "fused", o.alloc_as_you_go ? "alloc" : "plan",
+                  max_abs_diff(first, y, (size_t)(2 * hw * c)));
+        }
+        CHECK(graph_exec_fused_adds(e) == (o.unfused ? 0u : 1u), "%s: %zu residual adds fused, expected %d",
+              o.unfused ? "unfused" : "fused", graph_exec_fused_adds(e), o.unfused ? 0 : 1);
+        if (o.alloc_as_you_go)
+            CHECK(graph_exec_arena_bytes(e) == 0 && graph_exec_peak_bytes(e) >= (size_t)(2 * 2 * hw * c * 4),
+                  "alloc: no arena (got %zu) and a peak of at least two live activations (got %zu)",
+                  graph_exec_arena_bytes(e), graph_exec_peak_bytes(e));
+        graph_exec_destroy(e);
+        graph_destroy(g);
+    }
+    tpool_destroy(pool);
+    free(x), free(gamma), free(beta), free(first), free(conv_w), free(conv_b);
+}
+
+/* ---- kiln_generate with each switch ---- */
+
+static char *model_path;
+
+static const char *tiny_model(void)
+{
+    if (model_path)
+        return model_path;
+    random_model_spec spec;
+    random_model_preset("tiny", &spec);
+    char *tokenizer = test_shared_path("clip-tokenizer");
+    random_model_options o = {.dtype = KILN_DTYPE_F32, .seed = 7, .tokenizer_from = tokenizer};
+    char path[512];
+    snprintf(path, sizeof path, "%s/tiny.safetensors", test_tmp_dir());
+    kiln_status st = random_model_write(&spec, &o, path);
+    free(tokenizer);
+    CHECK(st == KILN_OK, "writing the tiny model: %s", kiln_last_error());
+    if (st == KILN_OK)
+        model_path = strdup(path);
+    return model_path;
+}
+
+typedef struct session {
+    kiln_engine *engine;
+    kiln_model *model;
+} session;
+
+static int open_session(session *s, const char *precision)
+{
+    memset(s, 0, sizeof *s);
+    const char *path = tiny_model();
+    if (!path)
+        return -1;
+    kiln_engine_options eo;
+    kiln_engine_options_defaults(&eo);
+    eo.threads = 2;
+    kiln_model_options mo;
+    kiln_model_options_defaults(&mo);
+    mo.precision = precision;
+    if (kiln_engine_create(&eo, &s->engine) != KILN_OK || kiln_model_load(s->engine, path, &mo, &s->model) != KILN_OK) {
+        CHECK(0, "opening the tiny model (%s): %s", precision, kiln_last_error());
+        kiln_engine_destroy(s->engine);
+        return -1;
+    }
+    return 0;
+}
+
+static void close_session(session *s)
+{
+    kiln_model_destroy(s->model);
+    kiln_engine_destroy(s->engine);
+}
+
+static kiln_result *generate(session *s, const kiln_optimizations *o)
+{
+    kiln_request r;
+    kiln_request_defaults(&r);
+    r.prompt = "a red circle on a blue background";
+    r.negative_prompt = "blurry";
+    r.steps = 3;
+    r.seed = 99;
+    r.sampler = "euler";
+    r.optimizations = o;
+    kiln_result *res = NULL;
+    kiln_status st = kiln_generate(s->model, &r, &res);
+    CHECK(st == KILN_OK, "generate: %s", kiln_last_error());
+    return st == KILN_OK ? res : NULL;
+}
+
+typedef struct pixel_diff {
+    int max;
+    double mean;
+} pixel_diff;
+
+static pixel_diff compare(const kiln_result *a, const kiln_result *b)
+{
+    pixel_diff d = {0, 0};
+    size_t n = (size_t)a->images[0].width * a->images[0].height * 3;
+    for (size_t i = 0; i < n; i++) {
+        int e = abs((int)a->images[0].rgb[i] - (int)b->images[0].rgb[i]);
+        d.max = e > d.max ? e : d.max;
+        d.mean += e;
+    }
+    d.mean /= (double)n;
+    return d;
+}
+
+/* The reference: every switch on its plainest path, f32 weights. */
+static void reference_config(kiln_optimizations *o)
+{
+    kiln_optimizations_defaults(o);
+    o->attention = KILN_ATTENTION_PLAIN;
+    o->fusion = 0;
+    o->memory = KILN_MEMORY_ALLOC;
+    o->fast_math = 0;
+    o->precision = KILN_PRECISION_F32;
+    o->threads = 0;
+}
+
+static void test_each_switch_against_f32_reference(void)
+{
+    session f32;
+    if (open_session(&f32, "f32") != 0)
+        return;
+    kiln_optimizations ref;
+    reference_config(&ref);
+    kiln_result *want = generate(&f32, &ref);
+    if (!want) {
+        close_session(&f32);
+        return;
+    }
+    kiln_optimizations best;
+    kiln_optimizations_defaults(&best);
+    best.precision = KILN_PRECISION_F32;
+
+    /* f32 switches: the same arithmetic up to summation order and exp's
+     * 2e-7: at most 2 levels of 255 apart anywhere, 0.05 on average */
+    struct {
+        const char *what;
+        const char *name, *value;
+    } flips[] = {
+        {"best configuration", NULL, NULL},
+        {"attention plain", "attention", "plain"},
+        {"attention tile 12", "attention_tile", "12"},
+        {"attention tile 96", "attention_tile", "96"},
+        {"fusion off", "fusion", "off"},
+        {"memory alloc", "memory", "alloc"},
+        {"fast math off", "fast_math", "off"},
+    };
+    for (size_t i = 0; i < sizeof flips / sizeof flips[0]; i++) {
+        kiln_optimizations o = best;
+        if (flips[i].name)
+            CHECK(kiln_optimizations_set(&o, flips[i].name, flips[i].value) == KILN_OK, "set %s: %s",
+                  flips[i].name, kiln_last_error());
+        kiln_result *got = generate(&f32, &o);
+        if (!got)
+            continue;
+        pixel_diff d = compare(got, want);
+        CHECK(d.max <= 2 && d.mean <= 0.05,
+              "%s against the f32 reference: max %d, mean %.3f levels apart; allowed 2 and 0.05", flips[i].what,
+              d.max, d.mean);
+        /* all run as asked, except what this kernel level lacks: a tile
+         * for an untiled kernel, fast math at the scalar level */
+        for (int k = 0; k < KILN_OPT_COUNT; k++)
+            CHECK(got->optimization_report[k].available ||
+                      (k == KILN_OPT_ATTENTION_TILE && kernels_get()->attention_tile_max == 0) ||
+                      (k == KILN_OPT_FAST_MATH && cpu_isa() == KILN_ISA_SCALAR),
+                  "%s: %s reported unavailable: %s", flips[i].what, kiln_opt_name((kiln_opt)k),
+                  got->optimization_report[k].note);
+        kiln_result_destroy(got);
+    }
+    /* alloc and plan, fusion on and off: the same bits end to end */
+    kiln_optimizations a = best, b = best;
+    a.memory = KILN_MEMORY_ALLOC;
+    b.fusion = 0;
+    kiln_result *base = generate(&f32, &best), *ra = generate(&f32, &a), *rb = generate(&f32, &b);
+    if (base && ra && rb) {
+        pixel_diff da = compare(ra, base), db = compare(rb, base);
+        CHECK(da.max == 0, "memory alloc vs plan: images differ by up to %d; expected the same bits", da.max);
+        CHECK(db.max == 0, "fusion off vs on: images differ by up to %d; expected the same bits", db.max);
+        CHECK(ra->timings.activation_bytes > 0 && base->timings.activation_bytes > 0,
+              "activation bytes reported: alloc %zu, plan %zu", ra->timings.activation_bytes,
+              base->timings.activation_bytes);
+    }
+    kiln_result_destroy(base), kiln_result_destroy(ra), kiln_result_destroy(rb);
+    kiln_result_destroy(want);
+
+    /* half precisions: the weights rounded to 11 (f16) or 8 (bf16)
+     * significant bits. Measured on the tiny random model: f16 at most 1
+     * level of 255 apart (0.05 on average), bf16 5 (0.6); allowed: about
+     * three times that */
+    static const struct {
+        const char *name;
+        kiln_precision p;
+        int max;
+        double mean;
+    } halves[] = {{"f16", KILN_PRECISION_F16, 4, 0.3}, {"bf16", KILN_PRECISION_BF16, 16, 2.0}};
+    session ref_again;
+    if (open_session(&ref_again, "f32") != 0) {
+        close_session(&f32);
+        return;
+    }
+    want = generate(&ref_again, &ref);
+    for (size_t i = 0; i < 2 && want; i++) {
+        session s;
+        if (open_session(&s, halves[i].name) != 0)
+            continue;
+        CHECK(kiln_model_precision(s.model) == halves[i].p, "%s model reports precision %s", halves[i].name,
+              kiln_precision_name(kiln_model_precision(s.model)));
+        kiln_optimizations o = best;
+        o.precision = halves[i].p;
+        kiln_result *got = generate(&s, &o);
+        if (got) {
+            pixel_diff d = compare(got, want);
+            CHECK(d.max <= halves[i].max && d.mean <= halves[i].mean,
+                  "%s against the f32 reference: max %d, mean %.3f levels apart; allowed %d and %.1f",
+                  halves[i].name, d.max, d.mean, halves[i].max, halves[i].mean);
+            printf("  %s vs f32 reference: max %d, mean %.3f levels\n", halves[i].name, d.max, d.mean);
+            const kiln_opt_report *pr = &got->optimization_report[KILN_OPT_PRECISION];
+            CHECK(pr->available && strcmp(pr->active, halves[i].name) == 0, "%s: precision report active '%s'",
+                  halves[i].name, pr->active);
+            if (halves[i].p == KILN_PRECISION_BF16)
+                CHECK(strstr(pr->note, "bf16 emulated via conversion") != NULL &&
+                          strstr(pr->note, cpu_get()->has_avx512_bf16 ? "has the instructions" : "no AVX512_BF16"),
+                      "bf16 note must say it is emulated and why: '%s'", pr->note);
+            kiln_result_destroy(got);
+        }
+        close_session(&s);
+    }
+    kiln_result_destroy(want);
+    close_session(&ref_again);
+    close_session(&f32);
+}
+
+/* ---- the report ---- */
+
+static void test_report_names_what_cannot_run(void)
+{
+    session s;
+    if (open_session(&s, NULL) != 0)
+        return;
+    kiln_optimizations o;
+    kiln_optimizations_defaults(&o);
+    o.layout = KILN_LAYOUT_NCHW;
+    o.vae_tiling = 1;
+    o.vae_tile = 256;
+    o.precision = KILN_PRECISION_BF16; /* the model is f32 */
+    o.threads = 7;                     /* the engine runs 2 */
+    o.attention_tile = 50;
+    kiln_result *res = generate(&s, &o);
+    if (res) {
+        const kiln_opt_report *rep = res->optimization_report;
+        struct {
+            kiln_opt opt;
+            const char *active, *why;
+        } unavailable[] = {
+            {KILN_OPT_LAYOUT, "nhwc", "NHWC"},
+            {KILN_OPT_VAE_TILING, "off", "not available in this build"},
+            {KILN_OPT_VAE_TILE, "0", "not available in this build"},
+            {KILN_OPT_PRECISION, "f32", "loaded as f32"},
+            {KILN_OPT_THREADS, "2", "this engine runs 2"},
+        };
+        for (size_t i = 0; i < sizeof unavailable / sizeof unavailable[0]; i++) {
+            const kiln_opt_report *r = &rep[unavailable[i].opt];
+            CHECK(!r->available && strcmp(r->active, unavailable[i].active) == 0 && strstr(r->note, unavailable[i].why),
+                  "%s: expected unavailable, active '%s', a reason with '%s'; got available %d, active '%s', note '%s'",
+                  kiln_opt_name(unavailable[i].opt), unavailable[i].active, unavailable[i].why, r->available,
+                  r->active, r->note);
+        }
+        const kiln_opt_report *tile = &rep[KILN_OPT_ATTENTION_TILE];
+        if (kernels_get()->attention_tile_max > 0)
+            CHECK(!tile->available && strcmp(tile->asked, "50") == 0 && strcmp(tile->active, "48") == 0,
+                  "tile 50 must run as 48 and say so: available %d, asked '%s', active '%s'", tile->available,
+                  tile->asked, tile->active);
+        CHECK(rep[KILN_OPT_ATTENTION].available && rep[KILN_OPT_MEMORY].available && rep[KILN_OPT_FUSION].available,
+              "attention, memory and fusion run as asked");
+        CHECK(res->optimizations.layout == KILN_LAYOUT_NHWC && res->optimizations.threads == 2 &&
+                  res->optimizations.precision == KILN_PRECISION_F32 && !res->optimizations.vae_tiling,
+              "the active configuration must be what ran");
+        kiln_result_destroy(res);
+    }
+    /* no optimizations given: the defaults in the model's precision, all available */
+    kiln_optimizations active;
+    kiln_opt_report rep[KILN_OPT_COUNT];
+    CHECK(kiln_model_optimizations(s.model, NULL, &active, rep) == KILN_OK, "%s", kiln_last_error());
+    for (int k = 0; k < KILN_OPT_COUNT; k++)
+        CHECK(rep[k].available || (k == KILN_OPT_FAST_MATH && cpu_isa() == KILN_ISA_SCALAR),
+              "defaults: %s unavailable: %s", kiln_opt_name((kiln_opt)k), rep[k].note);
+    /* a value out of range is refused, naming the switch */
+    kiln_optimizations bad;
+    kiln_optimizations_defaults(&bad);
+    bad.memory = (kiln_memory)9;
+    CHECK(kiln_model_optimizations(s.model, &bad, &active, rep) == KILN_ERR_INVALID &&
+              strstr(kiln_last_error(), "memory"),
+          "an out-of-range memory mode must be refused naming it: %s", kiln_last_error());
+    close_session(&s);
+}
+
+static void test_set_and_get(void)
+{
+    kiln_optimizations o;
+    kiln_optimizations_defaults(&o);
+    CHECK(kiln_optimizations_set(&o, "fast-math", "off") == KILN_OK && o.fast_math == 0, "fast-math off");
+    CHECK(kiln_optimizations_set(&o, "attention", "plain") == KILN_OK && o.attention == KILN_ATTENTION_PLAIN,
+          "attention plain");
+    CHECK(kiln_optimizations_set(&o, "precision", "bf16") == KILN_OK && o.precision == KILN_PRECISION_BF16,
+          "precision bf16");
+    CHECK(kiln_optimizations_set(&o, "vae_tile", "512") == KILN_OK && o.vae_tile == 512, "vae_tile 512");
+    kiln_optimizations before = o;
+    CHECK(kiln_optimizations_set(&o, "attention", "flash") == KILN_ERR_INVALID &&
+              strstr(kiln_last_error(), "attention") && strstr(kiln_last_error(), "tiled, plain"),
+          "a bad value names the switch and the allowed values: %s", kiln_last_error());
+    CHECK(kiln_optimizations_set(&o, "attention_tile", "-3") == KILN_ERR_INVALID, "negative tile refused");
+    CHECK(kiln_optimizations_set(&o, "warp_speed", "on") == KILN_ERR_INVALID && strstr(kiln_last_error(), "unknown"),
+          "an unknown switch is refused: %s", kiln_last_error());
+    CHECK(memcmp(&before, &o, sizeof o) == 0, "a refused set leaves the struct untouched");
+    char buf[32];
+    for (int k = 0; k < KILN_OPT_COUNT; k++) {
+        kiln_optimizations_get(&o, (kiln_opt)k, buf, sizeof buf);
+        kiln_optimizations copy;
+        kiln_optimizations_defaults(&copy);
+        CHECK(kiln_optimizations_set(&copy, kiln_opt_name((kiln_opt)k), buf) == KILN_OK,
+              "%s: its own text '%s' must parse back: %s", kiln_opt_name((kiln_opt)k), buf, kiln_last_error());
+    }
+}
+
+TEST_MAIN(TEST(test_set_and_get), TEST(test_attention_paths_match_reference), TEST(test_fast_math_kernels),
+          TEST(test_fusion_and_memory_same_bits), TEST(test_each_switch_against_f32_reference),
+          TEST(test_report_names_what_cannot_run))
