@@ -79,6 +79,30 @@ static kiln_status find_tokenizer(sd_model *m, const char *tokenizer_dir)
     return tok_create_from_dir(dir, &m->tokenizer);
 }
 
+/* The file name without ".safetensors", or the folder's name when the file
+ * says nothing ("model.safetensors" in a folder named after the model, as
+ * kiln's shipped one is). */
+static void display_name(const char *path, char *out, size_t size)
+{
+    const char *base = strrchr(path, '/');
+    base = base && base[1] ? base + 1 : path;
+    size_t len = strlen(base);
+    const char *ext = ".safetensors";
+    if (len > strlen(ext) && strcmp(base + len - strlen(ext), ext) == 0)
+        len -= strlen(ext);
+    if (len == 5 && strncmp(base, "model", 5) == 0 && base > path + 1) {
+        const char *end = base - 1; /* the '/' before the file */
+        const char *dir = end;
+        while (dir > path && dir[-1] != '/')
+            dir--;
+        if (end > dir) {
+            snprintf(out, size, "%.*s", (int)(end - dir), dir);
+            return;
+        }
+    }
+    snprintf(out, size, "%.*s", (int)len, base);
+}
+
 static void read_settings(sd_model *m)
 {
     model_build b = {.ws = m->ws};
@@ -98,12 +122,7 @@ static void read_settings(sd_model *m)
     v = wstore_metadata(m->ws, "kiln.scheduler.rescale_betas_zero_snr");
     m->zero_terminal_snr = v && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
 
-    const char *base = strrchr(m->path, '/');
-    base = base && base[1] ? base + 1 : m->path;
-    snprintf(m->name, sizeof m->name, "%s", base);
-    char *dot = strrchr(m->name, '.');
-    if (dot && strcmp(dot, ".safetensors") == 0)
-        *dot = '\0';
+    display_name(m->path, m->name, sizeof m->name);
 }
 
 kiln_status sd_model_load(const char *path, const char *tokenizer_dir, sd_model **out)
