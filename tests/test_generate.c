@@ -14,26 +14,7 @@
 #include "pipeline/image_io.h"
 #include "random_model.h"
 #include "test_support.h"
-
-static char *model_path;
-
-static const char *tiny_model(void)
-{
-    if (model_path)
-        return model_path;
-    random_model_spec spec;
-    random_model_preset("tiny", &spec);
-    char *tokenizer = test_shared_path("clip-tokenizer");
-    random_model_options o = {.dtype = KILN_DTYPE_F32, .seed = 7, .tokenizer_from = tokenizer};
-    char path[512];
-    snprintf(path, sizeof path, "%s/tiny.safetensors", test_tmp_dir());
-    kiln_status st = random_model_write(&spec, &o, path);
-    free(tokenizer);
-    CHECK(st == KILN_OK, "writing the tiny model: %s", kiln_last_error());
-    if (st == KILN_OK)
-        model_path = strdup(path);
-    return model_path;
-}
+#include "tiny_model.h"
 
 typedef struct session {
     kiln_engine *engine;
@@ -512,8 +493,7 @@ static void test_bf16_and_missing_tensors(void)
 
 static void test_cleanup(void)
 {
-    free(model_path);
-    model_path = NULL;
+    tiny_model_free();
 }
 
 TEST_MAIN(TEST(test_txt2img_is_reproducible), TEST(test_sizes_not_multiples_of_64), TEST(test_every_sampler_runs), TEST(test_img2img),

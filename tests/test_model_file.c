@@ -17,34 +17,29 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "random_model.h"
+#include "kiln.h"
 #include "test_support.h"
+#include "tiny_model.h"
 
-static char *model_path;
+static const char *model_path;
 static uint8_t *model_bytes;
 static size_t model_size;
 
-static const char *tiny_model(void)
+/* The tiny model's path, its bytes read into model_bytes once (the copies
+ * below are made from them). */
+static const char *tiny_model_read(void)
 {
     if (model_path)
         return model_path;
-    random_model_spec spec;
-    random_model_preset("tiny", &spec);
-    char *tokenizer = test_shared_path("clip-tokenizer");
-    random_model_options o = {.dtype = KILN_DTYPE_F32, .seed = 7, .tokenizer_from = tokenizer};
-    char path[512];
-    snprintf(path, sizeof path, "%s/tiny.safetensors", test_tmp_dir());
-    kiln_status st = random_model_write(&spec, &o, path);
-    free(tokenizer);
-    CHECK(st == KILN_OK, "writing the tiny model: %s", kiln_last_error());
-    if (st != KILN_OK)
+    const char *path = tiny_model();
+    if (!path)
         return NULL;
     FILE *f = fopen(path, "rb");
     struct stat info;
     if (f && fstat(fileno(f), &info) == 0 && (model_bytes = malloc((size_t)info.st_size)) &&
         fread(model_bytes, 1, (size_t)info.st_size, f) == (size_t)info.st_size) {
         model_size = (size_t)info.st_size;
-        model_path = strdup(path);
+        model_path = path;
     }
     if (f)
         fclose(f);
@@ -113,7 +108,7 @@ static void close_session(session *s)
 static uint8_t *reference_pixels(void)
 {
     static uint8_t *pixels;
-    if (pixels || !tiny_model())
+    if (pixels || !tiny_model_read())
         return pixels;
     session s;
     kiln_result *res = NULL;
@@ -130,7 +125,7 @@ static uint8_t *reference_pixels(void)
 
 static void test_truncated_before_load(void)
 {
-    if (!tiny_model())
+    if (!tiny_model_read())
         return;
     /* inside the header, at its end, inside the data, one byte short */
     uint64_t header = 0;

@@ -22,8 +22,9 @@
 #include "core/cpu.h"
 #include "graph/executor.h"
 #include "kernels/kernels.h"
-#include "random_model.h"
+#include "kiln.h"
 #include "test_support.h"
+#include "tiny_model.h"
 
 static float *random_floats(test_rng *r, size_t n, float scale)
 {
@@ -276,26 +277,6 @@ static void test_fusion_and_memory_same_bits(void)
 }
 
 /* ---- kiln_generate with each switch ---- */
-
-static char *model_path;
-
-static const char *tiny_model(void)
-{
-    if (model_path)
-        return model_path;
-    random_model_spec spec;
-    random_model_preset("tiny", &spec);
-    char *tokenizer = test_shared_path("clip-tokenizer");
-    random_model_options o = {.dtype = KILN_DTYPE_F32, .seed = 7, .tokenizer_from = tokenizer};
-    char path[512];
-    snprintf(path, sizeof path, "%s/tiny.safetensors", test_tmp_dir());
-    kiln_status st = random_model_write(&spec, &o, path);
-    free(tokenizer);
-    CHECK(st == KILN_OK, "writing the tiny model: %s", kiln_last_error());
-    if (st == KILN_OK)
-        model_path = strdup(path);
-    return model_path;
-}
 
 typedef struct session {
     kiln_engine *engine;
