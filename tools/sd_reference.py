@@ -359,7 +359,7 @@ def attention_core(q, k, v, heads, mask=None):
 def timestep_embedding(t, dim, max_period=10000, dtype=torch.float64):
     """cos first, then sin; freqs exp(-ln(max_period) * i / half), i < half; (dim odd: zero pad)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype) / half)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=t.device) / half)
     args = t.to(dtype)[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
@@ -759,8 +759,8 @@ def spec_clip(s, p, cfg):
     s.norm(p + "final_layer_norm", width)
 
 
-def causal_mask(n, dtype):
-    return torch.triu(torch.full((n, n), float("-inf"), dtype=dtype), diagonal=1)
+def causal_mask(n, dtype, device=None):
+    return torch.triu(torch.full((n, n), float("-inf"), dtype=dtype, device=device), diagonal=1)
 
 
 def clip_layer(w, x, cfg, tr):
@@ -770,7 +770,7 @@ def clip_layer(w, x, cfg, tr):
     q = linear(h, w / "self_attn.q_proj")
     k = linear(h, w / "self_attn.k_proj")
     v = linear(h, w / "self_attn.v_proj")
-    a = attention_core(q, k, v, heads, causal_mask(x.shape[1], x.dtype) if cfg["causal"] else None)
+    a = attention_core(q, k, v, heads, causal_mask(x.shape[1], x.dtype, x.device) if cfg["causal"] else None)
     x = x + tr("self_attn", linear(a, w / "self_attn.out_proj"))
     h = layer_norm(x, w / "layer_norm2", eps)
     h = linear(h, w / "mlp.fc1")
@@ -788,7 +788,7 @@ def clip_forward(w, ids, cfg, tr):
         x = tr(name, clip_layer(w / ("encoder." + name), x, cfg, Trace(False)))
     x = layer_norm(x, w / "final_layer_norm", cfg["layer_norm_eps"])
     eos = (ids == cfg["eos_token_id"]).int().argmax(dim=-1)
-    return x, x[torch.arange(x.shape[0]), eos]
+    return x, x[torch.arange(x.shape[0], device=x.device), eos]
 
 
 # ---------------------------------------------------------------------------------------------------------

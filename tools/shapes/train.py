@@ -11,6 +11,8 @@ then the parity golden of the written model:
 The script re-runs itself with OpenBLAS (libopenblas0-openmp, LD_LIBRARY_PATH) and OMP_WAIT_POLICY=PASSIVE
 (see model.fast_blas_reexec), uses 2 threads (--threads) and is seeded (--seed): the same machine and
 library versions give the same model. --quick runs every stage a few steps (a pipeline check, minutes).
+--device cuda trains the UNet stage on a GPU (a different draw of noise, so a different model; the shipped
+one was made on the CPU); sweep.py uses it to compare recipes (docs/shapes-training.md).
 Intermediate results go to --work (default /tmp/kiln-shapes-train): a stage whose file is there is not
 run again (delete the folder to start over); the time it took when it ran is kept beside it and counted in
 the total. --card MODEL rewrites MODEL_CARD.md beside MODEL from its metadata.
@@ -232,19 +234,24 @@ def caption_labels(text):
     return out
 
 
-def train_unet(lat_mean, lat_std, attrs, scale, tok, clip_cfg, steps, seed, snapshot=None):
+def train_unet(lat_mean, lat_std, attrs, scale, tok, clip_cfg, steps, seed, snapshot=None, device="cpu",
+               on_ema=None, ema_at=()):
+    """(unet, clip) EMA weights, on the CPU. On another device (--device) the steps draw their timesteps and
+    captions as on the CPU but their noise from that device's generator: a different (not a worse) model.
+    on_ema(step, unet, clip) is called with the EMA weights after each step counted in ema_at."""
     torch.manual_seed(seed)
     rng = np.random.RandomState(seed)
-    unet = M.init_params("unet", M.UNET_CFG, seed + 1)
-    clip = M.init_params("clip", clip_cfg, seed + 2)
+    on_device = lambda d: {k: v.detach().to(device).requires_grad_(True) for k, v in d.items()}  # noqa: E731
+    unet = on_device(M.init_params("unet", M.UNET_CFG, seed + 1))
+    clip = on_device(M.init_params("clip", clip_cfg, seed + 2))
     # A text encoder learnt from the diffusion loss alone keeps only what pays off at once: the colours,
     # which cover most of the picture. Shape and position words stayed all but identical in its output
     # (0.9 and 5.6 against 60 for a colour, in norm), so the UNet had nothing to go by. Linear heads (used
     # in training only, not shipped) that must name every attribute from the end token make it keep them.
     g = torch.Generator().manual_seed(seed + 3)
     width = clip_cfg["hidden_size"]
-    heads = {name: ((torch.randn(len(values), width, generator=g) * width ** -0.5).requires_grad_(),
-                    torch.zeros(len(values), requires_grad=True)) for name, values in LABELLED}
+    heads = {name: ((torch.randn(len(values), width, generator=g) * width ** -0.5).to(device).requires_grad_(),
+                    torch.zeros(len(values), device=device, requires_grad=True)) for name, values in LABELLED}
     params = list(unet.values()) + list(clip.values()) + [p for wb in heads.values() for p in wb]
     named = list(unet.items()) + list(clip.items())
     decay = [p for k, p in named if p.dim() >= 2 and "embedding" not in k] + [w for w, _ in heads.values()]
@@ -258,30 +265,33 @@ def train_unet(lat_mean, lat_std, attrs, scale, tok, clip_cfg, steps, seed, snap
     keys = list(live)
     ema_list = [ema[k] for k in keys]
     live_list = [live[k].detach() for k in keys]
-    acp = torch.tensor(SR.Schedule(ZERO_TERMINAL_SNR).alphas_cumprod, dtype=torch.float32)
+    acp = torch.tensor(SR.Schedule(ZERO_TERMINAL_SNR).alphas_cumprod, dtype=torch.float32, device=device)
     n = lat_mean.shape[0]
-    cover = shape_cover(attrs, lat_mean.shape[-1])
+    cover = shape_cover(attrs, lat_mean.shape[-1]).to(device)
+    lat_mean, lat_std = lat_mean.to(device), lat_std.to(device)
+    rows = torch.arange(UNET_BATCH, device=device)
     t0 = time.time()
     avg = None
     for step in range(steps):
         for gr in opt.param_groups:
             gr["lr"] = cosine_lr(step, steps, UNET_LR, UNET_WARMUP)
-        idx = torch.from_numpy(rng.randint(n, size=UNET_BATCH))
+        idx = torch.from_numpy(rng.randint(n, size=UNET_BATCH)).to(device)
         z = (lat_mean[idx] + lat_std[idx] * torch.randn_like(lat_mean[idx])) * scale
         captions = [D.random_caption(rng, attrs[i], P_UNCOND) for i in idx.tolist()]
-        ids = tok.encode_batch(captions)
+        ids = tok.encode_batch(captions).to(device)
         ctx = M.text_encode(clip, ids, clip_cfg)
-        end = ctx[torch.arange(UNET_BATCH), (ids == tok.eos).int().argmax(dim=1)]
+        end = ctx[rows, (ids == tok.eos).int().argmax(dim=1)]
         labels = [caption_labels(cap) for cap in captions]
         text_loss = sum(torch.nn.functional.cross_entropy(
-            end @ heads[name][0].t() + heads[name][1], torch.tensor([lb[name] for lb in labels]), ignore_index=-100)
+            end @ heads[name][0].t() + heads[name][1], torch.tensor([lb[name] for lb in labels], device=device), ignore_index=-100)
             if any(lb[name] >= 0 for lb in labels) else end.sum() * 0 for name, _ in LABELLED)
         t = torch.randint(0, 1000, (UNET_BATCH,))
         high = torch.rand(UNET_BATCH) < HIGH_T_SHARE
         t[high] = torch.randint(HIGH_T_FROM, 1000, (int(high.sum()),))
+        t = t.to(device)
         noise = torch.randn_like(z)
         if OFFSET_NOISE:
-            noise += OFFSET_NOISE * torch.randn(UNET_BATCH, z.shape[1], 1, 1)
+            noise += OFFSET_NOISE * torch.randn(UNET_BATCH, z.shape[1], 1, 1, device=device)
         a = acp[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * z + (1 - a).sqrt() * noise
         target = a.sqrt() * noise - (1 - a).sqrt() * z if PREDICTION == "v_prediction" else noise
@@ -299,15 +309,17 @@ def train_unet(lat_mean, lat_std, attrs, scale, tok, clip_cfg, steps, seed, snap
             torch._foreach_add_(ema_list, live_list, alpha=1 - d)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         if snapshot and (step + 1) % 250 == 0:
-            torch.save(({k: v for (w, k), v in ema.items() if w == "u"}, {k: v for (w, k), v in ema.items() if w == "c"},
-                        step + 1), snapshot + ".tmp")
+            torch.save(({k: v.cpu() for (w, k), v in ema.items() if w == "u"},
+                        {k: v.cpu() for (w, k), v in ema.items() if w == "c"}, step + 1), snapshot + ".tmp")
             os.replace(snapshot + ".tmp", snapshot)
+        if on_ema and step + 1 in ema_at:
+            on_ema(step + 1, {k: v for (w, k), v in ema.items() if w == "u"}, {k: v for (w, k), v in ema.items() if w == "c"})
         if step % 50 == 0 or step == steps - 1:
             el = time.time() - t0
             log("unet %4d/%d  loss %.4f (avg %.4f)  text %.3f  lr %.2e  %.1f samples/s  eta %.1f min" % (
                 step, steps, loss.item(), avg, text_loss.item(), opt.param_groups[0]["lr"], (step + 1) * UNET_BATCH / el,
                 el / (step + 1) * (steps - step - 1) / 60))
-    return ({k: v for (w, k), v in ema.items() if w == "u"}, {k: v for (w, k), v in ema.items() if w == "c"})
+    return ({k: v.cpu() for (w, k), v in ema.items() if w == "u"}, {k: v.cpu() for (w, k), v in ema.items() if w == "c"})
 
 
 def cached_stage(work, name, run):
@@ -449,6 +461,8 @@ def main(argv):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="a few steps of every stage (pipeline check)")
     ap.add_argument("--unet-steps", type=int)
+    ap.add_argument("--device", default="cpu", help="where the UNet stage runs (e.g. cuda); the shipped model was "
+                    "made on the CPU")
     ap.add_argument("--card", metavar="MODEL", help="only rewrite MODEL_CARD.md beside MODEL from its metadata")
     a = ap.parse_args(argv)
     if a.card:
@@ -486,7 +500,7 @@ def main(argv):
     # 4. unet + text encoder
     (unet, clip), times["unet"] = cached_stage(
         a.work, "unet", lambda: train_unet(lat_mean, lat_std, attrs, scale, tok, clip_cfg, UNET_STEPS, a.seed + 4,
-                                           snapshot=os.path.join(a.work, "unet_snapshot.pt")))
+                                           snapshot=os.path.join(a.work, "unet_snapshot.pt"), device=a.device))
 
     # 5. eval (on the weights as shipped: F16-rounded)
     t = time.time()
@@ -503,7 +517,7 @@ def main(argv):
     # 6. export: the total is the sum of the stages, cached ones at the time they took when they ran
     times["total"] = sum(times.values())
     n_params = {"unet": M.count(unet), "vae": M.count(vae), "clip": M.count(clip)}
-    info = dict(seed=a.seed, threads=a.threads, quick=a.quick, machine=machine_name(), torch=torch.__version__,
+    info = dict(seed=a.seed, threads=a.threads, device=a.device, quick=a.quick, machine=machine_name(), torch=torch.__version__,
                 times_s={k: round(v, 1) for k, v in times.items()}, parameters=n_params, vocab_size=len(tok.vocab),
                 clip_cfg=clip_cfg, unet_cfg=M.UNET_CFG, vae_cfg=M.VAE_CFG,
                 scale=scale, vae_reconstruction=vrep,
