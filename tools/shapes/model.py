@@ -26,6 +26,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
+import fast_blas  # noqa: E402
 import sd_reference as ref  # noqa: E402
 
 CONTEXT_LEN = 77
@@ -292,28 +293,6 @@ def clip_cfg_for(tok, cfg=CLIP_CFG):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Running fast on Debian's PyTorch
+# Running fast on Debian's PyTorch: tools/fast_blas.py
 
-OPENBLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
-
-
-def fast_blas_reexec():
-    """Debian's python3-torch may use the reference BLAS (20-30x slower linear layers): re-run this process
-    once with OpenBLAS (libopenblas0-openmp) on LD_LIBRARY_PATH, OpenBLAS told the CPU's real kernel level
-    (the environment may cap it at Haswell), and passive OpenMP waiting (spinning threads lose badly on a
-    machine whose cores other jobs share). Does nothing when already done or OpenBLAS is not installed."""
-    if os.environ.get("KILN_SHAPES_REEXEC") or not os.path.isdir(OPENBLAS_DIR):
-        return
-    env = dict(os.environ, KILN_SHAPES_REEXEC="1")
-    env["LD_LIBRARY_PATH"] = OPENBLAS_DIR + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        flags = ""
-    if " avx512_bf16" in flags:
-        env["OPENBLAS_CORETYPE"] = "Cooperlake"
-    elif " avx512f" in flags:
-        env["OPENBLAS_CORETYPE"] = "SkylakeX"
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+fast_blas_reexec = fast_blas.reexec

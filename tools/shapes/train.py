@@ -9,7 +9,7 @@ then the parity golden of the written model:
     /usr/bin/python3 tools/shapes/sample.py golden
 
 The script re-runs itself with OpenBLAS (libopenblas0-openmp, LD_LIBRARY_PATH) and OMP_WAIT_POLICY=PASSIVE
-(see model.fast_blas_reexec), uses 2 threads (--threads) and is seeded (--seed): the same machine and
+(see tools/fast_blas.py), uses 2 threads (--threads) and is seeded (--seed): the same machine and
 library versions give the same model. --quick runs every stage a few steps (a pipeline check, minutes).
 --device cuda trains the UNet stage on a GPU (a different draw of noise, so a different model; the shipped
 one was made on the CPU); sweep.py uses it to compare recipes (docs/shapes-training.md).
