@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "perf/recorder.h"
 #include "serve.h"
 
 /* seconds per UNet step: wide enough for a 64 px test model and SD 1.5 at 1024 px */
@@ -274,29 +275,13 @@ json_t *perf_log_history(perf_log *log, int limit)
 
 /* ---- summaries ---- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* nearest rank: the smallest value with at least p of the values at or below it */
-static double percentile(const double *sorted, int n, double p)
-{
-    int rank = (int)ceil(p * n);
-    return sorted[rank < 1 ? 0 : rank - 1];
-}
-
+/* the recorder's statistics (nearest-rank percentiles), as kiln bench
+ * --history summarises the CLI's runs */
 static json_t *stats(double *v, int n)
 {
-    if (n == 0)
-        return json_pack("{s:i, s:n, s:n, s:n, s:n, s:n}", "count", 0, "mean", "min", "max", "p50", "p95");
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    double sum = 0;
-    for (int i = 0; i < n; i++)
-        sum += v[i];
-    return json_pack("{s:i, s:f, s:f, s:f, s:f, s:f}", "count", n, "mean", sum / n, "min", v[0], "max", v[n - 1],
-                     "p50", percentile(v, n, 0.50), "p95", percentile(v, n, 0.95));
+    perf_stats s;
+    perf_stats_compute(v, n, &s);
+    return perf_stats_json(&s);
 }
 
 json_t *perf_log_summary(perf_log *log)
