@@ -231,6 +231,14 @@ def test_jobs_api(s):
     check(perf["images"] == 2 and perf["timings"]["total_s"] > 0 and perf["timings"]["denoise_s"] > 0 and
           perf["peak_rss_bytes"] > 0 and perf["s_per_step"] > 0 and perf["images_per_s"] > 0,
           "perf numbers: %s" % perf)
+    # the metrics of the generation, as kiln generate --json has them
+    m = job.get("metrics", {})
+    steps_s = m.get("stages", {}).get("steps_s", [])
+    check(len(steps_s) == 4 * m.get("batching", {}).get("micro_batches", 0) and all(x > 0 for x in steps_s),
+          "step times: %s for 4 steps in %s" % (steps_s, m.get("batching")))
+    ops = m.get("op_profile", {}).get("ops", [])
+    check(ops and abs(sum(o["share"] for o in ops) - 1) < 1e-9 and m.get("images_generated") == 2,
+          "op profile: %s" % ops)
     status, h, data = s.request("GET", job["images"][1]["url"])
     check(status == 200 and h["content-type"] == "image/png" and png_size(data) == (64, 64),
           "image url: %s %s" % (status, h.get("content-type")))

@@ -107,7 +107,7 @@ static json_t *slice_json(const perf_trace *t, const slice *s)
                      (double)(long long)(s->dur_s * 1e9 + 0.5) / 1e3, "pid", 1, "tid", 1, "args", args);
 }
 
-int perf_trace_write(const perf_trace *t, const char *path, char *msg, size_t msg_size)
+static int write_sorted(const perf_trace *t, const slice **order, const char *path, char *msg, size_t msg_size)
 {
     char tmp[4096];
     const char *slash = strrchr(path, '/');
@@ -131,8 +131,9 @@ int perf_trace_write(const perf_trace *t, const char *path, char *msg, size_t ms
     }
     int ok = fputs("{\"traceEvents\":[\n", f) >= 0;
     for (size_t i = 0; ok && i < t->count; i++) {
-        json_t *e = slice_json(t, &t->slices[i]);
-        ok = e && json_dumpf(e, f, JSON_COMPACT | JSON_REAL_PRECISION(15)) == 0 && fputs(i + 1 < t->count ? ",\n" : "\n", f) >= 0;
+        json_t *e = slice_json(t, order[i]);
+        ok = e && json_dumpf(e, f, JSON_COMPACT | JSON_REAL_PRECISION(15)) == 0 &&
+             fputs(i + 1 < t->count ? ",\n" : "\n", f) >= 0;
         json_decref(e);
     }
     ok = ok && fputs("],\"displayTimeUnit\":\"ms\"}\n", f) >= 0;
@@ -151,4 +152,29 @@ int perf_trace_write(const perf_trace *t, const char *path, char *msg, size_t ms
         return -1;
     }
     return 0;
+}
+
+/* by start, and the longer first at equal starts: parents before the
+ * slices they enclose, as viewers that nest by file order want them */
+static int by_start(const void *a, const void *b)
+{
+    const slice *x = *(const slice *const *)a, *y = *(const slice *const *)b;
+    if (x->start_s != y->start_s)
+        return x->start_s < y->start_s ? -1 : 1;
+    return x->dur_s > y->dur_s ? -1 : x->dur_s < y->dur_s;
+}
+
+int perf_trace_write(const perf_trace *t, const char *path, char *msg, size_t msg_size)
+{
+    const slice **order = malloc((t->count ? t->count : 1) * sizeof *order);
+    if (!order) {
+        snprintf(msg, msg_size, "cannot write %s: out of memory", path);
+        return -1;
+    }
+    for (size_t i = 0; i < t->count; i++)
+        order[i] = &t->slices[i];
+    qsort(order, t->count, sizeof *order, by_start);
+    int rc = write_sorted(t, order, path, msg, msg_size);
+    free(order);
+    return rc;
 }
