@@ -373,9 +373,10 @@ static int run_samples(const kiln_result *res, const perf_sample *whole, perf_sa
 }
 
 /* Appends this run to the history; a failure is a warning naming the
- * file, never the run's failure. */
-static void record_history(const generate_args *a, const kiln_model_info *info, const kiln_result *res,
-                           const perf_sample *whole, int threads, kiln_status st, char **path_out)
+ * file, never the run's failure. Only finished runs are kept: an
+ * interrupted one's times measure where it stopped, not the operation. */
+static void record_history(const kiln_model_info *info, const kiln_result *res, const perf_sample *whole, int threads,
+                           char **path_out)
 {
     char *path = perf_history_default_path();
     *path_out = path;
@@ -390,13 +391,12 @@ static void record_history(const generate_args *a, const kiln_model_info *info, 
     kiln_cpu_info cpu;
     kiln_cpu_query(&cpu);
     json_object_update_new(rec, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:s}", "status",
-                                          st == KILN_OK ? "ok" : "cancelled", "model", info->name, "sampler",
+                                          "ok", "model", info->name, "sampler",
                                           res->sampler, "width", res->width, "height", res->height, "steps",
                                           res->steps, "images", res->count, "batch_size", res->plan.batch,
                                           "micro_batches", res->plan.micro_batches, "threads", threads, "precision",
                                           kiln_precision_name(res->optimizations.precision), "isa",
                                           kiln_isa_name(cpu.isa)));
-    (void)a;
     char msg[4300];
     if (perf_history_append(path, rec, msg, sizeof msg) != 0)
         fprintf(stderr, "kiln generate: warning: %s (this run is not kept in the history)\n", msg);
@@ -547,8 +547,8 @@ int cmd_generate(int argc, char **argv)
         }
     }
     char *history_path = NULL;
-    if (!a.no_history)
-        record_history(&a, &info, res, &whole, kiln_engine_threads(engine), st, &history_path);
+    if (!a.no_history && st == KILN_OK)
+        record_history(&info, res, &whole, kiln_engine_threads(engine), &history_path);
     if (a.json) {
         json_t *metrics = run_metrics(res, &whole, kiln_engine_threads(engine), history_path);
         print_json(&a, &info, res, paths, kiln_engine_threads(engine), st, metrics);
