@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -502,6 +503,14 @@ def main():
             lines = [json.loads(line) for line in f]
         check(len(lines) == jobs_before and all("timings" in x for x in lines),
               "history.jsonl has %d lines, expected %d" % (len(lines), jobs_before))
+        # the recorder reads the server's ok jobs as runs: kiln bench --history counts them
+        r = subprocess.run([kiln, "bench", "--history", "--json"], capture_output=True, text=True,
+                           env=dict(os.environ, **env), timeout=60)
+        ok_jobs = sum(1 for x in lines if x.get("status") == "ok")
+        ops = {o["op"]: o for o in json.loads(r.stdout)["operations"]} if r.returncode == 0 else {}
+        check(ok_jobs > 0 and ops.get("generate", {}).get("runs") == ok_jobs and
+              ops["generate"]["max_s"] == max(x["timings"]["total_s"] for x in lines if x["status"] == "ok"),
+              "bench --history: %s for %d ok jobs (%s)" % (ops.get("generate"), ok_jobs, r.stderr))
         current[0] = "api_key_and_history"
         test_api_key_and_history(kiln, model, work, env, jobs_before)
         current[0] = "sigterm_during_job"

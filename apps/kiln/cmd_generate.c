@@ -344,31 +344,16 @@ static int ensure_dir(const char *dir)
 
 /* ---- the metrics of a run (--json) and its history record ---- */
 
-/* The mean of the sampler steps' seconds, 0 when none ran. */
-static double mean_step_s(const kiln_result *res)
-{
-    double sum = 0;
-    for (int i = 0; i < res->step_count; i++)
-        sum += res->step_s[i];
-    return res->step_count ? sum / res->step_count : 0.0;
-}
-
-/* The run as the recorder's samples: the whole generation (wall, CPU,
- * peak RSS, arena), each stage, and the mean sampler step. */
+/* The run as the recorder's samples (perf_run_samples), the whole
+ * generation measured here: wall, CPU, peak RSS, arena. */
 static int run_samples(const kiln_result *res, const perf_sample *whole, perf_sample *out)
 {
     const kiln_timings *t = &res->timings;
-    int n = 0;
-    out[n++] = *whole;
-    perf_sample_wall("text", t->text_s, 0, NULL, &out[n++]);
-    if (t->encode_s > 0)
-        perf_sample_wall("encode", t->encode_s, 0, NULL, &out[n++]);
-    perf_sample_wall("denoise", t->denoise_s, res->step_count, "steps", &out[n++]);
-    if (res->step_count)
-        perf_sample_wall("step", mean_step_s(res), 1, "steps", &out[n++]);
-    if (t->unet_evals)
-        perf_sample_wall("unet_eval", t->unet_s / t->unet_evals, 1, "evals", &out[n++]);
-    perf_sample_wall("decode", t->decode_s, res->count, "images", &out[n++]);
+    perf_run_times times = {.total_s = t->total_s, .text_s = t->text_s, .encode_s = t->encode_s,
+                            .denoise_s = t->denoise_s, .decode_s = t->decode_s, .unet_s = t->unet_s,
+                            .unet_evals = t->unet_evals, .steps_run = res->step_count, .images = res->count};
+    int n = perf_run_samples(&times, out);
+    out[0] = *whole; /* "generate" */
     return n;
 }
 
@@ -385,7 +370,7 @@ static void record_history(const kiln_model_info *info, const kiln_result *res, 
                         "in the history\n");
         return;
     }
-    perf_sample samples[8];
+    perf_sample samples[PERF_RUN_OPS];
     int n = run_samples(res, whole, samples);
     json_t *rec = perf_record_create("kiln generate", samples, n);
     kiln_cpu_info cpu;

@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "perf/metrics.h"
 #include "perf/recorder.h"
 #include "serve.h"
 
@@ -74,6 +75,22 @@ json_t *perf_record_json(const perf_record *r)
     json_object_set_new(o, "peak_rss_bytes", json_integer((json_int_t)r->peak_rss_bytes));
     json_object_set_new(o, "job_peak_rss_bytes", json_integer((json_int_t)r->job_peak_rss_bytes));
     json_object_set_new(o, "activation_bytes", json_integer((json_int_t)r->activation_bytes));
+    if (strcmp(r->status, "ok") == 0) {
+        /* the recorder's operations, so that kiln bench --history
+         * summarises the server's jobs with the CLI's runs */
+        perf_run_times t = {.total_s = r->total_s, .text_s = r->text_s, .encode_s = r->encode_s,
+                            .denoise_s = r->denoise_s, .decode_s = r->decode_s, .unet_s = r->unet_s,
+                            .unet_evals = r->unet_evals, .steps_run = r->steps * r->batches, .images = r->images};
+        perf_sample s[PERF_RUN_OPS];
+        int n = perf_run_samples(&t, s);
+        s[0].peak_rss_bytes = r->job_peak_rss_bytes ? r->job_peak_rss_bytes : r->peak_rss_bytes;
+        s[0].arena_bytes = r->activation_bytes;
+        json_t *ops = json_array();
+        for (int i = 0; i < n; i++)
+            json_array_append_new(ops, perf_sample_json(&s[i]));
+        json_object_set_new(o, "operations", ops);
+        json_object_set_new(o, "source", json_string("kiln serve"));
+    }
     return o;
 }
 

@@ -59,3 +59,19 @@ json_t *perf_metrics_json(const kiln_result *res, int threads, double cpu_s, uin
     return m;
 }
 
+
+int perf_run_samples(const perf_run_times *t, perf_sample *out)
+{
+    int n = 0;
+    perf_sample_wall("generate", t->total_s, t->images, "images", &out[n++]);
+    perf_sample_wall("text", t->text_s, 0, NULL, &out[n++]);
+    if (t->encode_s > 0)
+        perf_sample_wall("encode", t->encode_s, 0, NULL, &out[n++]);
+    perf_sample_wall("denoise", t->denoise_s, t->steps_run, "steps", &out[n++]);
+    if (t->steps_run > 0)
+        perf_sample_wall("step", t->denoise_s / t->steps_run, 1, "steps", &out[n++]);
+    if (t->unet_evals > 0)
+        perf_sample_wall("unet_eval", t->unet_s / t->unet_evals, 1, "evals", &out[n++]);
+    perf_sample_wall("decode", t->decode_s, t->images, "images", &out[n++]);
+    return n;
+}
