@@ -55,6 +55,7 @@ typedef struct stage_result {
 static void bench_usage(FILE *out)
 {
     fprintf(out, "usage: kiln bench [-m MODEL] [-W N -H N] [--runs N] [--warmup N] [optimizations] [--ablate] [--json]\n"
+                 "       kiln bench --history [--json|--csv]\n"
                  "  times the text encoder, the UNet (batch 1 and 2) and the VAE decoder, with the machine's\n"
                  "  measured FMA peak and the peak RSS (default model: the shipped one; KILN_MODEL overrides)\n"
                  "  --ablate  switches each optimization off in turn from the best configuration (or the one\n"
@@ -62,7 +63,7 @@ static void bench_usage(FILE *out)
                  "  --rounds N  with --ablate: measure every configuration N times in turn (default 2), so\n"
                  "            that a busy moment of the machine does not land on one configuration only\n"
                  "  --history [--json|--csv]  no measuring: the summary per operation (runs, mean, min, max,\n"
-                 "            p50, p95, nearest-rank) of the runs 'kiln generate' kept in\n"
+                 "            p50, p95, nearest-rank) of the runs kiln generate and kiln serve kept in\n"
                  "            $XDG_CACHE_HOME/kiln/history.jsonl (or ~/.cache/kiln/history.jsonl)\n");
     cli_optimization_usage(out);
 }

@@ -17,9 +17,8 @@
  *    "operations": [{"op", "wall_s", "cpu_s", "items", "unit", "per_s",
  *                    "peak_rss_bytes", "arena_bytes"}, ...]}
  * at $XDG_CACHE_HOME/kiln/history.jsonl (or $HOME/.cache/kiln/...), the
- * file `kiln serve` also keeps its job records in (those have no
- * "operations" and are skipped by the summary here; the server summarises
- * them itself with perf_stats_compute).
+ * file `kiln serve` also keeps its job records in (its ok jobs carry
+ * "operations" too; lines without them are skipped by the summary here).
  *
  * Percentiles are nearest-rank: p_q is the smallest value with at least
  * q of the values at or below it (sorted[ceil(q n) - 1]); no interpolation,
