@@ -383,6 +383,25 @@ typedef int (*kiln_progress_fn)(void *user, const kiln_progress *p);
 
 struct kiln_image;
 
+/* One slice of a generation's timeline, handed to kiln_trace_fn as it
+ * ends: a graph node that ran, or a stage enclosing nodes. */
+typedef struct kiln_trace_event {
+    const char *name;  /* a node's name ("input_blocks.1.1/attn1.to_q"), or a stage's: "text",
+                          "encode", "denoise", "step N" (1-based, per micro-batch), "decode" */
+    const char *kind;  /* a node's op kind ("conv2d", "attention", ...), or "stage" */
+    const char *graph; /* a node's graph: "text", "unet", "decoder", "encoder"; NULL for stages */
+    double start_s;    /* seconds since kiln_generate began (monotonic clock) */
+    double dur_s;
+    int batch;         /* micro-batch index from 0; -1 outside them (text, encode) */
+    int step;          /* sampler step from 1 within the micro-batch; 0 outside steps */
+} kiln_trace_event;
+
+/* Receives the timeline: called for every node that computes (inputs and
+ * weights are left out) and every stage, on the thread that called
+ * kiln_generate, as each ends; ev and its strings are borrowed for the
+ * call. Costs a clock read per node. */
+typedef void (*kiln_trace_fn)(void *user, const kiln_trace_event *ev);
+
 /* Called with each image as soon as it is finished (pixels, seed and
  * parameters set; index counts from 0 in the request's order), on the
  * thread that called kiln_generate, before the next batch starts: to save
@@ -413,6 +432,8 @@ typedef struct kiln_request {
     kiln_progress_fn on_progress;
     void *user;
     kiln_image_fn on_image;      /* NULL, or called per finished image with user */
+    kiln_trace_fn on_trace;      /* NULL, or called per node and stage with user (a timeline:
+                                    `kiln generate --trace` writes it as Chrome trace JSON) */
 } kiln_request;
 
 KILN_API void kiln_request_defaults(kiln_request *r);
@@ -433,6 +454,18 @@ typedef struct kiln_timings {
     size_t scratch_bytes;    /* the UNet's kernel scratch (attention tiles or score matrix) */
 } kiln_timings;
 
+/* Time and work of one kind of graph operation over a generation, every
+ * graph it ran (text encoder, UNet, VAE) added up, from a clock read around
+ * each node (always on: it costs well under 1% of a generation). */
+typedef struct kiln_op_profile {
+    const char *name; /* "conv2d", "linear", "attention", ...: static */
+    double seconds;   /* wall time inside nodes of this kind */
+    double gflop;     /* work done, 1e9 floating-point operations (a multiply-add counts 2) */
+    double gflops;    /* gflop / seconds: 0 for kinds without matrix work */
+    double share;     /* seconds / the seconds of every kind, 0 to 1 */
+    int64_t nodes;    /* nodes of this kind run */
+} kiln_op_profile;
+
 /* How a request was laid out in memory (from the static memory plans). */
 typedef struct kiln_plan {
     int batch, micro_batches;
@@ -449,6 +482,12 @@ typedef struct kiln_result {
     const char *sampler;  /* canonical name */
     kiln_optimizations optimizations;                  /* what ran */
     kiln_opt_report optimization_report[KILN_OPT_COUNT]; /* asked, ran, why, per switch */
+    kiln_op_profile *ops; /* per op kind that ran, slowest first; op_count entries, owned by the result */
+    int op_count;
+    int graph_runs;       /* graph evaluations the profile covers (text, each UNet eval, each decode) */
+    double *step_s;       /* seconds of each sampler step (UNet evaluations, guidance, sampler update),
+                             in order over the micro-batches; step_count entries, owned by the result */
+    int step_count;
 } kiln_result;
 
 /* Runs a request. On KILN_OK or KILN_ERR_CANCELLED, *out holds the images

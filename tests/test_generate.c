@@ -5,6 +5,7 @@
  * cancellation, refusals that name the field, and the PNG output.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -443,6 +444,132 @@ static void test_memory_plan(void)
     }
 }
 
+/* ---- the op profile, the step times and the timeline ---- */
+
+typedef struct trace_log {
+    int count, cap;
+    kiln_trace_event *ev; /* names kept only for stages (copied) */
+    char (*stage)[32];
+} trace_log;
+
+static void collect(void *user, const kiln_trace_event *ev)
+{
+    trace_log *t = user;
+    if (t->count == t->cap) {
+        t->cap = t->cap ? 2 * t->cap : 1024;
+        t->ev = realloc(t->ev, (size_t)t->cap * sizeof *t->ev);
+        t->stage = realloc(t->stage, (size_t)t->cap * sizeof *t->stage);
+    }
+    t->ev[t->count] = *ev;
+    snprintf(t->stage[t->count], sizeof t->stage[0], "%s", strcmp(ev->kind, "stage") == 0 ? ev->name : "");
+    t->ev[t->count].name = t->ev[t->count].graph = NULL;
+    t->ev[t->count].kind = strcmp(ev->kind, "stage") == 0 ? "stage" : "node";
+    if (ev->graph)
+        t->ev[t->count].graph = !strcmp(ev->graph, "unet") ? "unet" : !strcmp(ev->graph, "text") ? "text" : "vae";
+    t->count++;
+}
+
+static void test_profile_and_timeline(void)
+{
+    session s;
+    if (open_session(&s, 2) != 0)
+        return;
+    kiln_request r = base_request();
+    r.sampler = "euler"; /* one UNet evaluation per step */
+    r.num_images = 4;
+    r.batch_size = 3; /* micro-batches of 3 and 1 */
+    trace_log log = {0};
+    r.on_trace = collect;
+    r.user = &log;
+    kiln_result *res = NULL;
+    CHECK(kiln_generate(s.model, &r, &res) == KILN_OK, "generate: %s", kiln_last_error());
+    if (!res) {
+        close_session(&s);
+        return;
+    }
+    /* 3 steps in each of 2 micro-batches; runs: text 1 + UNet 6 + decode 4 */
+    CHECK_EQ_INT(res->step_count, 6);
+    CHECK_EQ_INT(res->timings.unet_evals, 6);
+    CHECK_EQ_INT(res->graph_runs, 11);
+    double steps_sum = 0;
+    for (int i = 0; i < res->step_count; i++) {
+        CHECK(res->step_s[i] > 0, "step %d took %g s", i, res->step_s[i]);
+        steps_sum += res->step_s[i];
+    }
+    CHECK(steps_sum <= res->timings.denoise_s + 1e-6 && steps_sum > 0.5 * res->timings.denoise_s,
+          "steps add up to %g s of a %g s denoise", steps_sum, res->timings.denoise_s);
+    double share = 0, seconds = 0;
+    int64_t nodes = 0;
+    int conv = 0;
+    for (int i = 0; i < res->op_count; i++) {
+        const kiln_op_profile *o = &res->ops[i];
+        share += o->share;
+        seconds += o->seconds;
+        nodes += o->nodes;
+        CHECK(i == 0 || res->ops[i - 1].seconds >= o->seconds, "ops must be slowest first (%s before %s)",
+              res->ops[i - 1].name, o->name);
+        CHECK(strcmp(o->name, "input") && strcmp(o->name, "weight"), "op kind '%s' does no work", o->name);
+        if (!strcmp(o->name, "conv2d")) {
+            conv = 1;
+            CHECK(o->gflop > 0 && fabs(o->gflops - o->gflop / o->seconds) < 1e-6 * o->gflops,
+                  "conv2d: %g GFLOP in %g s reported as %g GFLOP/s", o->gflop, o->seconds, o->gflops);
+        }
+    }
+    CHECK(conv, "the profile must have conv2d");
+    CHECK(fabs(share - 1.0) < 1e-9, "shares add up to %.12f", share);
+    CHECK(seconds <= res->timings.total_s, "ops took %g s of a %g s generation", seconds, res->timings.total_s);
+
+    /* the timeline: a slice per node the profile counted, stages around them */
+    int node_events = 0, steps_seen = 0, text = 0, denoise = 0, decode = 0;
+    int per_step[2][4] = {{0}};
+    for (int i = 0; i < log.count; i++) {
+        const kiln_trace_event *e = &log.ev[i];
+        CHECK(e->dur_s >= 0 && e->start_s >= 0, "event %d: start %g, duration %g", i, e->start_s, e->dur_s);
+        if (strcmp(e->kind, "stage") != 0) {
+            node_events++;
+            if (e->graph && !strcmp(e->graph, "unet") && e->batch >= 0 && e->batch < 2 && e->step >= 1 &&
+                e->step <= 3)
+                per_step[e->batch][e->step]++;
+            else if (e->graph && !strcmp(e->graph, "unet"))
+                CHECK(0, "UNet node outside a step: batch %d step %d", e->batch, e->step);
+            continue;
+        }
+        text += !strcmp(log.stage[i], "text");
+        denoise += !strcmp(log.stage[i], "denoise");
+        decode += !strcmp(log.stage[i], "decode");
+        if (!strncmp(log.stage[i], "step ", 5)) {
+            steps_seen++;
+            /* every node of this step lies inside it */
+            for (int j = 0; j < log.count; j++)
+                if (strcmp(log.ev[j].kind, "stage") && log.ev[j].batch == e->batch && log.ev[j].step == e->step &&
+                    log.ev[j].graph && !strcmp(log.ev[j].graph, "unet"))
+                    CHECK(log.ev[j].start_s >= e->start_s &&
+                              log.ev[j].start_s + log.ev[j].dur_s <= e->start_s + e->dur_s + 1e-9,
+                          "node at %g+%g outside step %d [%g, %g]", log.ev[j].start_s, log.ev[j].dur_s, e->step,
+                          e->start_s, e->start_s + e->dur_s);
+        }
+    }
+    CHECK_EQ_INT(node_events, nodes);
+    CHECK(text == 1 && denoise == 2 && decode == 2 && steps_seen == 6,
+          "stages: text %d (1), denoise %d (2), decode %d (2), steps %d (6)", text, denoise, decode, steps_seen);
+    for (int b = 0; b < 2; b++)
+        for (int st = 1; st <= 3; st++)
+            CHECK(per_step[b][st] > 0 && per_step[b][st] == per_step[0][1],
+                  "batch %d step %d has %d UNet nodes, step 1 of batch 0 %d", b, st, per_step[b][st], per_step[0][1]);
+    kiln_result_destroy(res);
+    free(log.ev);
+    free(log.stage);
+
+    /* without on_trace the executors were left detached: a second request runs and profiles alone */
+    r.on_trace = NULL;
+    r.num_images = 1;
+    res = NULL;
+    CHECK(kiln_generate(s.model, &r, &res) == KILN_OK && res->graph_runs == 1 + 3 + 1 && res->step_count == 3,
+          "second request: %d graph runs (5), %d steps (3)", res ? res->graph_runs : -1, res ? res->step_count : -1);
+    kiln_result_destroy(res);
+    close_session(&s);
+}
+
 /* BF16 files load and generate; a file missing a tensor is refused at load,
  * naming the tensor and the shape expected. */
 static void test_bf16_and_missing_tensors(void)
@@ -496,6 +623,6 @@ static void test_cleanup(void)
     tiny_model_free();
 }
 
-TEST_MAIN(TEST(test_txt2img_is_reproducible), TEST(test_sizes_not_multiples_of_64), TEST(test_every_sampler_runs), TEST(test_img2img),
+TEST_MAIN(TEST(test_txt2img_is_reproducible), TEST(test_profile_and_timeline), TEST(test_sizes_not_multiples_of_64), TEST(test_every_sampler_runs), TEST(test_img2img),
           TEST(test_cancel_keeps_finished_images), TEST(test_image_callback), TEST(test_bad_requests_are_refused), TEST(test_png_output),
           TEST(test_f16_precision), TEST(test_memory_plan), TEST(test_bf16_and_missing_tensors), TEST(test_cleanup))

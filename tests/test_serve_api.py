@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -231,6 +232,14 @@ def test_jobs_api(s):
     check(perf["images"] == 2 and perf["timings"]["total_s"] > 0 and perf["timings"]["denoise_s"] > 0 and
           perf["peak_rss_bytes"] > 0 and perf["s_per_step"] > 0 and perf["images_per_s"] > 0,
           "perf numbers: %s" % perf)
+    # the metrics of the generation, as kiln generate --json has them
+    m = job.get("metrics", {})
+    steps_s = m.get("stages", {}).get("steps_s", [])
+    check(len(steps_s) == 4 * m.get("batching", {}).get("micro_batches", 0) and all(x > 0 for x in steps_s),
+          "step times: %s for 4 steps in %s" % (steps_s, m.get("batching")))
+    ops = m.get("op_profile", {}).get("ops", [])
+    check(ops and abs(sum(o["share"] for o in ops) - 1) < 1e-9 and m.get("images_generated") == 2,
+          "op profile: %s" % ops)
     status, h, data = s.request("GET", job["images"][1]["url"])
     check(status == 200 and h["content-type"] == "image/png" and png_size(data) == (64, 64),
           "image url: %s %s" % (status, h.get("content-type")))
@@ -494,6 +503,14 @@ def main():
             lines = [json.loads(line) for line in f]
         check(len(lines) == jobs_before and all("timings" in x for x in lines),
               "history.jsonl has %d lines, expected %d" % (len(lines), jobs_before))
+        # the recorder reads the server's ok jobs as runs: kiln bench --history counts them
+        r = subprocess.run([kiln, "bench", "--history", "--json"], capture_output=True, text=True,
+                           env=dict(os.environ, **env), timeout=60)
+        ok_jobs = sum(1 for x in lines if x.get("status") == "ok")
+        ops = {o["op"]: o for o in json.loads(r.stdout)["operations"]} if r.returncode == 0 else {}
+        check(ok_jobs > 0 and ops.get("generate", {}).get("runs") == ok_jobs and
+              ops["generate"]["max_s"] == max(x["timings"]["total_s"] for x in lines if x["status"] == "ok"),
+              "bench --history: %s for %d ok jobs (%s)" % (ops.get("generate"), ok_jobs, r.stderr))
         current[0] = "api_key_and_history"
         test_api_key_and_history(kiln, model, work, env, jobs_before)
         current[0] = "sigterm_during_job"

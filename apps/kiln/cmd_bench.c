@@ -35,10 +35,12 @@
 #include "kernels/kernels.h"
 #include "models/model_graphs.h"
 #include "perf/optimizations.h"
+#include "perf/recorder.h"
 
 typedef struct bench_args {
     const char *model, *tokenizer;
     int width, height, runs, warmup, json, ablate, rounds;
+    int history, csv; /* --history: summarise the runs kept, as text, JSON or CSV */
     kiln_optimizations opt;
 } bench_args;
 
@@ -53,12 +55,16 @@ typedef struct stage_result {
 static void bench_usage(FILE *out)
 {
     fprintf(out, "usage: kiln bench [-m MODEL] [-W N -H N] [--runs N] [--warmup N] [optimizations] [--ablate] [--json]\n"
+                 "       kiln bench --history [--json|--csv]\n"
                  "  times the text encoder, the UNet (batch 1 and 2) and the VAE decoder, with the machine's\n"
                  "  measured FMA peak and the peak RSS (default model: the shipped one; KILN_MODEL overrides)\n"
                  "  --ablate  switches each optimization off in turn from the best configuration (or the one\n"
                  "            the flags give): UNet step, VAE decode and memory, one process per configuration\n"
                  "  --rounds N  with --ablate: measure every configuration N times in turn (default 2), so\n"
-                 "            that a busy moment of the machine does not land on one configuration only\n");
+                 "            that a busy moment of the machine does not land on one configuration only\n"
+                 "  --history [--json|--csv]  no measuring: the summary per operation (runs, mean, min, max,\n"
+                 "            p50, p95, nearest-rank) of the runs kiln generate and kiln serve kept in\n"
+                 "            $XDG_CACHE_HOME/kiln/history.jsonl (or ~/.cache/kiln/history.jsonl)\n");
     cli_optimization_usage(out);
 }
 
@@ -97,6 +103,10 @@ static int parse(int argc, char **argv, bench_args *a)
             a->json = 1;
         else if (!strcmp(argv[i], "--ablate"))
             a->ablate = 1;
+        else if (!strcmp(argv[i], "--history"))
+            a->history = 1;
+        else if (!strcmp(argv[i], "--csv"))
+            a->csv = 1;
         else if (!strcmp(argv[i], "--rounds") && v)
             a->rounds = atoi(argv[++i]);
         else {
@@ -108,9 +118,13 @@ static int parse(int argc, char **argv, bench_args *a)
         fprintf(stderr, "kiln bench: runs 1..1000, warmup 0..100, rounds 1..20\n");
         return -1;
     }
+    if (a->csv && !a->history) {
+        fprintf(stderr, "kiln bench: --csv goes with --history\n");
+        return -1;
+    }
     if (!a->model)
         a->model = cli_default_model();
-    if (!a->model) {
+    if (!a->model && !a->history) {
         fprintf(stderr, "kiln bench: no model given (-m PATH)\n");
         return -1;
     }
@@ -685,6 +699,49 @@ static int cmd_ablate(const bench_args *a)
     return rc;
 }
 
+/* ---- --history: what the recorder kept ---- */
+
+static int bench_history(const bench_args *a)
+{
+    char *path = perf_history_default_path();
+    if (!path) {
+        fprintf(stderr, "kiln bench: neither XDG_CACHE_HOME nor HOME is set: no history to read\n");
+        return CLI_FAILED;
+    }
+    perf_summary s;
+    if (perf_summary_read(path, &s) != 0) {
+        fprintf(stderr, "kiln bench: cannot read %s: %s\n", path, strerror(errno));
+        free(path);
+        return CLI_FAILED;
+    }
+    if (a->csv) {
+        char *csv = perf_summary_csv(&s);
+        if (csv)
+            fputs(csv, stdout);
+        free(csv);
+    } else if (a->json) {
+        json_t *j = perf_summary_json(&s, path);
+        json_dumpf(j, stdout, JSON_INDENT(2));
+        putchar('\n');
+        json_decref(j);
+    } else {
+        printf("%s: %d run%s (nearest-rank percentiles)\n", path, s.records, s.records == 1 ? "" : "s");
+        printf("%-12s %5s %10s %10s %10s %10s %10s  %s\n", "operation", "runs", "mean s", "min s", "max s", "p50 s",
+               "p95 s", "throughput p50");
+        for (int i = 0; i < s.count; i++) {
+            const perf_op_summary *o = &s.ops[i];
+            printf("%-12s %5d %10.4f %10.4f %10.4f %10.4f %10.4f", o->op, o->wall_s.count, o->wall_s.mean,
+                   o->wall_s.min, o->wall_s.max, o->wall_s.p50, o->wall_s.p95);
+            if (o->per_s.count)
+                printf("  %.3f %s/s", o->per_s.p50, o->unit);
+            putchar('\n');
+        }
+    }
+    perf_summary_free(&s);
+    free(path);
+    return CLI_OK;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     bench_args a;
@@ -697,6 +754,8 @@ int cmd_bench(int argc, char **argv)
     }
     if (a.ablate)
         return cmd_ablate(&a);
+    if (a.history)
+        return bench_history(&a);
 
     tpool *pool = NULL;
     sd_model *m = NULL;

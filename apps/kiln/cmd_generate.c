@@ -14,11 +14,16 @@
 
 #include "cli.h"
 #include "kiln.h"
+#include "perf/metrics.h"
 #include "perf/planner.h"
+#include "perf/recorder.h"
+#include "perf/trace.h"
 
 typedef struct generate_args {
     const char *model, *tokenizer, *out_dir, *init_image;
     int json, quiet, overwrite, seed_given;
+    const char *trace_path; /* --trace: a Chrome trace of the generation */
+    int no_history;         /* --no-history: no record in the history file */
     size_t max_memory;
     kiln_optimizations opt; /* threads and precision also make the engine and the model */
     kiln_request req;
@@ -54,7 +59,12 @@ static void generate_usage(FILE *out)
             "      --tokenizer DIR    vocab.json + merges.txt (single-file checkpoints carry none)\n"
             "  -o, --output DIR       where the PNGs go (default: outputs)\n"
             "      --overwrite        replace existing files instead of picking new names\n"
-            "      --json             print a JSON summary on stdout\n"
+            "      --json             print a JSON summary on stdout: timings per stage and step, the op\n"
+            "                         profile, memory, throughput, the machine, the history's summary\n"
+            "      --trace FILE       write the generation's timeline (one slice per graph node, inside\n"
+            "                         text / step N / decode) as Chrome trace JSON for Perfetto\n"
+            "      --no-history       do not append this run to the history ($XDG_CACHE_HOME/kiln/history.jsonl;\n"
+            "                         'kiln bench --history' summarises it)\n"
             "  -q, --quiet            no progress bar\n");
     cli_optimization_usage(out);
 }
@@ -197,6 +207,11 @@ static int parse_args(int argc, char **argv, generate_args *a)
             a->overwrite = 1;
         } else if (!strcmp(arg, "--json")) {
             a->json = 1;
+        } else if (!strcmp(arg, "--trace")) {
+            NEEDS_VALUE();
+            a->trace_path = value;
+        } else if (!strcmp(arg, "--no-history")) {
+            a->no_history = 1;
         } else if (!strcmp(arg, "-q") || !strcmp(arg, "--quiet")) {
             a->quiet = 1;
         } else {
@@ -228,7 +243,14 @@ typedef struct progress_state {
     const generate_args *args;
     char (*paths)[4096]; /* per image: where it was saved, "" if not */
     int saved, save_failed;
+    perf_trace *trace; /* --trace: the slices so far */
 } progress_state;
+
+static void on_trace(void *user, const kiln_trace_event *ev)
+{
+    progress_state *s = user;
+    perf_trace_add(s->trace, ev->name, ev->kind, ev->graph, ev->start_s, ev->dur_s, ev->batch, ev->step);
+}
 
 static int on_progress(void *user, const kiln_progress *p)
 {
@@ -320,8 +342,69 @@ static int ensure_dir(const char *dir)
     return 0;
 }
 
+/* ---- the metrics of a run (--json) and its history record ---- */
+
+/* The run as the recorder's samples (perf_run_samples), the whole
+ * generation measured here: wall, CPU, peak RSS, arena. */
+static int run_samples(const kiln_result *res, const perf_sample *whole, perf_sample *out)
+{
+    const kiln_timings *t = &res->timings;
+    perf_run_times times = {.total_s = t->total_s, .text_s = t->text_s, .encode_s = t->encode_s,
+                            .denoise_s = t->denoise_s, .decode_s = t->decode_s, .unet_s = t->unet_s,
+                            .unet_evals = t->unet_evals, .steps_run = res->step_count, .images = res->count};
+    int n = perf_run_samples(&times, out);
+    out[0] = *whole; /* "generate" */
+    return n;
+}
+
+/* Appends this run to the history; a failure is a warning naming the
+ * file, never the run's failure. Only finished runs are kept: an
+ * interrupted one's times measure where it stopped, not the operation. */
+static void record_history(const kiln_model_info *info, const kiln_result *res, const perf_sample *whole, int threads,
+                           char **path_out)
+{
+    char *path = perf_history_default_path();
+    *path_out = path;
+    if (!path) {
+        fprintf(stderr, "kiln generate: warning: neither XDG_CACHE_HOME nor HOME is set: this run is not kept "
+                        "in the history\n");
+        return;
+    }
+    perf_sample samples[PERF_RUN_OPS];
+    int n = run_samples(res, whole, samples);
+    json_t *rec = perf_record_create("kiln generate", samples, n);
+    kiln_cpu_info cpu;
+    kiln_cpu_query(&cpu);
+    json_object_update_new(rec, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:s}", "status",
+                                          "ok", "model", info->name, "sampler",
+                                          res->sampler, "width", res->width, "height", res->height, "steps",
+                                          res->steps, "images", res->count, "batch_size", res->plan.batch,
+                                          "micro_batches", res->plan.micro_batches, "threads", threads, "precision",
+                                          kiln_precision_name(res->optimizations.precision), "isa",
+                                          kiln_isa_name(cpu.isa)));
+    char msg[4300];
+    if (perf_history_append(path, rec, msg, sizeof msg) != 0)
+        fprintf(stderr, "kiln generate: warning: %s (this run is not kept in the history)\n", msg);
+    json_decref(rec);
+}
+
+/* What --json adds about the run: perf_metrics_json and the history's
+ * summary (history_path NULL: none). */
+static json_t *run_metrics(const kiln_result *res, const perf_sample *whole, int threads, const char *history_path)
+{
+    json_t *m = perf_metrics_json(res, threads, whole->cpu_s, whole->peak_rss_bytes);
+    if (m && history_path) {
+        perf_summary sum;
+        if (perf_summary_read(history_path, &sum) == 0) {
+            json_object_set_new(m, "history", perf_summary_json(&sum, history_path));
+            perf_summary_free(&sum);
+        }
+    }
+    return m ? m : json_object();
+}
+
 static void print_json(const generate_args *a, const kiln_model_info *info, const kiln_result *res,
-                       char paths[][4096], int engine_threads, kiln_status st)
+                       char paths[][4096], int engine_threads, kiln_status st, json_t *metrics)
 {
     json_t *images = json_array();
     for (int i = 0; i < res->count; i++)
@@ -346,6 +429,7 @@ static void print_json(const generate_args *a, const kiln_model_info *info, cons
                              "activation_bytes", (json_int_t)t->activation_bytes, "kiln", kiln_version());
     json_object_set_new(root, "scratch_bytes", json_integer((json_int_t)t->scratch_bytes));
     json_object_set_new(root, "optimizations", cli_report_json(res->optimization_report));
+    json_object_update_missing(root, metrics);
     json_dumpf(root, stdout, JSON_INDENT(2));
     putchar('\n');
     json_decref(root);
@@ -378,6 +462,7 @@ int cmd_generate(int argc, char **argv)
     kiln_model *model = NULL;
     kiln_result *res = NULL;
     char (*paths)[4096] = NULL; /* per image: where it was saved */
+    perf_trace *trace = NULL;   /* --trace */
     int rc = CLI_FAILED;
     if (kiln_engine_create(&eo, &engine) != KILN_OK) {
         cli_fail("generate");
@@ -404,6 +489,13 @@ int cmd_generate(int argc, char **argv)
     a.req.on_image = on_image;
     a.req.user = &ps;
     a.req.optimizations = &a.opt;
+    if (a.trace_path) {
+        if (!(ps.trace = trace = perf_trace_create())) {
+            fprintf(stderr, "kiln generate: out of memory\n");
+            goto done;
+        }
+        a.req.on_trace = on_trace;
+    }
     /* the first Ctrl-C stops after the current step and keeps the finished
      * images; the handler then resets, so a second one ends kiln at once */
     struct sigaction sa = {0}, old_int, old_term;
@@ -411,7 +503,12 @@ int cmd_generate(int argc, char **argv)
     sa.sa_flags = SA_RESETHAND;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
+    perf_timer timer;
+    perf_timer_start(&timer);
     kiln_status st = kiln_generate(model, &a.req, &res);
+    perf_sample whole;
+    perf_timer_stop(&timer, "generate", res ? res->count : 0, "images", res ? res->timings.activation_bytes : 0,
+                    &whole);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (ps.show)
@@ -423,9 +520,26 @@ int cmd_generate(int argc, char **argv)
                     ps.saved == 1 ? "" : "s");
         goto done;
     }
-    int saved = ps.saved;
-    if (a.json)
-        print_json(&a, &info, res, paths, kiln_engine_threads(engine), st);
+    int saved = ps.saved, trace_failed = 0;
+    if (a.trace_path) {
+        char msg[4300];
+        if (perf_trace_dropped(ps.trace))
+            fprintf(stderr, "kiln generate: warning: out of memory: %zu slices left out of the trace\n",
+                    perf_trace_dropped(ps.trace));
+        if (perf_trace_write(ps.trace, a.trace_path, msg, sizeof msg) != 0) {
+            fprintf(stderr, "kiln generate: %s\n", msg);
+            trace_failed = 1;
+        }
+    }
+    char *history_path = NULL;
+    if (!a.no_history && st == KILN_OK)
+        record_history(&info, res, &whole, kiln_engine_threads(engine), &history_path);
+    if (a.json) {
+        json_t *metrics = run_metrics(res, &whole, kiln_engine_threads(engine), history_path);
+        print_json(&a, &info, res, paths, kiln_engine_threads(engine), st, metrics);
+        json_decref(metrics);
+    }
+    free(history_path);
     if (!a.quiet) {
         const kiln_timings *t = &res->timings;
         fprintf(stderr, "kiln: %d image%s %dx%d, %d steps %s, cfg %g, in %.2fs (text %.2fs, unet %.3fs/eval, decode %.2fs)\n",
@@ -441,9 +555,10 @@ int cmd_generate(int argc, char **argv)
     else if (st == KILN_ERR_CANCELLED)
         fprintf(stderr, "kiln generate: interrupted; kept the %d finished image%s of %d\n", saved,
                 saved == 1 ? "" : "s", a.req.num_images);
-    rc = st == KILN_OK && saved == res->count ? CLI_OK : CLI_FAILED;
+    rc = st == KILN_OK && saved == res->count && !trace_failed ? CLI_OK : CLI_FAILED;
 done:
     free(paths);
+    perf_trace_destroy(trace);
     kiln_result_destroy(res);
     kiln_model_destroy(model);
     kiln_engine_destroy(engine);

@@ -22,6 +22,8 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "perf/metrics.h"
+#include "perf/recorder.h"
 #include "pipeline/image_io.h"
 #include "../kiln/cli.h"
 #include "serve.h"
@@ -76,6 +78,7 @@ static void job_free(job *j)
         free(j->images[i].parameters);
     }
     free(j->images);
+    json_decref(j->metrics);
     free(j);
 }
 
@@ -185,6 +188,7 @@ static void run_job(job_queue *q, job *j)
     job_image *images = NULL;
     int count = 0;
     kiln_result *res = NULL;
+    json_t *metrics = NULL;
 
     kiln_model *m = q->models[p->precision];
     if (!m) {
@@ -229,7 +233,11 @@ static void run_job(job_queue *q, job *j)
     r.on_progress = on_progress;
     r.user = &ctx;
     int have_job_peak = reset_job_peak();
+    perf_timer timer;
+    perf_timer_start(&timer);
     kiln_status st = kiln_generate(m, &r, &res);
+    perf_sample whole;
+    perf_timer_stop(&timer, "generate", res ? res->count : 0, "images", 0, &whole);
     if (res) {
         pthread_mutex_lock(&q->mu);
         memcpy(j->report, res->optimization_report, sizeof j->report);
@@ -283,6 +291,7 @@ static void run_job(job_queue *q, job *j)
     rec.s_per_step = t->unet_evals ? t->denoise_s / t->unet_evals : 0;
     rec.images_per_s = t->total_s > 0 ? res->count / t->total_s : 0;
     rec.activation_bytes = t->activation_bytes;
+    metrics = perf_metrics_json(res, rec.threads, whole.cpu_s, rec.peak_rss_bytes);
 
 publish:
     if (state == JOB_FAILED) {
@@ -310,6 +319,7 @@ publish:
     j->error_status = error_status;
     snprintf(j->error, sizeof j->error, "%s", error);
     j->perf = rec;
+    j->metrics = metrics;
     pthread_mutex_unlock(&q->mu);
     kiln_result_destroy(res);
     perf_log_add(q->log, &rec);
@@ -669,6 +679,8 @@ json_t *jobs_job_json(job_queue *q, job *j)
         }
         json_object_set_new(o, "images", images);
         json_object_set_new(o, "perf", perf_record_json(&j->perf));
+        if (j->metrics)
+            json_object_set(o, "metrics", j->metrics);
         json_object_set_new(o, "finished_at", json_real(j->finished));
         if (j->error[0])
             json_object_set_new(o, "error", json_string(j->error));

@@ -21,6 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "perf/metrics.h"
+#include "perf/recorder.h"
 #include "serve.h"
 
 /* seconds per UNet step: wide enough for a 64 px test model and SD 1.5 at 1024 px */
@@ -73,6 +75,22 @@ json_t *perf_record_json(const perf_record *r)
     json_object_set_new(o, "peak_rss_bytes", json_integer((json_int_t)r->peak_rss_bytes));
     json_object_set_new(o, "job_peak_rss_bytes", json_integer((json_int_t)r->job_peak_rss_bytes));
     json_object_set_new(o, "activation_bytes", json_integer((json_int_t)r->activation_bytes));
+    if (strcmp(r->status, "ok") == 0) {
+        /* the recorder's operations, so that kiln bench --history
+         * summarises the server's jobs with the CLI's runs */
+        perf_run_times t = {.total_s = r->total_s, .text_s = r->text_s, .encode_s = r->encode_s,
+                            .denoise_s = r->denoise_s, .decode_s = r->decode_s, .unet_s = r->unet_s,
+                            .unet_evals = r->unet_evals, .steps_run = r->steps * r->batches, .images = r->images};
+        perf_sample s[PERF_RUN_OPS];
+        int n = perf_run_samples(&t, s);
+        s[0].peak_rss_bytes = r->job_peak_rss_bytes ? r->job_peak_rss_bytes : r->peak_rss_bytes;
+        s[0].arena_bytes = r->activation_bytes;
+        json_t *ops = json_array();
+        for (int i = 0; i < n; i++)
+            json_array_append_new(ops, perf_sample_json(&s[i]));
+        json_object_set_new(o, "operations", ops);
+        json_object_set_new(o, "source", json_string("kiln serve"));
+    }
     return o;
 }
 
@@ -274,29 +292,13 @@ json_t *perf_log_history(perf_log *log, int limit)
 
 /* ---- summaries ---- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* nearest rank: the smallest value with at least p of the values at or below it */
-static double percentile(const double *sorted, int n, double p)
-{
-    int rank = (int)ceil(p * n);
-    return sorted[rank < 1 ? 0 : rank - 1];
-}
-
+/* the recorder's statistics (nearest-rank percentiles), as kiln bench
+ * --history summarises the CLI's runs */
 static json_t *stats(double *v, int n)
 {
-    if (n == 0)
-        return json_pack("{s:i, s:n, s:n, s:n, s:n, s:n}", "count", 0, "mean", "min", "max", "p50", "p95");
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    double sum = 0;
-    for (int i = 0; i < n; i++)
-        sum += v[i];
-    return json_pack("{s:i, s:f, s:f, s:f, s:f, s:f}", "count", n, "mean", sum / n, "min", v[0], "max", v[n - 1],
-                     "p50", percentile(v, n, 0.50), "p95", percentile(v, n, 0.95));
+    perf_stats s;
+    perf_stats_compute(v, n, &s);
+    return perf_stats_json(&s);
 }
 
 json_t *perf_log_summary(perf_log *log)

@@ -182,6 +182,7 @@ typedef struct job {
     int have_report;              /* the job ran: report holds what its switches did */
     kiln_opt_report report[KILN_OPT_COUNT];
     perf_record perf;
+    json_t *metrics;  /* the run's metrics (perf_metrics_json: op profile, step times, ...); owned; NULL if it failed */
     int error_status; /* FAILED: the HTTP status to answer with */
     char error[512];
     struct job *next; /* the FIFO */

@@ -43,6 +43,8 @@ struct graph_exec {
     size_t fused;
     size_t live_bytes, peak_bytes;
     graph_profile *profile;
+    graph_trace_fn trace;
+    void *trace_ctx;
 };
 
 void graph_exec_options_defaults(graph_exec_options *o)
@@ -398,6 +400,12 @@ kiln_status graph_plan_bytes(const graph *g, size_t *bytes)
 void graph_exec_set_profile(graph_exec *e, graph_profile *p)
 {
     e->profile = p;
+}
+
+void graph_exec_set_trace(graph_exec *e, graph_trace_fn fn, void *ctx)
+{
+    e->trace = fn;
+    e->trace_ctx = fn ? ctx : NULL;
 }
 
 size_t graph_exec_arena_bytes(const graph_exec *e)
@@ -951,7 +959,7 @@ kiln_status graph_exec_run(graph_exec *e, tpool *pool)
     if (e->opt.alloc_as_you_go)
         release_all(e); /* the last run's outputs */
     for (size_t i = 0; i < e->count; i++) {
-        uint64_t start = prof ? clock_now_ns() : 0;
+        uint64_t start = prof || e->trace ? clock_now_ns() : 0;
         if (e->opt.alloc_as_you_go && e->owned[i]) {
             size_t bytes = arena_round_up(tensor_nbytes(&graph_node_at(e->g, (graph_id)i)->out));
             if (posix_memalign((void **)&e->data[i], ARENA_ALIGN, bytes ? bytes : ARENA_ALIGN) != 0) {
@@ -975,11 +983,16 @@ kiln_status graph_exec_run(graph_exec *e, tpool *pool)
                 e->data[j] = NULL;
                 e->live_bytes -= arena_round_up(tensor_nbytes(&graph_node_at(e->g, j)->out));
             }
-        if (prof) {
+        if (prof || e->trace) {
+            uint64_t end = clock_now_ns();
             graph_op op = graph_node_at(e->g, (graph_id)i)->op;
-            prof->seconds[op] += (double)(clock_now_ns() - start) * 1e-9;
-            prof->flops[op] += graph_node_flops(e->g, (graph_id)i);
-            prof->nodes[op]++;
+            if (prof) {
+                prof->seconds[op] += (double)(end - start) * 1e-9;
+                prof->flops[op] += graph_node_flops(e->g, (graph_id)i);
+                prof->nodes[op]++;
+            }
+            if (e->trace && op != GRAPH_OP_INPUT && op != GRAPH_OP_WEIGHT)
+                e->trace(e->trace_ctx, e->g, (graph_id)i, start, end);
         }
     }
     if (prof)

@@ -98,6 +98,15 @@ typedef struct graph_profile {
  * each node costs a clock read per node. */
 void graph_exec_set_profile(graph_exec *e, graph_profile *p);
 
+/* Called after every node that computes something (not inputs or
+ * weights) with its id and when it ran, on the thread that called
+ * graph_exec_run: the material of a timeline. ctx is the caller's. */
+typedef void (*graph_trace_fn)(void *ctx, const graph *g, graph_id id, uint64_t start_ns, uint64_t end_ns);
+
+/* Attaches a trace hook the following runs call (fn NULL detaches). Like
+ * the profile it costs a clock read per node. */
+void graph_exec_set_trace(graph_exec *e, graph_trace_fn fn, void *ctx);
+
 /* The data of an output node (graph_mark_output) after a run; lives until
  * the next run or destroy. NULL for other nodes. */
 const float *graph_exec_output(const graph_exec *e, graph_id id);

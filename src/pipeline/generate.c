@@ -233,8 +233,11 @@ void kiln_request_defaults(kiln_request *r)
     r->strength = 0.75f;
 }
 
+typedef struct gen_perf gen_perf;
+
 typedef struct plan {
     const kiln_request *r;
+    gen_perf *perf; /* the generation's profile and timeline */
     int width, height, lat_w, lat_h, steps, batch;
     float cfg;
     int guided; /* cfg != 1: the unconditional pass runs */
@@ -326,6 +329,133 @@ static kiln_status check_request(const kiln_model *m, const kiln_request *r, pla
     return sampler_plan_create(&m->schedule, &p->sampler, &p->sampler_plan);
 }
 
+/* ---- profile and timeline ----
+ *
+ * One graph_profile is attached to every executor a generation runs (each
+ * right after model_graph_get_with, which may rebuild it), and the trace
+ * hook too when the request has on_trace; both are detached before
+ * kiln_generate returns, as the executors outlive the request. */
+
+enum { TAG_TEXT, TAG_UNET, TAG_DECODER, TAG_ENCODER, TAG_COUNT };
+
+typedef struct graph_tag {
+    gen_perf *gp;
+    const char *label;
+} graph_tag;
+
+struct gen_perf {
+    const kiln_request *r;
+    kiln_result *res;     /* step_s is filled as steps end */
+    int step_cap;
+    uint64_t origin_ns;   /* when kiln_generate began: the timeline's zero */
+    uint64_t step_mark_ns; /* when the current step began */
+    graph_profile profile;
+    graph_tag tags[TAG_COUNT];
+    int batch, step;      /* where the sampler is: -1 / 0 outside */
+};
+
+static void gen_perf_init(gen_perf *gp, const kiln_request *r, kiln_result *res, uint64_t origin_ns)
+{
+    static const char *labels[TAG_COUNT] = {"text", "unet", "decoder", "encoder"};
+    memset(gp, 0, sizeof *gp);
+    gp->r = r;
+    gp->res = res;
+    gp->origin_ns = origin_ns;
+    gp->batch = -1;
+    for (int i = 0; i < TAG_COUNT; i++)
+        gp->tags[i] = (graph_tag){.gp = gp, .label = labels[i]};
+}
+
+static void emit(gen_perf *gp, const char *name, const char *kind, const char *graph_label, uint64_t start_ns,
+                 uint64_t end_ns)
+{
+    kiln_trace_event ev = {.name = name, .kind = kind, .graph = graph_label,
+                           .start_s = (double)(start_ns - gp->origin_ns) * 1e-9,
+                           .dur_s = (double)(end_ns - start_ns) * 1e-9, .batch = gp->batch, .step = gp->step};
+    gp->r->on_trace(gp->r->user, &ev);
+}
+
+static void trace_node(void *ctx, const graph *g, graph_id id, uint64_t start_ns, uint64_t end_ns)
+{
+    graph_tag *tag = ctx;
+    const graph_node *node = graph_node_at(g, id);
+    const char *kind = graph_op_name(node->op);
+    emit(tag->gp, node->name && node->name[0] ? node->name : kind, kind, tag->label, start_ns, end_ns);
+}
+
+/* A stage that began at start_ns ends now. */
+static void stage_done(gen_perf *gp, const char *name, uint64_t start_ns)
+{
+    if (gp->r->on_trace)
+        emit(gp, name, "stage", NULL, start_ns, clock_now_ns());
+}
+
+static void watch(gen_perf *gp, model_graph *mg, int tag)
+{
+    graph_exec_set_profile(mg->exec, &gp->profile);
+    if (gp->r->on_trace)
+        graph_exec_set_trace(mg->exec, trace_node, &gp->tags[tag]);
+}
+
+static void unwatch(kiln_model *m)
+{
+    model_graph *graphs[] = {&m->text, &m->unet, &m->decoder, &m->encoder};
+    for (size_t i = 0; i < sizeof graphs / sizeof graphs[0]; i++)
+        if (graphs[i]->exec) {
+            graph_exec_set_profile(graphs[i]->exec, NULL);
+            graph_exec_set_trace(graphs[i]->exec, NULL, NULL);
+        }
+}
+
+/* A sampler step ended now: its time, and its slice. */
+static void step_done(gen_perf *gp, int step)
+{
+    uint64_t now = clock_now_ns();
+    kiln_result *res = gp->res;
+    if (res->step_count < gp->step_cap)
+        res->step_s[res->step_count++] = (double)(now - gp->step_mark_ns) * 1e-9;
+    if (gp->r->on_trace) {
+        char name[32];
+        snprintf(name, sizeof name, "step %d", step);
+        emit(gp, name, "stage", NULL, gp->step_mark_ns, now);
+    }
+    gp->step_mark_ns = now;
+    gp->step = step + 1;
+}
+
+static int by_seconds_descending(const void *a, const void *b)
+{
+    const kiln_op_profile *x = a, *y = b;
+    return x->seconds > y->seconds ? -1 : x->seconds < y->seconds;
+}
+
+/* The profile as the result reports it: kinds that compute and ran. */
+static kiln_status profile_result(const gen_perf *gp, kiln_result *res)
+{
+    const graph_profile *p = &gp->profile;
+    double total = 0;
+    for (int op = 0; op < GRAPH_OP_COUNT; op++)
+        if (op != GRAPH_OP_INPUT && op != GRAPH_OP_WEIGHT)
+            total += p->seconds[op];
+    res->ops = calloc(GRAPH_OP_COUNT, sizeof *res->ops);
+    if (!res->ops)
+        return err_set(KILN_ERR_NOMEM, "cannot allocate the operation profile");
+    for (int op = 0; op < GRAPH_OP_COUNT; op++) {
+        if (op == GRAPH_OP_INPUT || op == GRAPH_OP_WEIGHT || p->nodes[op] == 0)
+            continue;
+        kiln_op_profile *o = &res->ops[res->op_count++];
+        o->name = graph_op_name((graph_op)op);
+        o->seconds = p->seconds[op];
+        o->gflop = p->flops[op] * 1e-9;
+        o->gflops = p->seconds[op] > 0 ? o->gflop / p->seconds[op] : 0.0;
+        o->share = total > 0 ? p->seconds[op] / total : 0.0;
+        o->nodes = p->nodes[op];
+    }
+    qsort(res->ops, (size_t)res->op_count, sizeof *res->ops, by_seconds_descending);
+    res->graph_runs = p->runs;
+    return KILN_OK;
+}
+
 /* ---- the sampler's view of the model ---- */
 
 typedef struct denoiser {
@@ -392,6 +522,7 @@ static int progress(void *ctx, int step, int steps)
 {
     denoiser *d = ctx;
     const kiln_request *r = d->p->r;
+    step_done(d->p->perf, step);
     if (!r->on_progress)
         return 0;
     double elapsed = clock_now() - d->started;
@@ -412,6 +543,7 @@ static kiln_status encode_text(kiln_model *m, const plan *p, float **context)
     kiln_status st = model_graph_get_with(m->sd, m->weights, &m->text, MODEL_GRAPH_TEXT, 2, 0, 0, &p->exec);
     if (st != KILN_OK)
         return st;
+    watch(p->perf, &m->text, TAG_TEXT);
     int32_t ids[2 * 512];
     float ids_f[2 * 512];
     if (positions > 512)
@@ -459,6 +591,7 @@ static kiln_status decode_image(kiln_model *m, const plan *p, const float *laten
         model_graph_get_with(m->sd, m->weights, &m->decoder, MODEL_GRAPH_DECODER, 1, p->lat_h, p->lat_w, &p->exec);
     if (st != KILN_OK)
         return st;
+    watch(p->perf, &m->decoder, TAG_DECODER);
     float *z = malloc(p->latent_values * sizeof *z);
     img->rgb = malloc((size_t)p->width * p->height * 3);
     if (!z || !img->rgb) {
@@ -518,6 +651,7 @@ static kiln_status encode_init(kiln_model *m, const plan *p, float **latent)
         model_graph_get_with(m->sd, m->weights, &m->encoder, MODEL_GRAPH_ENCODER, 1, p->height, p->width, &p->exec);
     if (st != KILN_OK)
         return st;
+    watch(p->perf, &m->encoder, TAG_ENCODER);
     float *image = malloc((size_t)p->width * p->height * 3 * sizeof *image);
     *latent = malloc(p->latent_values * sizeof **latent);
     if (!image || !*latent) {
@@ -553,6 +687,8 @@ void kiln_result_destroy(kiln_result *res)
         free(res->images[i].parameters);
     }
     free(res->images);
+    free(res->ops);
+    free(res->step_s);
     free(res);
 }
 
@@ -589,6 +725,8 @@ static kiln_status run_batch(kiln_model *m, const plan *p, const float *context,
                                           p->lat_w, &p->exec);
     if (st != KILN_OK)
         return st;
+    watch(p->perf, &m->unet, TAG_UNET);
+    p->perf->batch = first / p->batch;
     size_t n = p->latent_values * (size_t)batch;
     size_t ctx_values = (size_t)sd->clip.positions * sd->clip.width;
     float *x = malloc(n * sizeof *x), *start_noise = malloc(n * sizeof *start_noise);
@@ -632,12 +770,18 @@ static kiln_status run_batch(kiln_model *m, const plan *p, const float *context,
     graph_exec_bind(m->unet.exec, m->unet.in[2], ctx);
     sampler_model model = {.ctx = d, .predict = predict, .noise = noise, .progress = progress,
                            .v_prediction = sd->v_prediction};
+    uint64_t denoise_ns = clock_now_ns();
     double denoise_start = clock_now();
+    p->perf->step_mark_ns = clock_now_ns();
+    p->perf->step = 1;
     st = sampler_run(&m->schedule, &p->sampler, &p->sampler_plan, &model, x, n);
     res->timings.denoise_s += clock_now() - denoise_start;
+    p->perf->step = 0;
+    stage_done(p->perf, "denoise", denoise_ns);
     if (st != KILN_OK)
         goto done;
 
+    uint64_t decode_ns = clock_now_ns();
     double decode_start = clock_now();
     for (int i = 0; i < batch; i++) {
         kiln_image *img = &res->images[res->count];
@@ -659,6 +803,7 @@ static kiln_status run_batch(kiln_model *m, const plan *p, const float *context,
             break;
     }
     res->timings.decode_s += clock_now() - decode_start;
+    stage_done(p->perf, "decode", decode_ns);
     if (st != KILN_OK)
         goto done;
     d->images_done += batch;
@@ -669,6 +814,7 @@ done:
     free(timesteps);
     free(ctx);
     free(streams);
+    p->perf->batch = -1;
     return st;
 }
 
@@ -684,12 +830,22 @@ kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **ou
     st = check_request(m, r, &p);
     if (st != KILN_OK)
         return st;
+    uint64_t start_ns = clock_now_ns();
     double start = clock_now();
     kiln_result *res = calloc(1, sizeof *res);
+    gen_perf perf;
+    gen_perf_init(&perf, r, res, start_ns);
+    p.perf = &perf;
     float *context = NULL, *init_latent = NULL, *noise_nchw = NULL;
     if (!res || !(res->images = calloc((size_t)r->num_images, sizeof *res->images)) ||
         !(noise_nchw = malloc(p.latent_values * sizeof *noise_nchw))) {
         st = err_set(KILN_ERR_NOMEM, "cannot allocate the result of %d images", r->num_images);
+        goto fail;
+    }
+    /* every step of every micro-batch */
+    perf.step_cap = p.sampler_plan.calls * ((r->num_images + p.batch - 1) / p.batch);
+    if (!(res->step_s = calloc((size_t)(perf.step_cap > 0 ? perf.step_cap : 1), sizeof *res->step_s))) {
+        st = err_set(KILN_ERR_NOMEM, "cannot allocate the step times of %d steps", perf.step_cap);
         goto fail;
     }
     res->width = p.width, res->height = p.height, res->steps = p.steps, res->cfg_scale = p.cfg;
@@ -703,15 +859,19 @@ kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **ou
     res->optimizations = p.active;
     memcpy(res->optimization_report, p.report, sizeof p.report);
 
+    uint64_t stage_ns = clock_now_ns();
     double t0 = clock_now();
     st = encode_text(m, &p, &context);
     res->timings.text_s = clock_now() - t0;
+    stage_done(&perf, "text", stage_ns);
     if (st != KILN_OK)
         goto fail;
     if (r->init_rgb) {
+        stage_ns = clock_now_ns();
         t0 = clock_now();
         st = encode_init(m, &p, &init_latent);
         res->timings.encode_s = clock_now() - t0;
+        stage_done(&perf, "encode", stage_ns);
         if (st != KILN_OK)
             goto fail;
     }
@@ -738,6 +898,12 @@ kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **ou
     }
     res->timings.total_s = clock_now() - start;
     res->steps = p.sampler_plan.calls;
+    unwatch(m);
+    kiln_status pst = profile_result(&perf, res);
+    if (pst != KILN_OK) {
+        st = pst;
+        goto fail;
+    }
     sampler_plan_free(&p.sampler_plan);
     free(context);
     free(init_latent);
@@ -746,6 +912,7 @@ kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **ou
     return st;
 
 fail:
+    unwatch(m);
     sampler_plan_free(&p.sampler_plan);
     free(context);
     free(init_latent);

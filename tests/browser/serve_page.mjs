@@ -93,6 +93,8 @@ try {
   check(/4 images · 2 batches of 2/.test(await page.textContent('#perf-plan')), 'the batch plan');
   const stages = await page.$$eval('#stage-chart .stage', (rows) => rows.map((r) => r.dataset.stage));
   check(['text', 'denoise', 'decode'].every((s) => stages.includes(s)), `stage bars: ${stages}`);
+  const ops = await page.$$eval('#op-chart .stage', (rows) => rows.map((r) => r.dataset.op));
+  check(ops.includes('conv2d') && /GFLOP\/s/.test(await page.textContent('#op-chart')), `op profile bars: ${ops}`);
   await page.waitForFunction(() => document.querySelectorAll('#history-chart rect').length >= 8);
   check(/p50/.test(await page.textContent('#history-summary')), 'the history summary line');
 

@@ -260,6 +260,19 @@ function showPerf(job) {
   $('perf-plan').textContent =
     `${p.images} image${p.images === 1 ? '' : 's'} · ${p.batches} batch${p.batches === 1 ? '' : 'es'} of ${p.batch_size}`;
   $('perf-queued').textContent = seconds(t.queued_s);
+  showOps(job.metrics);
+}
+
+// the op profile of the job (metrics.op_profile): the slowest kinds, each
+// with its share of the graphs' time and, for matrix work, its GFLOP/s
+function showOps(metrics) {
+  const ops = metrics && metrics.op_profile ? metrics.op_profile.ops.slice(0, 8) : [];
+  const rows = ops.map((o) =>
+    el('div', { class: 'stage', 'data-op': o.op },
+      el('span', { text: o.op }),
+      el('div', { class: 'track' }, el('div', { class: 'fill', style: `width:${(100 * o.share).toFixed(1)}%;background:var(--accent)` })),
+      el('span', { class: 'value', text: `${(100 * o.share).toFixed(1)}%` + (o.gflops > 0 ? ` · ${o.gflops.toFixed(1)} GFLOP/s` : '') })));
+  $('op-chart').replaceChildren(...rows);
 }
 
 async function refreshHistory() {
