@@ -55,6 +55,8 @@ static void generate_usage(FILE *out)
             "  -o, --output DIR       where the PNGs go (default: outputs)\n"
             "      --overwrite        replace existing files instead of picking new names\n"
             "      --json             print a JSON summary on stdout\n"
+            "      --debug            check every node's output for NaN/Inf and compare the images with the f32\n"
+            "                         reference path (PSNR, max latent error); the reference takes extra time\n"
             "  -q, --quiet            no progress bar\n");
     cli_optimization_usage(out);
 }
@@ -197,6 +199,8 @@ static int parse_args(int argc, char **argv, generate_args *a)
             a->overwrite = 1;
         } else if (!strcmp(arg, "--json")) {
             a->json = 1;
+        } else if (!strcmp(arg, "--debug")) {
+            a->req.debug = 1;
         } else if (!strcmp(arg, "-q") || !strcmp(arg, "--quiet")) {
             a->quiet = 1;
         } else {
@@ -346,6 +350,8 @@ static void print_json(const generate_args *a, const kiln_model_info *info, cons
                              "activation_bytes", (json_int_t)t->activation_bytes, "kiln", kiln_version());
     json_object_set_new(root, "scratch_bytes", json_integer((json_int_t)t->scratch_bytes));
     json_object_set_new(root, "optimizations", cli_report_json(res->optimization_report));
+    if (res->debug.enabled)
+        json_object_set_new(root, "debug", cli_debug_json(&res->debug));
     json_dumpf(root, stdout, JSON_INDENT(2));
     putchar('\n');
     json_decref(root);
@@ -435,6 +441,8 @@ int cmd_generate(int argc, char **argv)
     }
     /* what was asked for and could not run here, and why: even when quiet */
     cli_report_print(stderr, res->optimization_report, 0);
+    if (res->debug.enabled)
+        cli_debug_print(stderr, &res->debug); /* asked for: even when quiet */
     if (ps.save_failed)
         fprintf(stderr, "kiln generate: stopped: could not save image %d of %d; kept the %d saved before it\n",
                 saved + 1, a.req.num_images, saved);
