@@ -478,6 +478,7 @@ typedef struct kiln_nonfinite {
 typedef struct kiln_debug_report {
     int enabled;               /* the request asked for debug mode */
     kiln_nonfinite nonfinite;  /* of the run whose images are returned */
+    double check_s;            /* seconds that run spent checking for NaN/Inf (in its timings) */
     int validated;             /* 1: the reference ran and the numbers below are set */
     char reference[256];       /* how the reference ran, or why it did not ("cancelled", the error) */
     int images;                /* images compared (the result's count) */

@@ -37,6 +37,7 @@ json_t *cli_debug_json(const kiln_debug_report *d)
     } else {
         json_object_set_new(o, "nonfinite", json_null());
     }
+    json_object_set_new(o, "check_s", json_real(d->check_s));
     json_object_set_new(o, "validated", json_boolean(d->validated));
     json_object_set_new(o, "reference", json_string(d->reference));
     if (d->validated) {
@@ -86,6 +87,7 @@ void cli_debug_print(FILE *out, const kiln_debug_report *d)
     } else {
         fprintf(out, "debug: first NaN/Inf: none (every node's output finite)\n");
     }
+    fprintf(out, "debug: the NaN/Inf check took %.3fs of the run\n", d->check_s);
     if (!d->validated) {
         fprintf(out, "debug: validation %s\n", d->reference);
         return;

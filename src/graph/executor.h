@@ -122,6 +122,9 @@ typedef struct graph_nonfinite {
 /* Fills *out from the last run (found 0 when check_finite is off). */
 void graph_exec_nonfinite(const graph_exec *e, graph_nonfinite *out);
 
+/* Seconds the last run spent checking outputs (check_finite): its cost. */
+double graph_exec_check_seconds(const graph_exec *e);
+
 /* The data of an output node (graph_mark_output) after a run; lives until
  * the next run or destroy. NULL for other nodes. */
 const float *graph_exec_output(const graph_exec *e, graph_id id);

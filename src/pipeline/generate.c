@@ -262,6 +262,7 @@ typedef struct debug_run {
     float *latents;            /* keep_latents: each image's final latent, request order */
     int keep_latents;
     size_t latent_values;      /* per image */
+    double check_s;            /* time in the executors' NaN/Inf checks */
     int first_image, unet_evals_before; /* the batch running, and the UNet evaluations before it */
 } debug_run;
 
@@ -269,7 +270,10 @@ typedef struct debug_run {
  * request. */
 static void debug_note(const plan *p, graph_exec *exec, const char *graph_name, int step, int image)
 {
-    if (!p->dbg || !p->dbg->nonfinite || p->dbg->nonfinite->found)
+    if (!p->dbg || !p->dbg->nonfinite)
+        return;
+    p->dbg->check_s += graph_exec_check_seconds(exec);
+    if (p->dbg->nonfinite->found)
         return;
     graph_nonfinite nf;
     graph_exec_nonfinite(exec, &nf);
@@ -961,6 +965,7 @@ kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **ou
     }
     res->debug.enabled = 1;
     res->debug.nonfinite = nonfinite;
+    res->debug.check_s = d.check_s;
     if (st == KILN_ERR_CANCELLED)
         snprintf(res->debug.reference, sizeof res->debug.reference, "not run: cancelled");
     else

@@ -285,6 +285,7 @@ function showDebug(job) {
   $('debug-latent').textContent = typeof e === 'number'
     ? `${e.toPrecision(3)} of ${d.latent_max_abs.toPrecision(3)}` : (e || '–');
   $('debug-time').textContent = seconds(d.reference_s);
+  $('debug-check').textContent = seconds(d.check_s);
   $('debug-reference').textContent = d.validated ? `against the ${d.reference}` : `validation ${d.reference}`;
 }
 
