@@ -10,7 +10,8 @@
  *     error within the bounds test_optimizations.c's tolerances give;
  *   - a model loaded at f16 (and bf16): the reference is loaded again at
  *     f32, the PSNR finite and within its bound;
- *   - debug on and off give the same pixels.
+ *   - debug on and off give the same pixels;
+ *   - the reference reports progress as "validate", and can be cancelled.
  */
 #include <math.h>
 #include <stdio.h>
@@ -378,5 +379,57 @@ static void test_half_precision_against_reference(void)
     }
 }
 
+/* The reference's progress comes as the "validate" stage; a cancel there
+ * keeps every image and says the validation did not run. */
+typedef struct stages_seen {
+    int denoise, validate, cancel_in_validate;
+} stages_seen;
+
+static int watch_stages(void *user, const kiln_progress *p)
+{
+    stages_seen *s = user;
+    if (strcmp(p->stage, "validate") == 0) {
+        s->validate++;
+        return s->cancel_in_validate;
+    }
+    s->denoise += strcmp(p->stage, "denoise") == 0;
+    return 0;
+}
+
+static void test_validation_progress_and_cancel(void)
+{
+    session s;
+    if (open_session(&s, tiny_model(), NULL) != 0)
+        return;
+    for (int cancel = 0; cancel < 2; cancel++) {
+        kiln_request r;
+        kiln_request_defaults(&r);
+        r.prompt = "a red circle";
+        r.steps = 3;
+        r.seed = 5;
+        r.num_images = 2;
+        r.debug = 1;
+        stages_seen seen = {.cancel_in_validate = cancel};
+        r.on_progress = watch_stages;
+        r.user = &seen;
+        kiln_result *res = NULL;
+        kiln_status st = kiln_generate(s.model, &r, &res);
+        if (!cancel) {
+            CHECK(st == KILN_OK && res && res->debug.validated && seen.denoise > 0 && seen.validate > 0,
+                  "progress through the reference: status %d, denoise %d, validate %d calls: %s", st, seen.denoise,
+                  seen.validate, kiln_last_error());
+        } else {
+            CHECK(st == KILN_ERR_CANCELLED && res && res->count == 2 && !res->debug.validated &&
+                      strstr(res->debug.reference, "cancelled") && seen.validate == 1,
+                  "cancel in validation: status %d, %d images, validated %d, '%s', %d validate calls", st,
+                  res ? res->count : -1, res ? res->debug.validated : -1, res ? res->debug.reference : "",
+                  seen.validate);
+        }
+        kiln_result_destroy(res);
+    }
+    close_session(&s);
+}
+
 TEST_MAIN(TEST(test_executor_names_first_nonfinite), TEST(test_planted_nan_is_named),
-          TEST(test_defaults_against_reference), TEST(test_half_precision_against_reference))
+          TEST(test_defaults_against_reference), TEST(test_half_precision_against_reference),
+          TEST(test_validation_progress_and_cancel))
