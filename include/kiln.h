@@ -373,7 +373,7 @@ typedef struct kiln_progress {
     int step, steps;        /* sampler steps done in this batch, of */
     int images_done, images; /* finished images, of the request's */
     double elapsed_s, eta_s;
-    const char *stage;      /* "text", "denoise", "decode", "encode" */
+    const char *stage;      /* "text", "denoise", "decode", "encode"; "validate" in debug mode */
 } kiln_progress;
 
 /* Return non-zero to cancel: generation stops after the current step and
@@ -434,6 +434,14 @@ typedef struct kiln_request {
     kiln_image_fn on_image;      /* NULL, or called per finished image with user */
     kiln_trace_fn on_trace;      /* NULL, or called per node and stage with user (a timeline:
                                     `kiln generate --trace` writes it as Chrome trace JSON) */
+    /* 1: debug mode (kiln_debug_report in the result): every node's output
+     * is checked for NaN and Inf as it runs, and the request is run again
+     * on the f32 reference path to measure how far the images are from it.
+     * Costs a scan of every activation, and the reference generation (slower:
+     * no fused or tiled kernels; for a model loaded at f16 or bf16, a second
+     * copy of the model loaded at f32). The images returned are the same,
+     * bit for bit, as without it. 0: off */
+    int debug;
 } kiln_request;
 
 KILN_API void kiln_request_defaults(kiln_request *r);
@@ -472,6 +480,53 @@ typedef struct kiln_plan {
     size_t weight_bytes, activation_bytes, bytes_per_image, total_bytes, budget_bytes;
 } kiln_plan;
 
+/* ---- debug mode ----------------------------------------------------------- */
+
+/* The first node, in the order the graphs ran, whose output held a NaN or
+ * an Inf (graphs run: text encoder, then per batch the UNet once per
+ * sampler step and the VAE decoder per image; the VAE encoder first for
+ * img2img). The run is not stopped: the images come out as they would. */
+typedef struct kiln_nonfinite {
+    int found;            /* 0: every node's output was finite (the rest is unset) */
+    char node[160];       /* its name as the graph names it: "<block>/<layer>", e.g.
+                             "input_blocks.1.0/in_layers.2" (truncated to fit) */
+    char op[24];          /* its op kind: "conv2d", "linear", "attention", "group_norm", ... */
+    char graph[16];       /* "text_encoder", "unet", "vae_decoder" or "vae_encoder" */
+    int ndim;
+    int64_t shape[4];     /* of its output: [batch, h, w, c] for images, [batch, tokens, c] for
+                             sequences; the UNet's batch holds the unconditional half first */
+    int step;             /* unet: the sampler step of that evaluation, 0 first; -1 otherwise */
+    int image;            /* unet, vae_decoder: the request's index of the (first) image it ran
+                             for; -1 for the text encoder and the VAE encoder */
+    int64_t count;        /* NaN and Inf values in that output */
+    int64_t first_index;  /* row-major index into the output of the first of them */
+    float first_value;    /* NaN, +Inf or -Inf */
+} kiln_nonfinite;
+
+/* What debug mode found. The validation runs the same request (prompt,
+ * seeds, sampler, sizes, batch) on the f32 reference path: plain
+ * attention, fusion off, activations allocated as they go, libm's exp and
+ * erf, f32 weights (a model loaded at f16 or bf16 is loaded again at f32
+ * from the same path for it, and released after), and compares. */
+typedef struct kiln_debug_report {
+    int enabled;               /* the request asked for debug mode */
+    kiln_nonfinite nonfinite;  /* of the run whose images are returned */
+    double check_s;            /* seconds that run spent checking for NaN/Inf (in its timings) */
+    int validated;             /* 1: the reference ran and the numbers below are set */
+    char reference[256];       /* how the reference ran, or why it did not ("cancelled", the error) */
+    int images;                /* images compared (the result's count) */
+    /* per image, 10 log10(255^2 / MSE) over the RGB bytes; INFINITY when
+     * the images are identical (MSE 0) */
+    double psnr_db[KILN_MAX_IMAGES];
+    double psnr_min_db;        /* the lowest of them */
+    double psnr_mean_db;       /* from the MSE over every image's bytes together, so that one
+                                  identical image does not make it infinite; INFINITY if all are */
+    double latent_max_error;   /* max |z - z_ref| over every image's final latent (the sampler's
+                                  output, before the VAE), in latent units */
+    double latent_max_abs;     /* max |z_ref|: the scale of that error */
+    double reference_s;        /* seconds the reference took, loading included */
+} kiln_debug_report;
+
 typedef struct kiln_result {
     int count;            /* images finished (fewer than asked when cancelled) */
     kiln_image *images;
@@ -488,10 +543,16 @@ typedef struct kiln_result {
     double *step_s;       /* seconds of each sampler step (UNet evaluations, guidance, sampler update),
                              in order over the micro-batches; step_count entries, owned by the result */
     int step_count;
+    kiln_debug_report debug;   /* enabled 0 unless the request asked for debug mode */
 } kiln_result;
 
 /* Runs a request. On KILN_OK or KILN_ERR_CANCELLED, *out holds the images
  * made (free with kiln_result_destroy); on other errors *out is untouched.
+ * In debug mode the reference runs after the images are finished (and
+ * handed to on_image); its progress reaches on_progress with stage
+ * "validate", and a cancel there returns KILN_ERR_CANCELLED with every image
+ * in the result and debug.validated 0. A reference that fails (memory) is
+ * not an error of the call: debug.reference says why.
  * Errors: KILN_ERR_INVALID (names the field and its allowed range; a
  * request that cannot fit the engine's memory budget is refused here,
  * before any large allocation, with the bytes it needs and what would make

@@ -71,12 +71,60 @@ def test_bench_ablate(kiln, model, work):
     check(rc == 0 and "tiled -> plain" in stdout and "not measured" in stdout, "table: %s %s" % (stdout, stderr))
 
 
+def plant_nan(model, tensor, path):
+    """A copy of model (beside it: the same tokenizer/) with tensor's first value NaN."""
+    with open(model, "rb") as f:
+        data = bytearray(f.read())
+    header_len = int.from_bytes(data[:8], "little")
+    begin = json.loads(data[8:8 + header_len])[tensor]["data_offsets"][0]
+    at = 8 + header_len + begin
+    data[at:at + 4] = bytes.fromhex("0000c07f")  # f32 quiet NaN, little-endian
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def test_generate_debug(kiln, model, work):
+    out = os.path.join(work, "debug")
+    common = ["generate", "-m", model, "-p", "a red circle", "--steps", "2", "--seed", "4", "-o", out, "-q",
+              "--overwrite"]
+    rc, stdout, stderr = run(kiln, *common, "--debug", "--json")
+    if check(rc == 0, "generate --debug --json: rc %d, %s" % (rc, stderr)):
+        d = json.loads(stdout).get("debug", {})
+        psnr = d.get("psnr_min_db")
+        # the bound test_debug.c holds the best configuration to (58 dB); "inf" for identical images
+        check(d.get("nonfinite", 1) is None and d.get("validated") is True and
+              (psnr == "inf" or (isinstance(psnr, float) and psnr >= 58)) and
+              isinstance(d.get("latent_max_error"), float) and len(d.get("psnr_db", [])) == 1 and
+              "f32 reference" in d.get("reference", ""), "debug report: %s" % d)
+        check("debug: first NaN/Inf: none" in stderr and "PSNR min" in stderr and "max latent error" in stderr,
+              "the report on stderr: %s" % stderr)
+        with open(os.path.join(out, "00000-4.png"), "rb") as f:
+            with_debug = f.read()
+        rc, stdout, _ = run(kiln, *common, "--json")
+        with open(os.path.join(out, "00000-4.png"), "rb") as f:
+            check(rc == 0 and f.read() == with_debug and "debug" not in json.loads(stdout),
+                  "the same image without --debug, and no report")
+    # a NaN in the UNet's first convolution's weight: named, with its graph and step
+    bad = os.path.join(work, "nan.safetensors")
+    plant_nan(model, "model.diffusion_model.input_blocks.0.0.weight", bad)
+    rc, stdout, stderr = run(kiln, "generate", "-m", bad, "-p", "a red circle", "--steps", "2", "--seed", "4",
+                             "-o", out, "-q", "--debug", "--json")
+    if check(rc == 0, "generate --debug with a NaN weight: rc %d, %s" % (rc, stderr)):
+        nf = json.loads(stdout)["debug"]["nonfinite"] or {}
+        check(nf.get("node") == "input_blocks.0.0" and nf.get("op") == "conv2d" and nf.get("graph") == "unet" and
+              nf.get("step") == 0 and nf.get("first_value") == "nan" and nf.get("count", 0) > 0,
+              "the NaN's first node: %s" % nf)
+        check("node 'input_blocks.0.0' (conv2d" in stderr and "in the unet, step 0" in stderr,
+              "named on stderr: %s" % stderr)
+
+
 def main():
     kiln, make_random_model, tokenizer = sys.argv[1:4]
     work = temp_dir()
     try:
         model = make_model(make_random_model, tokenizer, work)
-        for name, fn in (("generate_flags", test_generate_flags), ("bench_ablate", test_bench_ablate)):
+        for name, fn in (("generate_flags", test_generate_flags), ("bench_ablate", test_bench_ablate),
+                         ("generate_debug", test_generate_debug)):
             current[0] = name
             fn(kiln, model, work)
     finally:

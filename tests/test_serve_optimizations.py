@@ -80,6 +80,37 @@ def test_bad_values_are_refused(s):
               "%r: expected 400 naming %s with the allowed values, got %s %s" % (body, field, status, r))
 
 
+def test_debug_report(s):
+    base = {"prompt": "a red circle", "steps": 2, "seed": 3, "sampler_name": "euler"}
+    status, _, plain = s.json("POST", POST, base)
+    status2, _, dbg = s.json("POST", POST, dict(base, debug=True))
+    if check(status == 200 and status2 == 200, "debug and not: %s %s" % (status, status2)):
+        check("debug" not in json.loads(plain["info"])["kiln"], "no report without debug")
+        d = json.loads(dbg["info"])["kiln"].get("debug", {})
+        psnr = d.get("psnr_min_db")
+        check(d.get("nonfinite", 1) is None and d.get("validated") is True and
+              (psnr == "inf" or (isinstance(psnr, float) and psnr >= 58)) and
+              isinstance(d.get("latent_max_error"), float), "txt2img debug report: %s" % d)
+        check(plain["images"] == dbg["images"], "debug must not change the images")
+    status, _, r = s.json("POST", POST, dict(base, debug="yes"))
+    check(status == 400 and r.get("field") == "debug", "debug must be a boolean: %s %s" % (status, r))
+    # the jobs API: the report in the job
+    status, _, r = s.json("POST", "/api/v1/jobs", dict(base, debug=True, precision="f16"))
+    if check(status == 202, "debug job: %s %s" % (status, r)):
+        job = {}
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            _, _, job = s.json("GET", r["url"])
+            if job.get("state") in ("done", "failed", "cancelled"):
+                break
+            time.sleep(0.1)
+        d = job.get("debug", {})
+        psnr = d.get("psnr_min_db")
+        # f16 weights of an f32 model: a finite PSNR, held to 47 dB as in test_debug.c
+        check(job.get("state") == "done" and d.get("validated") is True and isinstance(psnr, float) and
+              psnr >= 47 and "loaded again at f32" in d.get("reference", ""), "job debug report: %s" % d)
+
+
 def main():
     kiln, make_random_model, tokenizer = sys.argv[1:4]
     work = temp_dir()
@@ -89,7 +120,8 @@ def main():
         s = Server(kiln, model, work, env=env)
         try:
             for name, fn in (("switches_run_and_report", test_switches_run_and_report),
-                             ("bad_values_are_refused", test_bad_values_are_refused)):
+                             ("bad_values_are_refused", test_bad_values_are_refused),
+                             ("debug_report", test_debug_report)):
                 current[0] = name
                 fn(s)
         finally:

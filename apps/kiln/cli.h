@@ -40,4 +40,11 @@ void cli_optimization_usage(FILE *out);
 json_t *cli_report_json(const kiln_opt_report *rep);
 void cli_report_print(FILE *out, const kiln_opt_report *rep, int all);
 
+/* ---- debug mode (cli_debug.c) ---- */
+
+/* Debug mode's report as JSON (a new object; infinities as the string
+ * "inf", what was not measured as null) or as "debug: " lines on out. */
+json_t *cli_debug_json(const kiln_debug_report *d);
+void cli_debug_print(FILE *out, const kiln_debug_report *d);
+
 #endif

@@ -65,6 +65,8 @@ static void generate_usage(FILE *out)
             "                         text / step N / decode) as Chrome trace JSON for Perfetto\n"
             "      --no-history       do not append this run to the history ($XDG_CACHE_HOME/kiln/history.jsonl;\n"
             "                         'kiln bench --history' summarises it)\n"
+            "      --debug            check every node's output for NaN/Inf and compare the images with the f32\n"
+            "                         reference path (PSNR, max latent error); the reference takes extra time\n"
             "  -q, --quiet            no progress bar\n");
     cli_optimization_usage(out);
 }
@@ -212,6 +214,8 @@ static int parse_args(int argc, char **argv, generate_args *a)
             a->trace_path = value;
         } else if (!strcmp(arg, "--no-history")) {
             a->no_history = 1;
+        } else if (!strcmp(arg, "--debug")) {
+            a->req.debug = 1;
         } else if (!strcmp(arg, "-q") || !strcmp(arg, "--quiet")) {
             a->quiet = 1;
         } else {
@@ -430,6 +434,8 @@ static void print_json(const generate_args *a, const kiln_model_info *info, cons
     json_object_set_new(root, "scratch_bytes", json_integer((json_int_t)t->scratch_bytes));
     json_object_set_new(root, "optimizations", cli_report_json(res->optimization_report));
     json_object_update_missing(root, metrics);
+    if (res->debug.enabled)
+        json_object_set_new(root, "debug", cli_debug_json(&res->debug));
     json_dumpf(root, stdout, JSON_INDENT(2));
     putchar('\n');
     json_decref(root);
@@ -549,6 +555,8 @@ int cmd_generate(int argc, char **argv)
     }
     /* what was asked for and could not run here, and why: even when quiet */
     cli_report_print(stderr, res->optimization_report, 0);
+    if (res->debug.enabled)
+        cli_debug_print(stderr, &res->debug); /* asked for: even when quiet */
     if (ps.save_failed)
         fprintf(stderr, "kiln generate: stopped: could not save image %d of %d; kept the %d saved before it\n",
                 saved + 1, a.req.num_images, saved);

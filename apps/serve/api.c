@@ -181,6 +181,8 @@ static json_t *a1111_info(const job *j, const kiln_model_info *model)
                              serve_precision_name(p->precision), "rng", p->rng, "perf", perf_record_json(&j->perf));
     if (j->have_report)
         json_object_set_new(kiln, "optimizations", cli_report_json(j->report));
+    if (j->have_debug)
+        json_object_set_new(kiln, "debug", cli_debug_json(&j->debug));
     json_object_set_new(o, "kiln", kiln);
     return o;
 }

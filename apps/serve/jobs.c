@@ -223,6 +223,7 @@ static void run_job(job_queue *q, job *j)
     r.num_images = p->num_images;
     r.batch_size = p->batch_size;
     r.optimizations = &p->optimizations;
+    r.debug = p->debug;
     if (p->img2img) {
         r.init_rgb = p->init_rgb;
         r.init_width = p->init_width;
@@ -242,6 +243,10 @@ static void run_job(job_queue *q, job *j)
         pthread_mutex_lock(&q->mu);
         memcpy(j->report, res->optimization_report, sizeof j->report);
         j->have_report = 1;
+        if (res->debug.enabled) {
+            j->debug = res->debug;
+            j->have_debug = 1;
+        }
         pthread_mutex_unlock(&q->mu);
     }
     rec.peak_rss_bytes = peak_rss_bytes();
@@ -659,6 +664,8 @@ json_t *jobs_job_json(job_queue *q, job *j)
         json_object_set_new(o, "ahead", json_integer(ahead_locked(q, j)));
     if (j->have_report)
         json_object_set_new(o, "optimizations", cli_report_json(j->report));
+    if (j->have_debug)
+        json_object_set_new(o, "debug", cli_debug_json(&j->debug));
     json_object_set_new(o, "progress",
                         json_pack("{s:f, s:i, s:i, s:i, s:i, s:s, s:f, s:f}", "fraction", fraction_locked(j), "step",
                                   pr->step, "steps", pr->steps, "images_done", pr->images_done, "images",

@@ -12,6 +12,9 @@
  * "nchw"), fusion, fast_math and vae_tiling (true/false or "on"/"off"),
  * memory ("plan", "alloc"), threads and vae_tile (integers). A switch that
  * cannot run here is not refused: the answer reports what ran and why.
+ * debug (true/false) runs in debug mode (kiln_request.debug): the answer
+ * carries the report (the first NaN/Inf node, PSNR and latent error
+ * against the f32 reference).
  * Fields A1111 has and kiln does not (styles, subseed, restore_faces, ...)
  * are ignored, as A1111 ignores what it does not know; a null value means
  * "not given". A known field with a value of the wrong type or outside
@@ -354,6 +357,8 @@ int request_parse(const char *body, size_t len, int img2img, serve_precision def
         get_string(root, "rng", 16, &rng, err) || get_bool(root, "send_images", &p.send_images, err) ||
         get_number(root, "denoising_strength", 0, 1, 1, &strength, err) ||
         get_optimizations(root, &p.optimizations, err))
+        goto fail;
+    if (get_bool(root, "debug", &p.debug, err))
         goto fail;
     if (num_images > 0) /* kiln's own: any count, in batches of batch_size (the last may be smaller) */
         n_iter = (num_images + batch_size - 1) / batch_size;

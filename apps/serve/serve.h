@@ -72,6 +72,7 @@ typedef struct job_params {
     int init_width, init_height;
     float strength;
     int send_images;    /* A1111 send_images: put the images in the answer */
+    int debug;          /* kiln's own: debug mode (kiln_request.debug) */
     json_t *parameters; /* the request as given (init_images dropped), for the answer; owned */
 } job_params;
 
@@ -181,6 +182,8 @@ typedef struct job {
     const serve_sampler *sampler; /* as run */
     int have_report;              /* the job ran: report holds what its switches did */
     kiln_opt_report report[KILN_OPT_COUNT];
+    int have_debug;               /* the job ran in debug mode: debug holds its report */
+    kiln_debug_report debug;
     perf_record perf;
     json_t *metrics;  /* the run's metrics (perf_metrics_json: op profile, step times, ...); owned; NULL if it failed */
     int error_status; /* FAILED: the HTTP status to answer with */

@@ -45,6 +45,12 @@ struct graph_exec {
     graph_profile *profile;
     graph_trace_fn trace;
     void *trace_ctx;
+    /* check_finite: per thread, what its part of an output held; and the
+     * first node of the last run found to hold a NaN or Inf */
+    struct finite_slot *finite_slots;
+    int finite_threads;
+    graph_nonfinite nonfinite;
+    uint64_t check_ns; /* the last run's time in the check */
 };
 
 void graph_exec_options_defaults(graph_exec_options *o)
@@ -379,6 +385,7 @@ void graph_exec_destroy(graph_exec *e)
     free(e->data);
     free(e->offset);
     free(e->packed);
+    free(e->finite_slots);
     free(e);
 }
 
@@ -945,6 +952,109 @@ static kiln_status ensure_scratch(graph_exec *e, int threads)
     return KILN_OK;
 }
 
+/* ---- check_finite ---- */
+
+/* A thread's count and first bad index over its part of an output, on a
+ * cache line of its own. */
+typedef struct finite_slot {
+    int64_t count, first;
+    float value;
+    unsigned char pad[64 - 2 * sizeof(int64_t) - sizeof(float)];
+} finite_slot;
+
+typedef struct finite_job {
+    const float *y;
+    finite_slot *slots;
+} finite_job;
+
+/* An exponent of all ones is NaN or Inf. Tested on the bits, so the loop
+ * vectorizes and no fast-math flag can fold the test away. */
+static inline int nonfinite_at(const float *y, int64_t i)
+{
+    uint32_t bits;
+    memcpy(&bits, &y[i], sizeof bits);
+    return (bits & 0x7f800000u) == 0x7f800000u;
+}
+
+static void run_finite_scan(void *p, int64_t begin, int64_t end, int thread)
+{
+    finite_job *j = p;
+    int64_t count = 0;
+    for (int64_t i = begin; i < end; i++)
+        count += nonfinite_at(j->y, i);
+    finite_slot *s = &j->slots[thread];
+    if (!count)
+        return;
+    if (s->count == 0 || begin < s->first)
+        for (int64_t i = begin; i < end; i++)
+            if (nonfinite_at(j->y, i)) {
+                if (s->count == 0 || i < s->first) {
+                    s->first = i;
+                    s->value = j->y[i];
+                }
+                break;
+            }
+    s->count += count;
+}
+
+static kiln_status ensure_finite_slots(graph_exec *e, int threads)
+{
+    if (e->finite_threads >= threads)
+        return KILN_OK;
+    free(e->finite_slots);
+    e->finite_threads = 0;
+    e->finite_slots = NULL;
+    if (posix_memalign((void **)&e->finite_slots, 64, (size_t)threads * sizeof *e->finite_slots) != 0)
+        return err_set(KILN_ERR_NOMEM, "cannot allocate the finite check for %d threads", threads);
+    e->finite_threads = threads;
+    return KILN_OK;
+}
+
+/* Records node id in e->nonfinite if its output holds a NaN or Inf. */
+static void check_node_finite(graph_exec *e, graph_id id, tpool *pool)
+{
+    const graph_node *node = graph_node_at(e->g, id);
+    if (node->op == GRAPH_OP_INPUT || node->op == GRAPH_OP_WEIGHT || node->op == GRAPH_OP_VIEW ||
+        (e->alias && e->alias[id] != GRAPH_NONE) || !e->data[id])
+        return;
+    int threads = tpool_size(pool);
+    for (int t = 0; t < threads; t++)
+        e->finite_slots[t] = (finite_slot){.count = 0, .first = 0};
+    finite_job j = {.y = e->data[id], .slots = e->finite_slots};
+    int64_t n = tensor_numel(&node->out);
+    tpool_for(pool, n, 65536, TPOOL_STATIC, run_finite_scan, &j);
+    graph_nonfinite *r = &e->nonfinite;
+    for (int t = 0; t < threads; t++) {
+        const finite_slot *s = &e->finite_slots[t];
+        if (!s->count)
+            continue;
+        if (!r->found || s->first < r->first_index) {
+            r->first_index = s->first;
+            r->first_value = s->value;
+        }
+        r->found = 1;
+        r->count += s->count;
+    }
+    if (!r->found)
+        return;
+    r->node = id;
+    r->name = node->name;
+    r->op = node->op;
+    r->ndim = node->out.ndim;
+    for (int d = 0; d < TENSOR_MAX_DIMS; d++)
+        r->shape[d] = d < node->out.ndim ? node->out.shape[d] : 0;
+}
+
+void graph_exec_nonfinite(const graph_exec *e, graph_nonfinite *out)
+{
+    *out = e->nonfinite;
+}
+
+double graph_exec_check_seconds(const graph_exec *e)
+{
+    return (double)e->check_ns * 1e-9;
+}
+
 kiln_status graph_exec_run(graph_exec *e, tpool *pool)
 {
     kiln_status st = ensure_scratch(e, tpool_size(pool));
@@ -955,6 +1065,10 @@ kiln_status graph_exec_run(graph_exec *e, tpool *pool)
         if (node->op == GRAPH_OP_INPUT && !e->data[i])
             return err_set(KILN_ERR_INVALID, "graph input '%s' has no data bound", node->name);
     }
+    memset(&e->nonfinite, 0, sizeof e->nonfinite);
+    e->check_ns = 0;
+    if (e->opt.check_finite && (st = ensure_finite_slots(e, tpool_size(pool))) != KILN_OK)
+        return st;
     graph_profile *prof = e->profile;
     if (e->opt.alloc_as_you_go)
         release_all(e); /* the last run's outputs */
@@ -976,6 +1090,16 @@ kiln_status graph_exec_run(graph_exec *e, tpool *pool)
         if (st != KILN_OK) {
             release_all(e);
             return st;
+        }
+        if (e->opt.check_finite && !e->nonfinite.found) {
+            /* before the frees below, while its output is held; not
+             * counted in the node's profiled time */
+            uint64_t check_start = clock_now_ns();
+            check_node_finite(e, (graph_id)i, pool);
+            uint64_t check_ns = clock_now_ns() - check_start;
+            e->check_ns += check_ns;
+            if (prof)
+                start += check_ns;
         }
         if (e->opt.alloc_as_you_go)
             for (graph_id j = e->free_head[i]; j != GRAPH_NONE; j = e->free_next[j]) {

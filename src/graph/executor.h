@@ -34,6 +34,13 @@ typedef struct graph_exec_options {
      * their own pass; 0: SiLU inside the norm's last pass, an add whose
      * operand is a convolution read by nothing else inside that conv */
     int unfused;
+    /* 1: after each node runs, count the NaN and Inf values of its output;
+     * the first node of a run that made one is recorded (graph_exec_nonfinite)
+     * and the run goes on unchanged (later nodes are not checked: they only
+     * carry the first one's values on). Views have no output of their own;
+     * a residual add fused into its convolution is checked as that
+     * convolution. 0: no check, no cost */
+    int check_finite;
 } graph_exec_options;
 
 /* The fastest: tiled attention at its default tile, the static plan, fast
@@ -106,6 +113,25 @@ typedef void (*graph_trace_fn)(void *ctx, const graph *g, graph_id id, uint64_t 
 /* Attaches a trace hook the following runs call (fn NULL detaches). Like
  * the profile it costs a clock read per node. */
 void graph_exec_set_trace(graph_exec *e, graph_trace_fn fn, void *ctx);
+/* The first node whose output held a NaN or an Inf in the last run (with
+ * check_finite; reset as each run starts). */
+typedef struct graph_nonfinite {
+    int found;           /* 0: every checked output was finite (the rest is unset) */
+    graph_id node;
+    const char *name;    /* as the graph names it; lives as long as the graph */
+    graph_op op;
+    int ndim;
+    int64_t shape[TENSOR_MAX_DIMS];
+    int64_t count;       /* non-finite values in its output */
+    int64_t first_index; /* flat index (row-major over shape) of the first */
+    float first_value;   /* NaN, +Inf or -Inf */
+} graph_nonfinite;
+
+/* Fills *out from the last run (found 0 when check_finite is off). */
+void graph_exec_nonfinite(const graph_exec *e, graph_nonfinite *out);
+
+/* Seconds the last run spent checking outputs (check_finite): its cost. */
+double graph_exec_check_seconds(const graph_exec *e);
 
 /* The data of an output node (graph_mark_output) after a run; lives until
  * the next run or destroy. NULL for other nodes. */

@@ -39,6 +39,7 @@ struct kiln_model {
     kiln_precision precision;
     kiln_dtype pack_dtype;
     char hash[11]; /* "" until first needed */
+    char *tokenizer_dir; /* as loaded (NULL: the model's own): debug mode reloads at f32 with it */
     weight_cache *weights; /* packed once, shared by every graph */
     sd_schedule schedule;
     model_graph text, unet, decoder, encoder;
@@ -156,6 +157,10 @@ kiln_status kiln_model_load(kiln_engine *e, const char *path, const kiln_model_o
         return st;
     }
     m->engine = e;
+    if (o && o->tokenizer_dir && !(m->tokenizer_dir = strdup(o->tokenizer_dir))) {
+        kiln_model_destroy(m);
+        return err_set(KILN_ERR_NOMEM, "cannot allocate a model");
+    }
     schedule_init_sd(&m->schedule);
     if (m->sd->zero_terminal_snr)
         schedule_rescale_zero_terminal_snr(&m->schedule);
@@ -173,6 +178,7 @@ void kiln_model_destroy(kiln_model *m)
     model_graph_clear(&m->encoder);
     weight_cache_destroy(m->weights);
     sd_model_destroy(m->sd);
+    free(m->tokenizer_dir);
     free(m);
 }
 
@@ -249,7 +255,48 @@ typedef struct plan {
     kiln_optimizations asked, active;
     kiln_opt_report report[KILN_OPT_COUNT];
     graph_exec_options exec;
+    struct debug_run *dbg; /* debug mode: what this run collects; NULL otherwise */
 } plan;
+
+/* ---- debug mode: what one run collects ---- */
+
+typedef struct debug_run {
+    kiln_nonfinite *nonfinite; /* the first node found (check_finite on); NULL: no check */
+    float *latents;            /* keep_latents: each image's final latent, request order */
+    int keep_latents;
+    size_t latent_values;      /* per image */
+    double check_s;            /* time in the executors' NaN/Inf checks */
+    int first_image, unet_evals_before; /* the batch running, and the UNet evaluations before it */
+} debug_run;
+
+/* After a graph ran: its first non-finite node, if it is the first of the
+ * request. */
+static void debug_note(const plan *p, graph_exec *exec, const char *graph_name, int step, int image)
+{
+    if (!p->dbg || !p->dbg->nonfinite)
+        return;
+    p->dbg->check_s += graph_exec_check_seconds(exec);
+    if (p->dbg->nonfinite->found)
+        return;
+    graph_nonfinite nf;
+    graph_exec_nonfinite(exec, &nf);
+    if (!nf.found)
+        return;
+    kiln_nonfinite *r = p->dbg->nonfinite;
+    memset(r, 0, sizeof *r);
+    r->found = 1;
+    snprintf(r->node, sizeof r->node, "%s", nf.name ? nf.name : "");
+    snprintf(r->op, sizeof r->op, "%s", graph_op_name(nf.op));
+    snprintf(r->graph, sizeof r->graph, "%s", graph_name);
+    r->ndim = nf.ndim;
+    for (int i = 0; i < 4 && i < TENSOR_MAX_DIMS; i++)
+        r->shape[i] = nf.shape[i];
+    r->step = step;
+    r->image = image;
+    r->count = nf.count;
+    r->first_index = nf.first_index;
+    r->first_value = nf.first_value;
+}
 
 static kiln_status check_request(const kiln_model *m, const kiln_request *r, plan *p)
 {
@@ -486,6 +533,9 @@ static kiln_status predict(void *ctx, const float *x_in, float t, float *out)
     d->unet_evals++;
     if (st != KILN_OK)
         return st;
+    if (d->p->dbg)
+        debug_note(d->p, d->m->unet.exec, "unet", d->unet_evals - 1 - d->p->dbg->unet_evals_before,
+                   d->p->dbg->first_image);
     const float *eps = graph_exec_output(d->m->unet.exec, d->m->unet.out);
     if (!d->p->guided) {
         memcpy(out, eps, n * sizeof *out);
@@ -565,6 +615,7 @@ static kiln_status encode_text(kiln_model *m, const plan *p, float **context)
     st = graph_exec_run(m->text.exec, m->engine->pool);
     if (st != KILN_OK)
         return st;
+    debug_note(p, m->text.exec, "text_encoder", -1, -1);
     size_t n = 2 * (size_t)positions * (size_t)sd->clip.width;
     *context = malloc(n * sizeof **context);
     if (!*context)
@@ -605,6 +656,7 @@ static kiln_status decode_image(kiln_model *m, const plan *p, const float *laten
     free(z);
     if (st != KILN_OK)
         return st;
+    debug_note(p, m->decoder.exec, "vae_decoder", -1, p->dbg ? p->dbg->first_image : -1);
     const float *pixels = graph_exec_output(m->decoder.exec, m->decoder.out); /* [1, H, W, 3] in [-1, 1] */
     size_t n = (size_t)p->width * p->height * 3;
     for (size_t i = 0; i < n; i++)
@@ -667,6 +719,7 @@ static kiln_status encode_init(kiln_model *m, const plan *p, float **latent)
         free(*latent);
         return st;
     }
+    debug_note(p, m->encoder.exec, "vae_encoder", -1, -1);
     const float *moments = graph_exec_output(m->encoder.exec, m->encoder.out); /* [1, h, w, 2z]: mean first */
     int z = m->sd->vae.z_channels;
     size_t pixels = (size_t)p->lat_h * p->lat_w;
@@ -768,6 +821,10 @@ static kiln_status run_batch(kiln_model *m, const plan *p, const float *context,
     graph_exec_bind(m->unet.exec, m->unet.in[0], unet_x);
     graph_exec_bind(m->unet.exec, m->unet.in[1], timesteps);
     graph_exec_bind(m->unet.exec, m->unet.in[2], ctx);
+    if (p->dbg) {
+        p->dbg->first_image = first;
+        p->dbg->unet_evals_before = d->unet_evals;
+    }
     sampler_model model = {.ctx = d, .predict = predict, .noise = noise, .progress = progress,
                            .v_prediction = sd->v_prediction};
     uint64_t denoise_ns = clock_now_ns();
@@ -780,12 +837,16 @@ static kiln_status run_batch(kiln_model *m, const plan *p, const float *context,
     stage_done(p->perf, "denoise", denoise_ns);
     if (st != KILN_OK)
         goto done;
+    if (p->dbg && p->dbg->latents)
+        memcpy(p->dbg->latents + (size_t)first * p->latent_values, x, n * sizeof *x);
 
     uint64_t decode_ns = clock_now_ns();
     double decode_start = clock_now();
     for (int i = 0; i < batch; i++) {
         kiln_image *img = &res->images[res->count];
         memset(img, 0, sizeof *img);
+        if (p->dbg)
+            p->dbg->first_image = first + i;
         st = decode_image(m, p, x + (size_t)i * p->latent_values, img);
         if (st != KILN_OK) {
             free(img->rgb);
@@ -818,7 +879,8 @@ done:
     return st;
 }
 
-kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **out)
+/* One generation; dbg (NULL: none) collects debug mode's findings. */
+static kiln_status generate_once(kiln_model *m, const kiln_request *r, debug_run *dbg, kiln_result **out)
 {
     /* Weights not prepared yet are read from the mapped file: one cut short
      * since load would fault (SIGBUS) there, one rewritten would mix old
@@ -831,6 +893,15 @@ kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **ou
     if (st != KILN_OK)
         return st;
     uint64_t start_ns = clock_now_ns();
+    if (dbg) {
+        p.dbg = dbg;
+        p.exec.check_finite = dbg->nonfinite != NULL;
+        dbg->latent_values = p.latent_values;
+        if (dbg->keep_latents && !(dbg->latents = malloc((size_t)r->num_images * p.latent_values * sizeof(float)))) {
+            sampler_plan_free(&p.sampler_plan);
+            return err_set(KILN_ERR_NOMEM, "cannot allocate the latents of %d images for debug mode", r->num_images);
+        }
+    }
     double start = clock_now();
     kiln_result *res = calloc(1, sizeof *res);
     gen_perf perf;
@@ -918,6 +989,157 @@ fail:
     free(init_latent);
     free(noise_nchw);
     kiln_result_destroy(res);
+    return st;
+}
+
+/* ---- debug mode: the validation against the f32 reference ---- */
+
+/* The reference's progress reaches the caller as the "validate" stage. */
+typedef struct validate_progress {
+    const kiln_request *r;
+    int cancelled;
+} validate_progress;
+
+static int on_validate_progress(void *user, const kiln_progress *pr)
+{
+    validate_progress *v = user;
+    kiln_progress q = *pr;
+    q.stage = "validate";
+    if (v->r->on_progress(v->r->user, &q))
+        v->cancelled = 1;
+    return v->cancelled;
+}
+
+/* 10 log10(255^2 / mse); INFINITY for identical bytes. */
+static double psnr_db(double sum_sq, size_t n)
+{
+    if (sum_sq == 0.0 || n == 0)
+        return INFINITY;
+    return 10.0 * log10(255.0 * 255.0 / (sum_sq / (double)n));
+}
+
+/* Runs r again on the f32 reference path (what tests/test_optimizations.c
+ * holds every switch to) and compares with res and the latents the
+ * optimized run kept. Fills res->debug; returns KILN_ERR_CANCELLED if the
+ * caller cancelled, KILN_OK otherwise (a failed reference is reported in
+ * res->debug.reference, not returned). */
+static kiln_status validate(kiln_model *m, const kiln_request *r, const float *latents, kiln_result *res)
+{
+    kiln_debug_report *dr = &res->debug;
+    double start = clock_now();
+    kiln_model *ref_model = m, *loaded = NULL;
+    kiln_status st = KILN_OK;
+    if (m->precision != KILN_PRECISION_F32) {
+        kiln_model_options mo;
+        kiln_model_options_defaults(&mo);
+        mo.tokenizer_dir = m->tokenizer_dir;
+        mo.precision = "f32";
+        st = kiln_model_load(m->engine, m->sd->path, &mo, &loaded);
+        if (st != KILN_OK) {
+            snprintf(dr->reference, sizeof dr->reference, "not run: loading the model again at f32: %s",
+                     kiln_last_error());
+            return KILN_OK;
+        }
+        ref_model = loaded;
+    }
+    kiln_optimizations ref;
+    kiln_optimizations_defaults(&ref);
+    ref.attention = KILN_ATTENTION_PLAIN;
+    ref.attention_tile = 0;
+    ref.fusion = 0;
+    ref.memory = KILN_MEMORY_ALLOC;
+    ref.fast_math = 0;
+    ref.precision = KILN_PRECISION_F32;
+    ref.threads = 0;
+    ref.vae_tiling = 0;
+    ref.vae_tile = 0;
+    kiln_request rr = *r;
+    rr.debug = 0;
+    rr.optimizations = &ref;
+    rr.on_image = NULL;
+    rr.on_trace = NULL; /* the timeline is of the run whose images are returned */
+    rr.num_images = res->count;
+    validate_progress vp = {.r = r};
+    if (r->on_progress) {
+        rr.on_progress = on_validate_progress;
+        rr.user = &vp;
+    }
+    debug_run rd = {.keep_latents = 1};
+    kiln_result *want = NULL;
+    st = generate_once(ref_model, &rr, &rd, &want);
+    if (st != KILN_OK) {
+        if (st == KILN_ERR_CANCELLED || vp.cancelled) {
+            snprintf(dr->reference, sizeof dr->reference, "not run: cancelled");
+            st = KILN_ERR_CANCELLED;
+        } else {
+            snprintf(dr->reference, sizeof dr->reference, "not run: %s", kiln_last_error());
+            st = KILN_OK;
+        }
+        goto done;
+    }
+    snprintf(dr->reference, sizeof dr->reference,
+             "f32 reference: plain attention, fusion off, memory alloc, fast math off, f32 weights%s",
+             loaded ? " (the model loaded again at f32)" : "");
+    double total_sq = 0.0;
+    size_t total_n = 0;
+    dr->images = res->count;
+    dr->psnr_min_db = INFINITY;
+    for (int i = 0; i < res->count; i++) {
+        const kiln_image *a = &res->images[i], *b = &want->images[i];
+        size_t n = (size_t)a->width * a->height * 3;
+        double sq = 0.0;
+        for (size_t k = 0; k < n; k++) {
+            double e = (double)a->rgb[k] - (double)b->rgb[k];
+            sq += e * e;
+        }
+        dr->psnr_db[i] = psnr_db(sq, n);
+        if (dr->psnr_db[i] < dr->psnr_min_db)
+            dr->psnr_min_db = dr->psnr_db[i];
+        total_sq += sq;
+        total_n += n;
+    }
+    dr->psnr_mean_db = psnr_db(total_sq, total_n);
+    size_t values = (size_t)res->count * rd.latent_values;
+    double worst = 0.0, scale = 0.0;
+    for (size_t k = 0; k < values; k++) {
+        double e = fabs((double)latents[k] - (double)rd.latents[k]);
+        worst = isnan(e) ? INFINITY : (e > worst ? e : worst); /* a NaN on either side is as far as it gets */
+        double z = fabs((double)rd.latents[k]);
+        scale = z > scale ? z : scale;
+    }
+    dr->latent_max_error = worst;
+    dr->latent_max_abs = scale;
+    dr->validated = 1;
+done:
+    dr->reference_s = clock_now() - start;
+    kiln_result_destroy(want);
+    free(rd.latents);
+    kiln_model_destroy(loaded);
+    return st;
+}
+
+kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **out)
+{
+    if (!r->debug)
+        return generate_once(m, r, NULL, out);
+    kiln_nonfinite nonfinite;
+    memset(&nonfinite, 0, sizeof nonfinite);
+    debug_run d = {.nonfinite = &nonfinite, .keep_latents = 1};
+    kiln_result *res = NULL;
+    kiln_status st = generate_once(m, r, &d, &res);
+    if (st != KILN_OK && st != KILN_ERR_CANCELLED) {
+        free(d.latents);
+        return st;
+    }
+    res->debug.enabled = 1;
+    res->debug.nonfinite = nonfinite;
+    res->debug.check_s = d.check_s;
+    if (st == KILN_ERR_CANCELLED)
+        snprintf(res->debug.reference, sizeof res->debug.reference, "not run: cancelled");
+    else
+        st = validate(m, r, d.latents, res);
+    free(d.latents);
+    *out = res;
     return st;
 }
 

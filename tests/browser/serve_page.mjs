@@ -61,7 +61,7 @@ try {
   await page.waitForFunction(() => document.querySelectorAll('#sampler_name option').length > 0);
   check(/threads/.test(await page.textContent('#machine')), 'the header names the model and threads');
   check(/^\d+$/.test((await page.textContent('#threads')).trim()), 'the thread count is shown');
-  check(await page.isDisabled('#tuned') && await page.isDisabled('#debug'), 'tuned/debug are shown disabled');
+  check(await page.isDisabled('#tuned') && !await page.isDisabled('#debug'), 'tuned is shown disabled, debug enabled');
   await page.waitForFunction(() => document.querySelectorAll('#history-chart rect').length > 0);
   check(true, 'the recent-jobs chart draws the warm-up jobs');
 
@@ -107,6 +107,21 @@ try {
   check(/width/.test(await page.textContent('#form-error')), 'the refusal names width');
   check(await page.$eval('#width', (e) => e.classList.contains('invalid')), 'the width input is marked');
   await page.fill('#width', '64');
+
+  // debug mode: the report shows in the performance panel
+  await page.fill('#n_images', '1');
+  await page.fill('#steps', '4');
+  await page.check('#debug');
+  await page.click('#generate');
+  await page.waitForSelector('#debug-body:not([hidden])');
+  check(/^none$/.test((await page.textContent('#debug-nonfinite')).trim()), 'debug: no NaN/Inf in the tiny model');
+  for (const id of ['#debug-psnr-min', '#debug-psnr-mean']) {
+    const text = (await page.textContent(id)).trim();
+    check(/dB$|identical/.test(text), `${id} shows a PSNR: '${text}'`);
+  }
+  check(/\d/.test(await page.textContent('#debug-latent')), 'debug: the latent error is shown');
+  check(/f32 reference/.test(await page.textContent('#debug-reference')), 'debug: what the reference was');
+  await page.uncheck('#debug');
 
   if (phoneShot) {
     await page.setViewportSize({ width: 390, height: 844 });

@@ -121,6 +121,7 @@ function request() {
     num_images: numberOf('n_images') ?? 1,
     batch_size: Math.min(numberOf('batch_size') ?? 1, numberOf('n_images') ?? 1),
     precision: $('precision').value,
+    debug: $('debug').checked,
   };
 }
 
@@ -161,6 +162,7 @@ function showProgress(job) {
   } else {
     text = `failed: ${job.error || 'unknown error'}`;
   }
+  if (job.state === 'running' && p.stage === 'validate') text = `checking against the f32 reference · ${text}`;
   $('progress-text').textContent = text;
 }
 
@@ -203,6 +205,7 @@ async function poll(id) {
   if (job.state === 'failed') showError(new ApiError(400, { detail: job.error }));
   if (job.images && job.images.length) addToGallery(job);
   if (job.perf && job.state !== 'failed') showPerf(job);
+  showDebug(job);
   refreshHistory();
 }
 
@@ -273,6 +276,30 @@ function showOps(metrics) {
       el('div', { class: 'track' }, el('div', { class: 'fill', style: `width:${(100 * o.share).toFixed(1)}%;background:var(--accent)` })),
       el('span', { class: 'value', text: `${(100 * o.share).toFixed(1)}%` + (o.gflops > 0 ? ` · ${o.gflops.toFixed(1)} GFLOP/s` : '') })));
   $('op-chart').replaceChildren(...rows);
+}
+
+// debug mode's report (kiln_debug_report): infinities arrive as "inf"
+function decibels(v) {
+  if (v === 'inf') return '∞ (identical)';
+  return typeof v === 'number' ? `${v.toFixed(2)} dB` : '–';
+}
+
+function showDebug(job) {
+  const d = job.debug;
+  $('debug-body').hidden = !d;
+  if (!d) return;
+  const nf = d.nonfinite;
+  $('debug-nonfinite').textContent = nf
+    ? `${nf.node} (${nf.op}, ${nf.graph}${nf.step >= 0 ? `, step ${nf.step}` : ''}): ${nf.count} × ${nf.first_value}`
+    : 'none';
+  $('debug-psnr-min').textContent = decibels(d.psnr_min_db);
+  $('debug-psnr-mean').textContent = decibels(d.psnr_mean_db);
+  const e = d.latent_max_error;
+  $('debug-latent').textContent = typeof e === 'number'
+    ? `${e.toPrecision(3)} of ${d.latent_max_abs.toPrecision(3)}` : (e || '–');
+  $('debug-time').textContent = seconds(d.reference_s);
+  $('debug-check').textContent = seconds(d.check_s);
+  $('debug-reference').textContent = d.validated ? `against the ${d.reference}` : `validation ${d.reference}`;
 }
 
 async function refreshHistory() {
