@@ -64,7 +64,7 @@ static void generate_usage(FILE *out)
             "      --trace FILE       write the generation's timeline (one slice per graph node, inside\n"
             "                         text / step N / decode) as Chrome trace JSON for Perfetto\n"
             "      --no-history       do not append this run to the history ($XDG_CACHE_HOME/kiln/history.jsonl;\n"
-            "                         'kiln bench --history' summarises it)\n"
+            "                         'kiln bench --history' summarises it; --debug runs are never added)\n"
             "      --debug            check every node's output for NaN/Inf and compare the images with the f32\n"
             "                         reference path (PSNR, max latent error); the reference takes extra time\n"
             "  -q, --quiet            no progress bar\n");
@@ -538,7 +538,8 @@ int cmd_generate(int argc, char **argv)
         }
     }
     char *history_path = NULL;
-    if (!a.no_history && st == KILN_OK)
+    /* a debug run's wall time holds its NaN/Inf checks and its reference run: not the operation's */
+    if (!a.no_history && !a.req.debug && st == KILN_OK)
         record_history(&info, res, &whole, kiln_engine_threads(engine), &history_path);
     if (a.json) {
         json_t *metrics = run_metrics(res, &whole, kiln_engine_threads(engine), history_path);
