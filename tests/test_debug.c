@@ -151,37 +151,7 @@ static void test_executor_names_first_nonfinite(void)
 
 /* ---- end to end on the tiny model ---- */
 
-typedef struct session {
-    kiln_engine *engine;
-    kiln_model *model;
-} session;
-
-static int open_session(session *s, const char *path, const char *precision)
-{
-    memset(s, 0, sizeof *s);
-    if (!path)
-        return -1;
-    kiln_engine_options eo;
-    kiln_engine_options_defaults(&eo);
-    eo.threads = 2;
-    kiln_model_options mo;
-    kiln_model_options_defaults(&mo);
-    mo.precision = precision;
-    if (kiln_engine_create(&eo, &s->engine) != KILN_OK || kiln_model_load(s->engine, path, &mo, &s->model) != KILN_OK) {
-        CHECK(0, "opening %s (%s): %s", path, precision ? precision : "f32", kiln_last_error());
-        kiln_engine_destroy(s->engine);
-        return -1;
-    }
-    return 0;
-}
-
-static void close_session(session *s)
-{
-    kiln_model_destroy(s->model);
-    kiln_engine_destroy(s->engine);
-}
-
-static kiln_result *generate(session *s, int debug, int num_images)
+static kiln_result *generate(model_session *s, int debug, int num_images)
 {
     kiln_request r;
     kiln_request_defaults(&r);
@@ -258,8 +228,8 @@ static void test_planted_nan_is_named(void)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *path = model_with_nan(cases[i].tensor, cases[i].file);
-        session s;
-        if (open_session(&s, path, NULL) != 0) {
+        model_session s;
+        if (model_session_open(&s, path, 2, NULL) != 0) {
             free(path);
             continue;
         }
@@ -279,7 +249,7 @@ static void test_planted_nan_is_named(void)
                    nf->op, nf->graph, nf->step, (long long)nf->count, (long long)nf->first_index);
             kiln_result_destroy(res);
         }
-        close_session(&s);
+        model_session_close(&s);
         free(path);
     }
 }
@@ -303,8 +273,8 @@ static void test_planted_nan_is_named(void)
 
 static void test_defaults_against_reference(void)
 {
-    session s;
-    if (open_session(&s, tiny_model(), NULL) != 0)
+    model_session s;
+    if (model_session_open(&s, tiny_model(), 2, NULL) != 0)
         return;
     kiln_result *plain = generate(&s, 0, 2), *dbg = generate(&s, 1, 2);
     if (plain && dbg) {
@@ -343,7 +313,7 @@ static void test_defaults_against_reference(void)
               "generation after debug differs");
     kiln_result_destroy(again);
     kiln_result_destroy(first);
-    close_session(&s);
+    model_session_close(&s);
 }
 
 static void test_half_precision_against_reference(void)
@@ -353,8 +323,8 @@ static void test_half_precision_against_reference(void)
         double psnr, latent;
     } halves[] = {{"f16", PSNR_F16_DB, LATENT_F16_TOL}, {"bf16", PSNR_BF16_DB, LATENT_BF16_TOL}};
     for (size_t i = 0; i < sizeof halves / sizeof halves[0]; i++) {
-        session s;
-        if (open_session(&s, tiny_model(), halves[i].name) != 0)
+        model_session s;
+        if (model_session_open(&s, tiny_model(), 2, halves[i].name) != 0)
             continue;
         kiln_result *plain = generate(&s, 0, 1), *dbg = generate(&s, 1, 1);
         if (plain && dbg) {
@@ -375,7 +345,7 @@ static void test_half_precision_against_reference(void)
         }
         kiln_result_destroy(plain);
         kiln_result_destroy(dbg);
-        close_session(&s);
+        model_session_close(&s);
     }
 }
 
@@ -398,8 +368,8 @@ static int watch_stages(void *user, const kiln_progress *p)
 
 static void test_validation_progress_and_cancel(void)
 {
-    session s;
-    if (open_session(&s, tiny_model(), NULL) != 0)
+    model_session s;
+    if (model_session_open(&s, tiny_model(), 2, NULL) != 0)
         return;
     for (int cancel = 0; cancel < 2; cancel++) {
         kiln_request r;
@@ -427,7 +397,7 @@ static void test_validation_progress_and_cancel(void)
         }
         kiln_result_destroy(res);
     }
-    close_session(&s);
+    model_session_close(&s);
 }
 
 TEST_MAIN(TEST(test_executor_names_first_nonfinite), TEST(test_planted_nan_is_named),

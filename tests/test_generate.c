@@ -17,41 +17,6 @@
 #include "test_support.h"
 #include "tiny_model.h"
 
-typedef struct session {
-    kiln_engine *engine;
-    kiln_model *model;
-} session;
-
-static int open_session_with(session *s, int threads, const char *precision)
-{
-    memset(s, 0, sizeof *s);
-    const char *path = tiny_model();
-    if (!path)
-        return -1;
-    kiln_engine_options eo;
-    kiln_engine_options_defaults(&eo);
-    eo.threads = threads;
-    kiln_model_options mo;
-    kiln_model_options_defaults(&mo);
-    mo.precision = precision;
-    if (kiln_engine_create(&eo, &s->engine) != KILN_OK || kiln_model_load(s->engine, path, &mo, &s->model) != KILN_OK) {
-        CHECK(0, "opening the tiny model: %s", kiln_last_error());
-        return -1;
-    }
-    return 0;
-}
-
-static int open_session(session *s, int threads)
-{
-    return open_session_with(s, threads, NULL);
-}
-
-static void close_session(session *s)
-{
-    kiln_model_destroy(s->model);
-    kiln_engine_destroy(s->engine);
-}
-
 static kiln_request base_request(void)
 {
     kiln_request r;
@@ -72,8 +37,8 @@ static int same_pixels(const kiln_image *a, const kiln_image *b)
 
 static void test_txt2img_is_reproducible(void)
 {
-    session one, two;
-    if (open_session(&one, 1) != 0 || open_session(&two, 2) != 0)
+    model_session one, two;
+    if (model_session_open(&one, tiny_model(), 1, NULL) != 0 || model_session_open(&two, tiny_model(), 2, NULL) != 0)
         return;
     kiln_request r = base_request();
     r.num_images = 2;
@@ -109,16 +74,16 @@ static void test_txt2img_is_reproducible(void)
     kiln_result_destroy(b);
     kiln_result_destroy(c);
     kiln_result_destroy(alone);
-    close_session(&one);
-    close_session(&two);
+    model_session_close(&one);
+    model_session_close(&two);
 }
 
 /* Sizes that are multiples of 8 but not of 64 give odd feature maps in the
  * UNet; the way up must meet its skips (nearest upsampling to their size). */
 static void test_sizes_not_multiples_of_64(void)
 {
-    session s;
-    if (open_session(&s, 2) != 0)
+    model_session s;
+    if (model_session_open(&s, tiny_model(), 2, NULL) != 0)
         return;
     kiln_request r = base_request();
     r.width = 72;
@@ -127,13 +92,13 @@ static void test_sizes_not_multiples_of_64(void)
     CHECK(kiln_generate(s.model, &r, &res) == KILN_OK && res->images[0].width == 72 && res->images[0].height == 80,
           "72x80: %s", kiln_last_error());
     kiln_result_destroy(res);
-    close_session(&s);
+    model_session_close(&s);
 }
 
 static void test_every_sampler_runs(void)
 {
-    session s;
-    if (open_session(&s, 2) != 0)
+    model_session s;
+    if (model_session_open(&s, tiny_model(), 2, NULL) != 0)
         return;
     const char *samplers[] = {"euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "lcm", "DPM++ 2M Karras"};
     for (size_t i = 0; i < sizeof samplers / sizeof samplers[0]; i++) {
@@ -145,13 +110,13 @@ static void test_every_sampler_runs(void)
         CHECK(st == KILN_OK && res && res->count == 1, "sampler %s: %s", samplers[i], kiln_last_error());
         kiln_result_destroy(res);
     }
-    close_session(&s);
+    model_session_close(&s);
 }
 
 static void test_img2img(void)
 {
-    session s;
-    if (open_session(&s, 2) != 0)
+    model_session s;
+    if (model_session_open(&s, tiny_model(), 2, NULL) != 0)
         return;
     /* a 100x80 init image: resized to the 64x64 asked for */
     uint8_t *init = malloc(100 * 80 * 3);
@@ -174,7 +139,7 @@ static void test_img2img(void)
     }
     kiln_result_destroy(res);
     free(init);
-    close_session(&s);
+    model_session_close(&s);
 }
 
 static int cancel_after_two(void *user, const kiln_progress *p)
@@ -186,8 +151,8 @@ static int cancel_after_two(void *user, const kiln_progress *p)
 
 static void test_cancel_keeps_finished_images(void)
 {
-    session s;
-    if (open_session(&s, 2) != 0)
+    model_session s;
+    if (model_session_open(&s, tiny_model(), 2, NULL) != 0)
         return;
     kiln_request r = base_request();
     r.num_images = 3;
@@ -200,7 +165,7 @@ static void test_cancel_keeps_finished_images(void)
     CHECK(st == KILN_ERR_CANCELLED, "expected a cancel, got %s", kiln_status_string(st));
     CHECK(res && res->count == 1, "the finished image must be kept: %d", res ? res->count : -1);
     kiln_result_destroy(res);
-    close_session(&s);
+    model_session_close(&s);
 }
 
 typedef struct image_log {
@@ -229,8 +194,8 @@ static int log_image(void *user, const kiln_image *img, int index)
  * the same pixels the result keeps; a non-zero return cancels after it. */
 static void test_image_callback(void)
 {
-    session s;
-    if (open_session(&s, 2) != 0)
+    model_session s;
+    if (model_session_open(&s, tiny_model(), 2, NULL) != 0)
         return;
     kiln_request r = base_request();
     r.num_images = 3;
@@ -259,10 +224,10 @@ static void test_image_callback(void)
           stop.calls);
     CHECK(res && res->count == 1 && res->images[0].parameters, "the kept image has its parameters");
     kiln_result_destroy(res);
-    close_session(&s);
+    model_session_close(&s);
 }
 
-static void expect_refused(session *s, kiln_request r, const char *field)
+static void expect_refused(model_session *s, kiln_request r, const char *field)
 {
     kiln_result *res = NULL;
     kiln_status st = kiln_generate(s->model, &r, &res);
@@ -272,8 +237,8 @@ static void expect_refused(session *s, kiln_request r, const char *field)
 
 static void test_bad_requests_are_refused(void)
 {
-    session s;
-    if (open_session(&s, 1) != 0)
+    model_session s;
+    if (model_session_open(&s, tiny_model(), 1, NULL) != 0)
         return;
     kiln_request r = base_request();
     r.width = 100;
@@ -309,13 +274,13 @@ static void test_bad_requests_are_refused(void)
     r.init_width = r.init_height = 1;
     r.strength = 0;
     expect_refused(&s, r, "strength");
-    close_session(&s);
+    model_session_close(&s);
 }
 
 static void test_png_output(void)
 {
-    session s;
-    if (open_session(&s, 2) != 0)
+    model_session s;
+    if (model_session_open(&s, tiny_model(), 2, NULL) != 0)
         return;
     kiln_request r = base_request();
     kiln_result *res = NULL;
@@ -338,15 +303,15 @@ static void test_png_output(void)
         CHECK(strstr(kiln_last_error(), "no-such-dir") != NULL, "message names the path: %s", kiln_last_error());
     }
     kiln_result_destroy(res);
-    close_session(&s);
+    model_session_close(&s);
 }
 
 /* f16 weights change the pixels a little, not the picture: PSNR against
  * the f32 image (8-bit, peak 255) of at least 35 dB. */
 static void test_f16_precision(void)
 {
-    session f32, f16;
-    if (open_session(&f32, 2) != 0 || open_session_with(&f16, 2, "f16") != 0)
+    model_session f32, f16;
+    if (model_session_open(&f32, tiny_model(), 2, NULL) != 0 || model_session_open(&f16, tiny_model(), 2, "f16") != 0)
         return;
     kiln_request r = base_request();
     kiln_result *a = NULL, *b = NULL;
@@ -365,8 +330,8 @@ static void test_f16_precision(void)
     }
     kiln_result_destroy(a);
     kiln_result_destroy(b);
-    close_session(&f32);
-    close_session(&f16);
+    model_session_close(&f32);
+    model_session_close(&f16);
     kiln_engine *e = NULL;
     kiln_model *m = NULL;
     kiln_model_options mo;
@@ -380,7 +345,7 @@ static void test_f16_precision(void)
 }
 
 /* A model on an engine with this memory budget. */
-static int open_budgeted(session *s, size_t budget)
+static int open_budgeted(model_session *s, size_t budget)
 {
     memset(s, 0, sizeof *s);
     kiln_engine_options eo;
@@ -400,7 +365,7 @@ static int open_budgeted(session *s, size_t budget)
  * request that cannot fit is refused up front naming max_memory. */
 static void test_memory_plan(void)
 {
-    session s;
+    model_session s;
     if (open_budgeted(&s, SIZE_MAX) != 0)
         return;
     kiln_request r = base_request();
@@ -423,7 +388,7 @@ static void test_memory_plan(void)
           "batch_size 3 of 4 images: batch %d x %d", res ? res->plan.batch : -1, res ? res->plan.micro_batches : -1);
     kiln_result_destroy(res);
     res = NULL;
-    close_session(&s);
+    model_session_close(&s);
 
     /* room for the base and two and a half images: batches of 2 */
     if (per_image && open_budgeted(&s, base + 2 * per_image + per_image / 2) == 0) {
@@ -433,14 +398,14 @@ static void test_memory_plan(void)
               res ? res->plan.micro_batches : -1, kiln_last_error());
         kiln_result_destroy(res);
         res = NULL;
-        close_session(&s);
+        model_session_close(&s);
     }
     /* no room for one image */
     if (open_budgeted(&s, 1 << 20) == 0) {
         kiln_status st = kiln_generate(s.model, &r, &res);
         CHECK(st == KILN_ERR_INVALID && res == NULL && strstr(kiln_last_error(), "max_memory"),
               "a request over budget must be refused naming max_memory: %s", kiln_last_error());
-        close_session(&s);
+        model_session_close(&s);
     }
 }
 
@@ -471,8 +436,8 @@ static void collect(void *user, const kiln_trace_event *ev)
 
 static void test_profile_and_timeline(void)
 {
-    session s;
-    if (open_session(&s, 2) != 0)
+    model_session s;
+    if (model_session_open(&s, tiny_model(), 2, NULL) != 0)
         return;
     kiln_request r = base_request();
     r.sampler = "euler"; /* one UNet evaluation per step */
@@ -484,7 +449,7 @@ static void test_profile_and_timeline(void)
     kiln_result *res = NULL;
     CHECK(kiln_generate(s.model, &r, &res) == KILN_OK, "generate: %s", kiln_last_error());
     if (!res) {
-        close_session(&s);
+        model_session_close(&s);
         return;
     }
     /* 3 steps in each of 2 micro-batches; runs: text 1 + UNet 6 + decode 4 */
@@ -567,7 +532,7 @@ static void test_profile_and_timeline(void)
     CHECK(kiln_generate(s.model, &r, &res) == KILN_OK && res->graph_runs == 1 + 3 + 1 && res->step_count == 3,
           "second request: %d graph runs (5), %d steps (3)", res ? res->graph_runs : -1, res ? res->step_count : -1);
     kiln_result_destroy(res);
-    close_session(&s);
+    model_session_close(&s);
 }
 
 /* BF16 files load and generate; a file missing a tensor is refused at load,

@@ -278,38 +278,7 @@ static void test_fusion_and_memory_same_bits(void)
 
 /* ---- kiln_generate with each switch ---- */
 
-typedef struct session {
-    kiln_engine *engine;
-    kiln_model *model;
-} session;
-
-static int open_session(session *s, const char *precision)
-{
-    memset(s, 0, sizeof *s);
-    const char *path = tiny_model();
-    if (!path)
-        return -1;
-    kiln_engine_options eo;
-    kiln_engine_options_defaults(&eo);
-    eo.threads = 2;
-    kiln_model_options mo;
-    kiln_model_options_defaults(&mo);
-    mo.precision = precision;
-    if (kiln_engine_create(&eo, &s->engine) != KILN_OK || kiln_model_load(s->engine, path, &mo, &s->model) != KILN_OK) {
-        CHECK(0, "opening the tiny model (%s): %s", precision, kiln_last_error());
-        kiln_engine_destroy(s->engine);
-        return -1;
-    }
-    return 0;
-}
-
-static void close_session(session *s)
-{
-    kiln_model_destroy(s->model);
-    kiln_engine_destroy(s->engine);
-}
-
-static kiln_result *generate(session *s, const kiln_optimizations *o)
+static kiln_result *generate(model_session *s, const kiln_optimizations *o)
 {
     kiln_request r;
     kiln_request_defaults(&r);
@@ -357,14 +326,14 @@ static void reference_config(kiln_optimizations *o)
 
 static void test_each_switch_against_f32_reference(void)
 {
-    session f32;
-    if (open_session(&f32, "f32") != 0)
+    model_session f32;
+    if (model_session_open(&f32, tiny_model(), 2, "f32") != 0)
         return;
     kiln_optimizations ref;
     reference_config(&ref);
     kiln_result *want = generate(&f32, &ref);
     if (!want) {
-        close_session(&f32);
+        model_session_close(&f32);
         return;
     }
     kiln_optimizations best;
@@ -433,15 +402,15 @@ static void test_each_switch_against_f32_reference(void)
         int max;
         double mean;
     } halves[] = {{"f16", KILN_PRECISION_F16, 4, 0.3}, {"bf16", KILN_PRECISION_BF16, 16, 2.0}};
-    session ref_again;
-    if (open_session(&ref_again, "f32") != 0) {
-        close_session(&f32);
+    model_session ref_again;
+    if (model_session_open(&ref_again, tiny_model(), 2, "f32") != 0) {
+        model_session_close(&f32);
         return;
     }
     want = generate(&ref_again, &ref);
     for (size_t i = 0; i < 2 && want; i++) {
-        session s;
-        if (open_session(&s, halves[i].name) != 0)
+        model_session s;
+        if (model_session_open(&s, tiny_model(), 2, halves[i].name) != 0)
             continue;
         CHECK(kiln_model_precision(s.model) == halves[i].p, "%s model reports precision %s", halves[i].name,
               kiln_precision_name(kiln_model_precision(s.model)));
@@ -463,19 +432,19 @@ static void test_each_switch_against_f32_reference(void)
                       "bf16 note must say it is emulated and why: '%s'", pr->note);
             kiln_result_destroy(got);
         }
-        close_session(&s);
+        model_session_close(&s);
     }
     kiln_result_destroy(want);
-    close_session(&ref_again);
-    close_session(&f32);
+    model_session_close(&ref_again);
+    model_session_close(&f32);
 }
 
 /* ---- the report ---- */
 
 static void test_report_names_what_cannot_run(void)
 {
-    session s;
-    if (open_session(&s, NULL) != 0)
+    model_session s;
+    if (model_session_open(&s, tiny_model(), 2, NULL) != 0)
         return;
     kiln_optimizations o;
     kiln_optimizations_defaults(&o);
@@ -531,7 +500,7 @@ static void test_report_names_what_cannot_run(void)
     CHECK(kiln_model_optimizations(s.model, &bad, &active, rep) == KILN_ERR_INVALID &&
               strstr(kiln_last_error(), "memory"),
           "an out-of-range memory mode must be refused naming it: %s", kiln_last_error());
-    close_session(&s);
+    model_session_close(&s);
 }
 
 static void test_set_and_get(void)

@@ -32,3 +32,29 @@ void tiny_model_free(void)
     free(model_path);
     model_path = NULL;
 }
+
+int model_session_open(model_session *s, const char *path, int threads, const char *precision)
+{
+    memset(s, 0, sizeof *s);
+    if (!path)
+        return -1;
+    kiln_engine_options eo;
+    kiln_engine_options_defaults(&eo);
+    eo.threads = threads;
+    kiln_model_options mo;
+    kiln_model_options_defaults(&mo);
+    mo.precision = precision;
+    if (kiln_engine_create(&eo, &s->engine) != KILN_OK || kiln_model_load(s->engine, path, &mo, &s->model) != KILN_OK) {
+        CHECK(0, "opening %s (%s): %s", path, precision ? precision : "f32", kiln_last_error());
+        kiln_engine_destroy(s->engine);
+        s->engine = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+void model_session_close(model_session *s)
+{
+    kiln_model_destroy(s->model);
+    kiln_engine_destroy(s->engine);
+}
