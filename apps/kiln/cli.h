@@ -18,6 +18,7 @@ int cmd_info(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv); /* apps/serve */
+int cmd_tune(int argc, char **argv);
 
 /* The model to use when none is given: $KILN_MODEL, else the one this
  * build ships (KILN_DEFAULT_MODEL), else NULL. */

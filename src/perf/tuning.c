@@ -459,9 +459,13 @@ void kiln_tuning_describe(const kiln_tuning *t, char *buf, size_t size)
         snprintf(tile, sizeof tile, "%d", o->attention_tile);
     else
         snprintf(tile, sizeof tile, "auto");
-    snprintf(buf, size, "batch %d, %s, %s thread%s, attention %s (tile %s), %.3g images/s", t->batch_size,
-             kiln_precision_name(o->precision), threads, o->threads == 1 ? "" : "s",
-             o->attention == KILN_ATTENTION_TILED ? "tiled" : "plain", tile, t->images_per_s);
+    char attention[32];
+    if (o->attention == KILN_ATTENTION_TILED)
+        snprintf(attention, sizeof attention, "tiled (tile %s)", tile);
+    else
+        snprintf(attention, sizeof attention, "plain");
+    snprintf(buf, size, "batch %d, %s, %s thread%s, attention %s, %.3g images/s", t->batch_size,
+             kiln_precision_name(o->precision), threads, o->threads == 1 ? "" : "s", attention, t->images_per_s);
 }
 
 void tuning_explain(kiln_tuning_match match, const kiln_tuning *key, const kiln_tuning *entry, const char *cache_path,
@@ -471,7 +475,13 @@ void tuning_explain(kiln_tuning_match match, const kiln_tuning *key, const kiln_
     switch (match) {
     case KILN_TUNING_FOUND:
         kiln_tuning_describe(entry, desc, sizeof desc);
-        snprintf(buf, size, "using tuned settings from %s: %s (measured %s)", cache_path, desc, entry->kiln_version);
+        char when[32] = "an unknown time";
+        time_t secs = (time_t)entry->measured_at;
+        struct tm tm;
+        if (entry->measured_at && gmtime_r(&secs, &tm))
+            strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", &tm);
+        snprintf(buf, size, "using tuned settings from %s: %s (measured %s by kiln %s)", cache_path, desc, when,
+                 entry->kiln_version);
         break;
     case KILN_TUNING_CPU_CHANGED:
         snprintf(buf, size, "tuned settings in %s ignored: they were measured on another CPU (%s, kernels %s; this "
