@@ -41,4 +41,22 @@ void cli_optimization_usage(FILE *out);
 json_t *cli_report_json(const kiln_opt_report *rep);
 void cli_report_print(FILE *out, const kiln_opt_report *rep, int all);
 
+/* ---- --tuned (cli_tuned.c) ---- */
+
+/* Looks up what `kiln tune` stored for model at width x height (0: the
+ * model's native size) on this CPU, without measuring: prints on msg the
+ * line saying which settings are used ("kiln <cmd>: using tuned settings
+ * from ...") or why none are (no entry, another CPU, the model changed, a
+ * corrupt cache) and that the defaults are. 1 and *out on a match, else 0. */
+int cli_tuned_lookup(const char *cmd, const char *model, const char *tokenizer, int width, int height,
+                     kiln_tuning *out, FILE *msg);
+
+/* Applies t to the switches of o not in given (a mask of 1 << kiln_opt:
+ * the flags given on the command line, which win) and to *batch_size when
+ * it is 0 (batch_size may be NULL). */
+void cli_tuned_apply(const kiln_tuning *t, kiln_optimizations *o, unsigned given, int *batch_size);
+
+/* 1 << the switch an optimization flag ("--attention-tile") sets, else 0. */
+unsigned cli_optimization_bit(const char *arg);
+
 #endif

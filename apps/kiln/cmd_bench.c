@@ -39,6 +39,8 @@
 typedef struct bench_args {
     const char *model, *tokenizer;
     int width, height, runs, warmup, json, ablate, rounds;
+    int tuned; /* --tuned: start from the settings kiln tune stored */
+    unsigned opt_given; /* 1 << kiln_opt of each optimization flag given */
     kiln_optimizations opt;
 } bench_args;
 
@@ -58,7 +60,9 @@ static void bench_usage(FILE *out)
                  "  --ablate  switches each optimization off in turn from the best configuration (or the one\n"
                  "            the flags give): UNet step, VAE decode and memory, one process per configuration\n"
                  "  --rounds N  with --ablate: measure every configuration N times in turn (default 2), so\n"
-                 "            that a busy moment of the machine does not land on one configuration only\n");
+                 "            that a busy moment of the machine does not land on one configuration only\n"
+                 "  --tuned   start from the settings 'kiln tune' stored for this CPU, model and size (flags\n"
+                 "            given win; the batch size is not used: bench times fixed batches)\n");
     cli_optimization_usage(out);
 }
 
@@ -75,6 +79,7 @@ static int parse(int argc, char **argv, bench_args *a)
         if (flag < 0)
             return -1;
         if (flag > 0) {
+            a->opt_given |= cli_optimization_bit(argv[i]);
             i++;
             continue;
         }
@@ -97,6 +102,8 @@ static int parse(int argc, char **argv, bench_args *a)
             a->json = 1;
         else if (!strcmp(argv[i], "--ablate"))
             a->ablate = 1;
+        else if (!strcmp(argv[i], "--tuned"))
+            a->tuned = 1;
         else if (!strcmp(argv[i], "--rounds") && v)
             a->rounds = atoi(argv[++i]);
         else {
@@ -691,6 +698,9 @@ int cmd_bench(int argc, char **argv)
     int parsed = parse(argc, argv, &a);
     if (parsed != 0)
         return parsed > 0 ? CLI_OK : CLI_USAGE;
+    kiln_tuning tuned;
+    if (a.tuned && cli_tuned_lookup("bench", a.model, a.tokenizer, a.width, a.height, &tuned, stderr))
+        cli_tuned_apply(&tuned, &a.opt, a.opt_given, NULL);
     if (opt_validate(&a.opt) != KILN_OK) {
         fprintf(stderr, "kiln bench: %s\n", kiln_last_error());
         return CLI_USAGE;

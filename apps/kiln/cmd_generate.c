@@ -19,6 +19,8 @@
 typedef struct generate_args {
     const char *model, *tokenizer, *out_dir, *init_image;
     int json, quiet, overwrite, seed_given;
+    int tuned; /* --tuned: the settings kiln tune stored, under the flags given */
+    unsigned opt_given; /* 1 << kiln_opt of each optimization flag given */
     size_t max_memory;
     kiln_optimizations opt; /* threads and precision also make the engine and the model */
     kiln_request req;
@@ -55,6 +57,8 @@ static void generate_usage(FILE *out)
             "  -o, --output DIR       where the PNGs go (default: outputs)\n"
             "      --overwrite        replace existing files instead of picking new names\n"
             "      --json             print a JSON summary on stdout\n"
+            "      --tuned            use the settings 'kiln tune' stored for this CPU, model and size\n"
+            "                         (flags given here win); the defaults when there are none\n"
             "  -q, --quiet            no progress bar\n");
     cli_optimization_usage(out);
 }
@@ -101,6 +105,7 @@ static int parse_args(int argc, char **argv, generate_args *a)
         if (flag < 0)
             return -1;
         if (flag > 0) {
+            a->opt_given |= cli_optimization_bit(arg);
             i++;
             continue;
         }
@@ -197,6 +202,8 @@ static int parse_args(int argc, char **argv, generate_args *a)
             a->overwrite = 1;
         } else if (!strcmp(arg, "--json")) {
             a->json = 1;
+        } else if (!strcmp(arg, "--tuned")) {
+            a->tuned = 1;
         } else if (!strcmp(arg, "-q") || !strcmp(arg, "--quiet")) {
             a->quiet = 1;
         } else {
@@ -369,6 +376,10 @@ int cmd_generate(int argc, char **argv)
             return cli_fail("generate: init image");
         a.req.init_rgb = init_rgb;
     }
+
+    kiln_tuning tuned;
+    if (a.tuned && cli_tuned_lookup("generate", a.model, a.tokenizer, a.req.width, a.req.height, &tuned, stderr))
+        cli_tuned_apply(&tuned, &a.opt, a.opt_given, &a.req.batch_size);
 
     kiln_engine_options eo;
     kiln_engine_options_defaults(&eo);
