@@ -172,6 +172,8 @@ static void test_store_and_lookup(void)
     snprintf(moved.isa, sizeof moved.isa, "scalar-x");
     CHECK_EQ_INT(kiln_tuning_lookup(cache, &moved, &got, &match), KILN_OK);
     CHECK_EQ_INT(match, KILN_TUNING_CPU_CHANGED);
+    tuning_explain(match, &moved, &got, cache, msg, sizeof msg);
+    CHECK(strstr(msg, "kernels") && strstr(msg, "scalar-x") && strstr(msg, "defaults"), "message: %s", msg);
 
     /* the file at the same path rewritten: the model changed */
     free(write_model("m.safetensors", 5000, 0.25f));

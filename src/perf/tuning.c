@@ -484,6 +484,11 @@ void tuning_explain(kiln_tuning_match match, const kiln_tuning *key, const kiln_
                  entry->kiln_version);
         break;
     case KILN_TUNING_CPU_CHANGED:
+        if (!strcmp(entry->cpu, key->cpu)) {
+            snprintf(buf, size, "tuned settings in %s ignored: they were measured with the %s kernels and this run "
+                     "uses %s (KILN_ISA); using the defaults (run kiln tune again)", cache_path, entry->isa, key->isa);
+            break;
+        }
         snprintf(buf, size, "tuned settings in %s ignored: they were measured on another CPU (%s, kernels %s; this "
                  "is %s, kernels %s); using the defaults (run kiln tune again)", cache_path, entry->cpu, entry->isa,
                  key->cpu, key->isa);
