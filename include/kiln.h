@@ -560,12 +560,91 @@ typedef struct kiln_result {
 KILN_API kiln_status kiln_generate(kiln_model *m, const kiln_request *r, kiln_result **out);
 KILN_API void kiln_result_destroy(kiln_result *res);
 
+/* The memory plan kiln_generate would make for r on m (the batch that fits
+ * the engine's budget, the bytes), without generating anything. Errors: as
+ * kiln_generate's checks of the request, before it allocates. */
+KILN_API kiln_status kiln_model_plan(kiln_model *m, const kiln_request *r, kiln_plan *out);
+
 /* Writes one image as PNG with its parameters in a "parameters" text chunk,
  * atomically; never replaces an existing file unless overwrite is set. */
 KILN_API kiln_status kiln_image_write_png(const kiln_image *img, const char *path, int overwrite);
 
 /* Reads a PNG as RGB (malloc'd; the caller frees). */
 KILN_API kiln_status kiln_image_read_png(const char *path, uint8_t **rgb, int *width, int *height);
+
+/* ---- tuning cache ----------------------------------------------------------
+ * What `kiln tune` measured best on this machine, kept across runs in a JSON
+ * file ($XDG_CACHE_HOME/kiln/tuning.json, else $HOME/.cache/kiln/tuning.json)
+ * with one entry per (CPU model, kernel level, model hash, width x height).
+ * An entry made on another CPU or ISA level, or for another version of the
+ * model file, is not used. */
+
+/* The model hash: SHA-256 (hex) of the file size, the whole safetensors
+ * header (every tensor's name, dtype, shape and offsets) and 64 blocks of
+ * 4 KiB spread evenly over the tensor data plus its last 4 KiB (all of the
+ * data when it is under 256 KiB). It reads well under 1 MB of any
+ * checkpoint, so it costs milliseconds for a 4 GB file, and it changes when
+ * the file is retrained, pruned, converted or truncated; an edit confined
+ * to bytes between the samples goes unseen. A diffusers folder hashes its
+ * unet, vae and text_encoder files in that order. Stable across runs and
+ * machines (it does not depend on paths or times). */
+#define KILN_MODEL_HASH_HEX 65
+
+typedef struct kiln_tuning {
+    char cpu[64];                     /* kiln_cpu_info.model */
+    char isa[16];                     /* kiln_isa_name of the level in use */
+    char model_hash[KILN_MODEL_HASH_HEX];
+    char model_path[1024];            /* absolute; says "the model changed" when its hash differs */
+    int width, height;                /* pixels */
+    kiln_optimizations optimizations; /* the chosen switches, precision and threads included */
+    int batch_size;                   /* images per UNet batch */
+    double images_per_s;              /* as measured by kiln tune */
+    int64_t measured_at;              /* Unix seconds */
+    char kiln_version[16];
+} kiln_tuning;
+
+typedef enum kiln_tuning_match {
+    KILN_TUNING_FOUND,         /* an entry for this CPU, ISA, model and size */
+    KILN_TUNING_MISSING,       /* none for this model and size */
+    KILN_TUNING_CPU_CHANGED,   /* one for this model and size, measured on another CPU or ISA level */
+    KILN_TUNING_MODEL_CHANGED, /* one for this path and size, but the file's hash differs */
+    KILN_TUNING_MATCH_COUNT
+} kiln_tuning_match;
+
+/* The cache file's path into buf. Errors: KILN_ERR_INVALID (neither
+ * XDG_CACHE_HOME nor HOME is set, or buf is too small). Thread-safe. */
+KILN_API kiln_status kiln_tuning_cache_path(char *buf, size_t size);
+
+/* The model hash above of a .safetensors file or a diffusers folder, as 64
+ * hex digits into out. Errors: KILN_ERR_IO, KILN_ERR_FORMAT (not a
+ * safetensors file), naming the file. Thread-safe. */
+KILN_API kiln_status kiln_model_hash(const char *path, char out[KILN_MODEL_HASH_HEX]);
+
+/* Fills key's cpu, isa, model_hash, model_path, width and height for the
+ * model at model_path on this machine (the rest zero). Errors: those of
+ * kiln_model_hash. */
+KILN_API kiln_status kiln_tuning_key(const char *model_path, int width, int height, kiln_tuning *key);
+
+/* Looks up key (from kiln_tuning_key) in the cache file at cache_path (NULL:
+ * kiln_tuning_cache_path). *match says what was found; *out is the entry for
+ * FOUND, and the stale one for CPU_CHANGED and MODEL_CHANGED. A missing file
+ * is KILN_OK with MISSING. Errors: KILN_ERR_FORMAT for a file that is not a
+ * valid cache (the message names it; nothing is changed), KILN_ERR_IO.
+ * Reads only; safe beside other readers and writers. */
+KILN_API kiln_status kiln_tuning_lookup(const char *cache_path, const kiln_tuning *key, kiln_tuning *out,
+                                        kiln_tuning_match *match);
+
+/* Stores t in the cache file (NULL: kiln_tuning_cache_path), replacing the
+ * entry with the same key and keeping the others; makes the folder if
+ * missing. The file is written to a temporary name and renamed, so readers
+ * see the old or the new one, never half; a file that is not a valid cache
+ * is replaced. With two writers at once, the last rename wins. Errors:
+ * KILN_ERR_IO naming the path, KILN_ERR_NOMEM. */
+KILN_API kiln_status kiln_tuning_store(const char *cache_path, const kiln_tuning *t);
+
+/* One line describing t's configuration: "batch 2, bf16, 2 threads,
+ * attention tiled (tile auto), 3.1 images/s". */
+KILN_API void kiln_tuning_describe(const kiln_tuning *t, char *buf, size_t size);
 
 #ifdef __cplusplus
 }

@@ -41,6 +41,8 @@ typedef struct bench_args {
     const char *model, *tokenizer;
     int width, height, runs, warmup, json, ablate, rounds;
     int history, csv; /* --history: summarise the runs kept, as text, JSON or CSV */
+    int tuned; /* --tuned: start from the settings kiln tune stored */
+    unsigned opt_given; /* 1 << kiln_opt of each optimization flag given */
     kiln_optimizations opt;
 } bench_args;
 
@@ -54,7 +56,7 @@ typedef struct stage_result {
 
 static void bench_usage(FILE *out)
 {
-    fprintf(out, "usage: kiln bench [-m MODEL] [-W N -H N] [--runs N] [--warmup N] [optimizations] [--ablate] [--json]\n"
+    fprintf(out, "usage: kiln bench [-m MODEL] [-W N -H N] [--runs N] [--warmup N] [optimizations] [--ablate] [--tuned] [--json]\n"
                  "       kiln bench --history [--json|--csv]\n"
                  "  times the text encoder, the UNet (batch 1 and 2) and the VAE decoder, with the machine's\n"
                  "  measured FMA peak and the peak RSS (default model: the shipped one; KILN_MODEL overrides)\n"
@@ -64,7 +66,9 @@ static void bench_usage(FILE *out)
                  "            that a busy moment of the machine does not land on one configuration only\n"
                  "  --history [--json|--csv]  no measuring: the summary per operation (runs, mean, min, max,\n"
                  "            p50, p95, nearest-rank) of the runs kiln generate and kiln serve kept in\n"
-                 "            $XDG_CACHE_HOME/kiln/history.jsonl (or ~/.cache/kiln/history.jsonl)\n");
+                 "            $XDG_CACHE_HOME/kiln/history.jsonl (or ~/.cache/kiln/history.jsonl)\n"
+                 "  --tuned   start from the settings 'kiln tune' stored for this CPU, model and size (flags\n"
+                 "            given win; the batch size is not used: bench times fixed batches)\n");
     cli_optimization_usage(out);
 }
 
@@ -81,6 +85,7 @@ static int parse(int argc, char **argv, bench_args *a)
         if (flag < 0)
             return -1;
         if (flag > 0) {
+            a->opt_given |= cli_optimization_bit(argv[i]);
             i++;
             continue;
         }
@@ -107,6 +112,8 @@ static int parse(int argc, char **argv, bench_args *a)
             a->history = 1;
         else if (!strcmp(argv[i], "--csv"))
             a->csv = 1;
+        else if (!strcmp(argv[i], "--tuned"))
+            a->tuned = 1;
         else if (!strcmp(argv[i], "--rounds") && v)
             a->rounds = atoi(argv[++i]);
         else {
@@ -748,6 +755,9 @@ int cmd_bench(int argc, char **argv)
     int parsed = parse(argc, argv, &a);
     if (parsed != 0)
         return parsed > 0 ? CLI_OK : CLI_USAGE;
+    kiln_tuning tuned;
+    if (a.tuned && cli_tuned_lookup("bench", a.model, a.tokenizer, a.width, a.height, &tuned, stderr))
+        cli_tuned_apply(&tuned, &a.opt, a.opt_given, NULL);
     if (opt_validate(&a.opt) != KILN_OK) {
         fprintf(stderr, "kiln bench: %s\n", kiln_last_error());
         return CLI_USAGE;

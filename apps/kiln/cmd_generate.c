@@ -24,6 +24,8 @@ typedef struct generate_args {
     int json, quiet, overwrite, seed_given;
     const char *trace_path; /* --trace: a Chrome trace of the generation */
     int no_history;         /* --no-history: no record in the history file */
+    int tuned; /* --tuned: the settings kiln tune stored, under the flags given */
+    unsigned opt_given; /* 1 << kiln_opt of each optimization flag given */
     size_t max_memory;
     kiln_optimizations opt; /* threads and precision also make the engine and the model */
     kiln_request req;
@@ -67,6 +69,8 @@ static void generate_usage(FILE *out)
             "                         'kiln bench --history' summarises it; --debug runs are never added)\n"
             "      --debug            check every node's output for NaN/Inf and compare the images with the f32\n"
             "                         reference path (PSNR, max latent error); the reference takes extra time\n"
+            "      --tuned            use the settings 'kiln tune' stored for this CPU, model and size\n"
+            "                         (flags given here win); the defaults when there are none\n"
             "  -q, --quiet            no progress bar\n");
     cli_optimization_usage(out);
 }
@@ -113,6 +117,7 @@ static int parse_args(int argc, char **argv, generate_args *a)
         if (flag < 0)
             return -1;
         if (flag > 0) {
+            a->opt_given |= cli_optimization_bit(arg);
             i++;
             continue;
         }
@@ -216,6 +221,8 @@ static int parse_args(int argc, char **argv, generate_args *a)
             a->no_history = 1;
         } else if (!strcmp(arg, "--debug")) {
             a->req.debug = 1;
+        } else if (!strcmp(arg, "--tuned")) {
+            a->tuned = 1;
         } else if (!strcmp(arg, "-q") || !strcmp(arg, "--quiet")) {
             a->quiet = 1;
         } else {
@@ -459,6 +466,10 @@ int cmd_generate(int argc, char **argv)
             return cli_fail("generate: init image");
         a.req.init_rgb = init_rgb;
     }
+
+    kiln_tuning tuned;
+    if (a.tuned && cli_tuned_lookup("generate", a.model, a.tokenizer, a.req.width, a.req.height, &tuned, stderr))
+        cli_tuned_apply(&tuned, &a.opt, a.opt_given, &a.req.batch_size);
 
     kiln_engine_options eo;
     kiln_engine_options_defaults(&eo);

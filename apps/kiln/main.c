@@ -19,6 +19,7 @@ static const command commands[] = {
     {"generate", cmd_generate, "make images from a prompt (txt2img, img2img)"},
     {"info", cmd_info, "list the tensors, sizes and metadata of a safetensors file"},
     {"serve", cmd_serve, "the web page and the HTTP API (AUTOMATIC1111-style)"},
+    {"tune", cmd_tune, "measure configurations on this machine and cache the fastest (for --tuned)"},
 };
 
 static void usage(FILE *out)

@@ -196,6 +196,7 @@ static void generate_sync(const http_request *req, http_reply *reply, int img2im
         reply_api_error(reply, &err);
         return;
     }
+    serve_tuned_apply(c, &params);
     job *j = NULL;
     int ahead = 0;
     submit_result r = jobs_submit(c->jobs, &params, &j, &ahead);
@@ -312,6 +313,7 @@ static void h_job_submit(const http_request *req, http_reply *reply)
         reply_api_error(reply, &err);
         return;
     }
+    serve_tuned_apply(c, &params);
     job *j = NULL;
     int ahead = 0;
     submit_result r = jobs_submit(c->jobs, &params, &j, &ahead);
@@ -427,6 +429,7 @@ static void h_info(const http_request *req, http_reply *reply)
                                   "max_cfg", (double)KILN_MAX_CFG, "max_images", KILN_MAX_IMAGES,
                                   "max_prompt_bytes", KILN_MAX_PROMPT_BYTES, "max_init_pixels",
                                   (json_int_t)KILN_MAX_INIT_PIXELS));
+    json_object_set_new(o, "tuned", json_boolean(c->tuned));
     reply_json(reply, 200, o);
 }
 
@@ -456,9 +459,7 @@ static void h_perf_history(const http_request *req, http_reply *reply)
 
 static void h_tune(const http_request *req, http_reply *reply)
 {
-    reply_error(reply, 501, "not_implemented", NULL, NULL,
-                "the auto-tuner is not built yet: it comes with a later issue (batch size x precision x threads, "
-                "measured on this machine)");
+    serve_tune_post(req, reply);
 }
 
 /* ---- operations ---- */
@@ -506,6 +507,7 @@ static const route routes[] = {
     {"GET", "/api/v1/perf/summary", h_perf_summary, 0, 0},
     {"GET", "/api/v1/perf/history", h_perf_history, 0, 0},
     {"POST", "/api/v1/tune", h_tune, 0, 0},
+    {"GET", "/api/v1/tune", serve_tune_get, 0, 0},
 };
 
 static const route asset_route = {"GET", "", h_asset, 0, 1};

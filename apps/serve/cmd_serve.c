@@ -25,6 +25,7 @@
 typedef struct serve_args {
     const char *host, *model, *tokenizer, *api_key, *history, *precision;
     int port, queue, threads;
+    int tuned, precision_given; /* --tuned; --precision was given (it wins over the tuned one) */
 } serve_args;
 
 static void serve_usage(FILE *out)
@@ -43,6 +44,9 @@ static void serve_usage(FILE *out)
             "      --threads N        engine threads (default: all cores); fixed while the server runs\n"
             "      --history FILE     the perf history (default $XDG_CACHE_HOME/kiln/history.jsonl,\n"
             "                         or ~/.cache/kiln/history.jsonl)\n"
+            "      --tuned            start with the threads and precision 'kiln tune' stored for this CPU and\n"
+            "                         model, and give requests that do not say otherwise (\"tuned\": false)\n"
+            "                         its settings; --threads and --precision given here win\n"
             "\n"
             "The page is at http://HOST:PORT/; the API follows AUTOMATIC1111's /sdapi/v1 (txt2img, img2img,\n"
             "progress, interrupt, samplers, sd-models), with kiln's /api/v1 (info, jobs, perf/summary,\n"
@@ -76,6 +80,10 @@ static int parse_args(int argc, char **argv, serve_args *a)
             serve_usage(stdout);
             return 1;
         }
+        if (!strcmp(arg, "--tuned")) {
+            a->tuned = 1;
+            continue;
+        }
         int known = !strcmp(arg, "-m") || !strcmp(arg, "--model") || !strcmp(arg, "--host") ||
                     !strcmp(arg, "--port") || !strcmp(arg, "--queue") || !strcmp(arg, "--api-key") ||
                     !strcmp(arg, "--tokenizer") || !strcmp(arg, "--precision") || !strcmp(arg, "--threads") ||
@@ -98,7 +106,7 @@ static int parse_args(int argc, char **argv, serve_args *a)
         else if (!strcmp(arg, "--tokenizer"))
             a->tokenizer = value;
         else if (!strcmp(arg, "--precision"))
-            a->precision = value;
+            a->precision = value, a->precision_given = 1;
         else if (!strcmp(arg, "--history"))
             a->history = value;
         else if (!strcmp(arg, "--port") && parse_count("port", value, 0, 65535, &a->port))
@@ -148,6 +156,13 @@ int cmd_serve(int argc, char **argv)
         if (parsed < 0)
             fprintf(stderr, "run 'kiln serve --help' for the options\n");
         return parsed > 0 ? CLI_OK : CLI_USAGE;
+    }
+    kiln_tuning tuned;
+    if (a.tuned && cli_tuned_lookup("serve", a.model, a.tokenizer, 0, 0, &tuned, stderr)) {
+        if (!a.threads)
+            a.threads = tuned.optimizations.threads;
+        if (!a.precision_given)
+            a.precision = kiln_precision_name(tuned.optimizations.precision);
     }
     serve_precision precision;
     if (serve_precision_parse(a.precision, &precision) != 0) {
@@ -210,7 +225,9 @@ int cmd_serve(int argc, char **argv)
                        .log = log,
                        .engine = engine,
                        .default_precision = precision,
-                       .queue_capacity = a.queue};
+                       .queue_capacity = a.queue,
+                       .tuned = a.tuned,
+                       .tokenizer_dir = a.tokenizer};
     http = http_start(&sc);
     if (!http)
         goto done;

@@ -341,6 +341,7 @@ int request_parse(const char *body, size_t len, int img2img, serve_precision def
     p.img2img = img2img;
     p.strength = 0.75f;
     p.send_images = 1;
+    p.tuned = -1;
     const char *prompt = "", *negative = "", *sampler = NULL, *precision = NULL, *rng = NULL;
     long long seed = -1, steps = 0, batch_size = 1, n_iter = 1, num_images = 0;
     double cfg = -1, strength = 0.75;
@@ -356,7 +357,7 @@ int request_parse(const char *body, size_t len, int img2img, serve_precision def
         get_string(root, "sampler_name", 64, &sampler, err) || get_string(root, "precision", 16, &precision, err) ||
         get_string(root, "rng", 16, &rng, err) || get_bool(root, "send_images", &p.send_images, err) ||
         get_number(root, "denoising_strength", 0, 1, 1, &strength, err) ||
-        get_optimizations(root, &p.optimizations, err))
+        get_optimizations(root, &p.optimizations, err) || get_bool(root, "tuned", &p.tuned, err))
         goto fail;
     if (get_bool(root, "debug", &p.debug, err))
         goto fail;

@@ -74,6 +74,7 @@ typedef struct job_params {
     int send_images;    /* A1111 send_images: put the images in the answer */
     int debug;          /* kiln's own: debug mode (kiln_request.debug) */
     json_t *parameters; /* the request as given (init_images dropped), for the answer; owned */
+    int tuned;          /* "tuned": 1 or 0; -1 not given (kiln serve --tuned decides) */
 } job_params;
 
 void job_params_free(job_params *p);
@@ -252,6 +253,8 @@ typedef struct serve_config {
     kiln_engine *engine;
     serve_precision default_precision;
     int queue_capacity;
+    int tuned;                 /* kiln serve --tuned: requests that do not say take the tuned settings */
+    const char *tokenizer_dir; /* for the tuner it starts; NULL: beside the model */
 } serve_config;
 
 typedef struct http_server http_server;
@@ -313,5 +316,25 @@ typedef struct web_asset {
 
 extern const web_asset web_assets[];
 extern const size_t web_asset_count;
+
+/* ---- the auto-tuner (tune.c) ---- */
+
+/* When p asks for "tuned" (or says nothing and c->tuned): the settings kiln
+ * tune stored for this CPU, the loaded model and p's size replace the
+ * switches, precision and batch size that p does not give; threads stay
+ * the engine's. Without a usable entry p is left as it is and the reason
+ * goes to stderr. */
+void serve_tuned_apply(const serve_config *c, job_params *p);
+
+/* GET /api/v1/tune: the stored entry for the loaded model at its native
+ * size, or 404 "not_tuned" saying why not (500 "corrupt_cache"). */
+void serve_tune_get(const http_request *req, http_reply *reply);
+
+/* POST /api/v1/tune: runs `kiln tune --json` for the loaded model (body:
+ * width, height, target, steps, runs, max_batch, precision, threads,
+ * max_memory, timeout_s; all optional) and answers with its table; the
+ * best is stored in the cache. One at a time (409 "busy"); 504 "timeout"
+ * after timeout_s (default 600). */
+void serve_tune_post(const http_request *req, http_reply *reply);
 
 #endif

@@ -1153,3 +1153,19 @@ kiln_status kiln_image_read_png(const char *path, uint8_t **rgb, int *width, int
 {
     return png_read_rgb(path, KILN_MAX_INIT_PIXELS, rgb, width, height);
 }
+
+kiln_status kiln_model_plan(kiln_model *m, const kiln_request *r, kiln_plan *out)
+{
+    plan p;
+    kiln_status st = check_request(m, r, &p);
+    if (st != KILN_OK)
+        return st;
+    sampler_plan_free(&p.sampler_plan);
+    *out = (kiln_plan){.batch = p.memory.batch, .micro_batches = p.memory.micro_batches,
+                       .weight_bytes = p.memory.weight_bytes,
+                       .activation_bytes = p.memory.text_bytes + p.memory.unet_bytes + p.memory.decoder_bytes +
+                                           p.memory.encoder_bytes,
+                       .bytes_per_image = p.memory.unet_bytes_per_image, .total_bytes = p.memory.total_bytes,
+                       .budget_bytes = p.memory.budget_bytes};
+    return KILN_OK;
+}

@@ -99,6 +99,7 @@ async function loadInfo() {
     value: p, text: p + (info.loaded_precisions.includes(p) ? '' : ' (loads on first use)'),
   })));
   precision.value = info.default_precision;
+  $('tuned').checked = Boolean(info.tuned);
 }
 
 // ---- the form ----
@@ -122,6 +123,9 @@ function request() {
     batch_size: Math.min(numberOf('batch_size') ?? 1, numberOf('n_images') ?? 1),
     precision: $('precision').value,
     debug: $('debug').checked,
+    tuned: $('tuned').checked,
+    // tuned: the server fills in the batch size and precision kiln tune chose (undefined is not sent)
+    ...($('tuned').checked ? { batch_size: undefined, precision: undefined } : {}),
   };
 }
 
