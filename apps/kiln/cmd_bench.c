@@ -264,9 +264,7 @@ static double current_rss_mb(void)
 
 static double peak_rss_mb(void)
 {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0;
+    return (double)perf_peak_rss_bytes() / 1048576.0;
 }
 
 static void print_profile(const stage_result *s)

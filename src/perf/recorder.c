@@ -24,6 +24,21 @@ void perf_timer_start(perf_timer *t)
 
 uint64_t perf_peak_rss_bytes(void)
 {
+    /* VmHWM rather than getrusage's ru_maxrss: Linux carries ru_maxrss over
+     * fork and exec, so a kiln started by a large process (a benchmark
+     * script holding a model, kiln serve running kiln tune) would report
+     * its parent's peak as its own */
+    FILE *f = fopen("/proc/self/status", "re");
+    if (f) {
+        char line[256];
+        unsigned long long kb = 0;
+        int found = 0;
+        while (!found && fgets(line, sizeof line, f))
+            found = sscanf(line, "VmHWM: %llu kB", &kb) == 1;
+        fclose(f);
+        if (found)
+            return (uint64_t)kb * 1024u;
+    }
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0)
         return 0;

@@ -61,7 +61,9 @@ void perf_timer_stop(const perf_timer *t, const char *op, double items, const ch
  * peak_rss_bytes are set to -1 and 0, meaning not measured). */
 void perf_sample_wall(const char *op, double wall_s, double items, const char *unit, perf_sample *out);
 
-/* The process's peak resident set so far, bytes (getrusage); 0 if unknown. */
+/* This process image's peak resident set, bytes: Linux's VmHWM (since
+ * exec, or since the last reset of the high-water mark, as kiln serve
+ * resets it per job), else getrusage's ru_maxrss; 0 if unknown. */
 uint64_t perf_peak_rss_bytes(void);
 
 /* The sample as a JSON object (a new reference); cpu_s < 0 is left out. */
