@@ -63,6 +63,16 @@ static void test_percentiles_by_hand(void)
     json_decref(j);
 }
 
+/* the true median (what bench and tune report), by hand */
+static void test_median(void)
+{
+    double odd[] = {3.0, 1.0, 2.0}, even[] = {4.0, 1.0, 3.0, 2.0}, one[] = {7.5};
+    CHECK(perf_median(odd, 3) == 2.0, "median of 3, 1, 2: %g", perf_median(odd, 3));
+    CHECK(odd[0] == 1.0 && odd[2] == 3.0, "sorted in place: %g .. %g", odd[0], odd[2]);
+    CHECK(perf_median(even, 4) == 2.5, "median of 4, 1, 3, 2: %g", perf_median(even, 4));
+    CHECK(perf_median(one, 1) == 7.5, "median of one value: %g", perf_median(one, 1));
+}
+
 static void test_sample(void)
 {
     perf_timer t;
@@ -247,5 +257,5 @@ static void test_append_failure_names_path(void)
     CHECK(strstr(msg, blocker) != NULL, "the message must name the path: '%s'", msg);
 }
 
-TEST_MAIN(TEST(test_percentiles_by_hand), TEST(test_sample), TEST(test_default_path), TEST(test_history_and_summary),
+TEST_MAIN(TEST(test_percentiles_by_hand), TEST(test_median), TEST(test_sample), TEST(test_default_path), TEST(test_history_and_summary),
           TEST(test_append_failure_names_path))

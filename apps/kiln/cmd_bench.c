@@ -173,12 +173,6 @@ static double measure_peak(tpool *pool)
 
 /* ---- stages ---- */
 
-static int compare_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Fills every input of the graph with fixed pseudo-random values of the
  * right kind (token ids below the vocabulary, timesteps in range). */
 static float *fill_inputs(const model_graph *mg, const sd_model *m, float **buffers)
@@ -235,8 +229,7 @@ static int run_stage(const bench_args *a, const sd_model *m, weight_cache *cache
             times[r - a->warmup] = clock_now() - start;
     }
     if (rc == 0) {
-        qsort(times, (size_t)a->runs, sizeof *times, compare_double);
-        out->median = a->runs % 2 ? times[a->runs / 2] : 0.5 * (times[a->runs / 2 - 1] + times[a->runs / 2]);
+        out->median = perf_median(times, a->runs);
         out->min = times[0];
         out->max = times[a->runs - 1];
         out->activation_bytes = graph_exec_peak_bytes(mg.exec);
@@ -595,11 +588,8 @@ static int cmd_ablate(const bench_args *a)
     for (int i = 0; i < ab->n_configs; i++) {
         if (!ab->results[i].ok)
             continue;
-        qsort(unet[i], (size_t)a->rounds, sizeof unet[i][0], compare_double);
-        qsort(vae[i], (size_t)a->rounds, sizeof vae[i][0], compare_double);
-        int k = a->rounds;
-        ab->results[i].unet_median = k % 2 ? unet[i][k / 2] : 0.5 * (unet[i][k / 2 - 1] + unet[i][k / 2]);
-        ab->results[i].vae_median = k % 2 ? vae[i][k / 2] : 0.5 * (vae[i][k / 2 - 1] + vae[i][k / 2]);
+        ab->results[i].unet_median = perf_median(unet[i], a->rounds);
+        ab->results[i].vae_median = perf_median(vae[i], a->rounds);
     }
     free(unet);
     free(vae);

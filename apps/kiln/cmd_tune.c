@@ -35,6 +35,7 @@
 #include "core/cpu.h"
 #include "kernels/kernels.h"
 #include "perf/planner.h"
+#include "perf/recorder.h"
 #include "perf/tuning.h"
 
 #define MAX_LIST 8
@@ -201,12 +202,6 @@ static int parse_args(int argc, char **argv, tune_args *a)
     return 0;
 }
 
-static int compare_double(const void *x, const void *y)
-{
-    double p = *(const double *)x, q = *(const double *)y;
-    return p < q ? -1 : p > q;
-}
-
 /* The attention variants: tiled at the kernel's own tile first (the
  * default), the smallest and largest tiles it offers, and plain. */
 static int attention_variants(kiln_optimizations *out, int max)
@@ -286,8 +281,7 @@ static void measure(const tune_args *a, kiln_model *m, int width, int height, tu
     double times[MAX_SAMPLES];
     int n = row->n_seconds;
     memcpy(times, row->seconds, (size_t)n * sizeof times[0]);
-    qsort(times, (size_t)n, sizeof times[0], compare_double);
-    double median = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+    double median = perf_median(times, n);
     row->images_per_s = row->batch / median;
     row->min = row->batch / times[n - 1];
     row->max = row->batch / times[0];

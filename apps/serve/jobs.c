@@ -100,6 +100,8 @@ void jobs_release(job_queue *q, job *j)
 
 /* ---- memory figures ---- */
 
+/* The process's peak over its life: getrusage, which the per-job reset
+ * of VmHWM below leaves alone. */
 static uint64_t peak_rss_bytes(void)
 {
     struct rusage ru;
@@ -117,20 +119,6 @@ static int reset_job_peak(void)
     int ok = write(fd, "5", 1) == 1;
     close(fd);
     return ok;
-}
-
-static uint64_t job_peak(void)
-{
-    FILE *f = fopen("/proc/self/status", "re");
-    if (!f)
-        return 0;
-    char line[256];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1)
-            break;
-    fclose(f);
-    return kb * 1024u;
 }
 
 /* ---- the worker ---- */
@@ -250,7 +238,7 @@ static void run_job(job_queue *q, job *j)
         pthread_mutex_unlock(&q->mu);
     }
     rec.peak_rss_bytes = peak_rss_bytes();
-    rec.job_peak_rss_bytes = have_job_peak ? job_peak() : 0;
+    rec.job_peak_rss_bytes = have_job_peak ? perf_peak_rss_bytes() : 0; /* VmHWM since the reset */
     if (st != KILN_OK && st != KILN_ERR_CANCELLED) {
         error_status = status_for(st);
         snprintf(error, sizeof error, "%s", kiln_last_error());

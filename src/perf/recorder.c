@@ -111,6 +111,12 @@ double perf_percentile(const double *sorted, int n, double q)
     return sorted[rank - 1];
 }
 
+double perf_median(double *values, int n)
+{
+    qsort(values, (size_t)n, sizeof *values, cmp_double);
+    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
 void perf_stats_compute(double *values, int n, perf_stats *out)
 {
     memset(out, 0, sizeof *out);

@@ -79,6 +79,11 @@ typedef struct perf_stats {
 /* The nearest-rank percentile q (0 < q <= 1) of n >= 1 sorted values. */
 double perf_percentile(const double *sorted, int n, double q);
 
+/* The median of n >= 1 values (the mean of the two middle ones when n is
+ * even); sorts values in place, so values[0] and values[n - 1] are then
+ * the minimum and the maximum. */
+double perf_median(double *values, int n);
+
 /* Statistics of n values; sorts values in place. */
 void perf_stats_compute(double *values, int n, perf_stats *out);
 
