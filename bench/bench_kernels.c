@@ -16,10 +16,11 @@
 #include "core/cpu.h"
 #include "core/threadpool.h"
 #include "kernels/kernels.h"
+#include "kernels/winograd.h"
 
 typedef struct shape {
     const char *name;
-    char kind; /* 'l' linear, 'c' conv, 'a' attention */
+    char kind; /* 'l' linear, 'c' conv, 'w' the same conv by Winograd, 'a' attention */
     int64_t m, n, k;              /* linear: rows, outputs, inputs */
     int64_t h, w, in_c, out_c, kernel, stride; /* conv (batch 2) */
     int64_t heads, q_len, kv_len, head_dim;    /* attention (batch 2) */
@@ -30,6 +31,10 @@ static const shape shapes[] = {
     {"unet64 conv 640->640 3x3 @16x16", 'c', .h = 16, .w = 16, .in_c = 640, .out_c = 640, .kernel = 3, .stride = 1},
     {"unet64 conv 1280 3x3 @8x8", 'c', .h = 8, .w = 8, .in_c = 1280, .out_c = 1280, .kernel = 3, .stride = 1},
     {"vae conv 256->256 3x3 @128x128", 'c', .h = 128, .w = 128, .in_c = 256, .out_c = 256, .kernel = 3, .stride = 1},
+    {"  by winograd", 'w', .h = 32, .w = 32, .in_c = 320, .out_c = 320, .kernel = 3, .stride = 1},
+    {"  by winograd", 'w', .h = 16, .w = 16, .in_c = 640, .out_c = 640, .kernel = 3, .stride = 1},
+    {"  by winograd", 'w', .h = 8, .w = 8, .in_c = 1280, .out_c = 1280, .kernel = 3, .stride = 1},
+    {"  by winograd", 'w', .h = 128, .w = 128, .in_c = 256, .out_c = 256, .kernel = 3, .stride = 1},
     {"unet ff 320->2560 (2048 tokens)", 'l', .m = 2048, .n = 2560, .k = 320},
     {"unet ff 1280->320 (2048 tokens)", 'l', .m = 2048, .n = 320, .k = 1280},
     {"unet to_k 768->320 (154 tokens)", 'l', .m = 154, .n = 320, .k = 768},
@@ -48,6 +53,8 @@ typedef struct job {
     int64_t tiles_m, tile_m;
     unsigned char *scratch;
     size_t scratch_stride;
+    float *u;           /* Winograd: the transformed weights */
+    int64_t block;      /* Winograd: tiles per call */
     double flops[64];
 } job;
 
@@ -67,6 +74,26 @@ static void run_tiles(void *ctx, int64_t begin, int64_t end, int thread)
             int64_t n1 = n0 + nr < s->out_c ? n0 + nr : s->out_c;
             j->k->conv2d_f32(&j->conv, j->x, &j->w, NULL, NULL, j->y, m0, m1, n0, n1);
         }
+    }
+}
+
+/* Winograd, first phase: the weights of a panel of output channels */
+static void run_winograd_weights(void *ctx, int64_t begin, int64_t end, int thread)
+{
+    job *j = ctx;
+    int64_t lanes = j->w.nr > 0 ? j->w.nr : 1;
+    j->k->winograd_weights_f32(&j->w, j->u, begin * lanes, end * lanes < j->w.n ? end * lanes : j->w.n);
+}
+
+/* second phase: a block of output tiles per item */
+static void run_winograd_tiles(void *ctx, int64_t begin, int64_t end, int thread)
+{
+    job *j = ctx;
+    int64_t tiles = winograd_tiles(&j->conv);
+    for (int64_t b = begin; b < end; b++) {
+        int64_t t0 = b * j->block, t1 = t0 + j->block < tiles ? t0 + j->block : tiles;
+        j->k->winograd_conv_f32(&j->conv, j->x, &j->w, j->u, NULL, NULL, j->y, t0, t1,
+                                j->scratch + (size_t)thread * j->scratch_stride);
     }
 }
 
@@ -174,7 +201,7 @@ int main(int argc, char **argv)
                 j.w = (packed_weights){.nr = k->gemm_nr, .dtype = pack, .n = n, .k = kk, .taps = taps, .data = packed};
                 j.x = filled((size_t)(m * kk));
                 j.y = filled((size_t)(m * n));
-                if (s->kind == 'c')
+                if (s->kind != 'l')
                     j.conv = (conv2d_geom){.batch = 2, .in_h = s->h, .in_w = s->w, .in_c = s->in_c, .out_h = s->h,
                                            .out_w = s->w, .out_c = s->out_c, .kernel = (int)s->kernel, .stride = 1,
                                            .pad_top = 1, .pad_left = 1};
@@ -183,12 +210,25 @@ int main(int argc, char **argv)
                 int64_t nr = k->gemm_nr > 0 ? k->gemm_nr : 8;
                 items = j.tiles_m * ((n + nr - 1) / nr);
                 flops = 2.0 * (double)m * n * kk * taps;
+                if (s->kind == 'w') {
+                    /* GFLOP/s stay those of the direct convolution: the speed-up shows as a rate */
+                    j.block = winograd_block_tiles(&j.conv, tpool_size(pool));
+                    j.scratch_stride = winograd_scratch_bytes(&j.conv, j.block);
+                    j.scratch = (unsigned char *)filled(j.scratch_stride * (size_t)tpool_size(pool) / 4);
+                    j.u = filled((size_t)winograd_weight_elements(&j.w));
+                    items = (winograd_tiles(&j.conv) + j.block - 1) / j.block;
+                }
             }
             double *times = calloc((size_t)runs, sizeof *times);
             for (int r = -1; r < runs; r++) {
                 double t0 = clock_now();
                 if (s->kind == 'a')
                     tpool_for(pool, items, 48, TPOOL_DYNAMIC, run_attention, &j);
+                else if (s->kind == 'w') {
+                    int64_t lanes = j.w.nr > 0 ? j.w.nr : 1;
+                    tpool_for(pool, (j.w.n + lanes - 1) / lanes, 1, TPOOL_DYNAMIC, run_winograd_weights, &j);
+                    tpool_for(pool, items, 1, TPOOL_DYNAMIC, run_winograd_tiles, &j);
+                }
                 else
                     tpool_for(pool, items, 1, TPOOL_DYNAMIC, run_tiles, &j);
                 if (r >= 0)
@@ -199,7 +239,7 @@ int main(int argc, char **argv)
             printf("  %-34s %8.2f %8.4fs %8.4f..%-8.4f %8.1f %5.1f%%\n", s->name, flops * 1e-9, med, times[0],
                    times[runs - 1], rate, 100.0 * rate / pk);
             free(times);
-            free((void *)j.x), free((void *)j.x2), free((void *)j.x3), free(j.y), free(j.scratch), free(w);
+            free((void *)j.x), free((void *)j.x2), free((void *)j.x3), free(j.y), free(j.scratch), free(j.u), free(w);
             free((void *)j.w.data);
         }
         tpool_destroy(pool);

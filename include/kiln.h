@@ -260,6 +260,9 @@ typedef struct kiln_optimizations {
     int attention_tile;       /* queries per tile of the tiled kernel; 0: the kernel's own choice */
     kiln_layout layout;
     int fusion;               /* 1: fused ops (group norm + SiLU in one pass); 0: separate passes */
+    int winograd;             /* 1: 3x3 stride-1 convolutions with enough 4x4 output tiles by
+                                 Winograd F(4x4, 3x3), a quarter of the multiplies; 0: every
+                                 convolution by the direct kernel */
     kiln_memory memory;
     kiln_precision precision; /* must match the model's (see above) */
     int fast_math;            /* 1: vector polynomials for exp and erf (bounds in the kernels'
@@ -275,6 +278,7 @@ typedef enum kiln_opt {
     KILN_OPT_ATTENTION_TILE,
     KILN_OPT_LAYOUT,
     KILN_OPT_FUSION,
+    KILN_OPT_WINOGRAD,
     KILN_OPT_MEMORY,
     KILN_OPT_PRECISION,
     KILN_OPT_FAST_MATH,
@@ -285,8 +289,8 @@ typedef enum kiln_opt {
 } kiln_opt;
 
 /* The best configuration for this machine: tiled attention at the kernel's
- * own tile (the AVX-512 kernel's where the CPU has it), NHWC, fusion on, the
- * static memory plan, fast math on, all cores. Precision stays f32, the
+ * own tile (the AVX-512 kernel's where the CPU has it), NHWC, fusion on,
+ * Winograd convolutions on, the static memory plan, fast math on, all cores. Precision stays f32, the
  * reference the others are held to: f16 and bf16 change the pictures
  * (within test_optimizations.c's tolerances), so they are asked for, not
  * defaulted to; `kiln bench --ablate` measures what they gain here.
@@ -295,7 +299,7 @@ KILN_API void kiln_optimizations_defaults(kiln_optimizations *o);
 
 /* A switch's name as the CLI (with '-' for '_'), the HTTP API and the
  * reports spell it: "attention", "attention_tile", "layout", "fusion",
- * "memory", "precision", "fast_math", "threads", "vae_tiling", "vae_tile";
+ * "winograd", "memory", "precision", "fast_math", "threads", "vae_tiling", "vae_tile";
  * and the values it takes ("tiled, plain", "on, off", "0 (automatic) or 1
  * to 1024"). Static strings; NULL for opt out of range. */
 KILN_API const char *kiln_opt_name(kiln_opt opt);

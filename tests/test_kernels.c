@@ -10,6 +10,7 @@
 
 #include "core/cpu.h"
 #include "kernels/kernels.h"
+#include "kernels/winograd.h"
 #include "test_support.h"
 
 /* Accumulation order differs between levels (FMA, tile order), so results
@@ -138,6 +139,72 @@ static void test_conv_matches_scalar(void)
             free((void *)p0.data), free((void *)p1.data);
         }
     printf("    conv: worst rel err %.2e over %d levels\n", worst, n_levels);
+}
+
+/* Winograd's transforms multiply the inputs by up to 8 (A^T) and 5 (B^T)
+ * and the weights by fractions down to 1/24 before the products are
+ * summed, so its rounding error is a few times that of the direct sum;
+ * measured worst over these cases 8e-6 relative to the largest output. */
+#define WINOGRAD_TOL 2e-5
+
+/* The Winograd convolution of every level (the scalar one included)
+ * against the scalar direct convolution: sizes that are not multiples of
+ * the 4x4 tile, padding on no side and on every side, residual and bias,
+ * the work split in pieces as threads take it. */
+static void test_winograd_matches_direct(void)
+{
+    typedef struct wg_case {
+        int batch, h, w, in_c, out_c, pad, residual;
+    } wg_case;
+    const wg_case cases[] = {
+        {1, 4, 4, 1, 1, 1, 0},    {1, 5, 7, 3, 8, 1, 0},     {2, 6, 6, 32, 32, 1, 1}, {1, 13, 9, 40, 70, 1, 1},
+        {2, 8, 8, 64, 33, 0, 0},  {1, 1, 1, 5, 3, 1, 0},     {1, 11, 2, 17, 45, 1, 0}, {2, 16, 16, 96, 64, 1, 1}, {1, 6, 5, 150, 40, 1, 1},
+    };
+    const kiln_dtype dtypes[] = {KILN_DTYPE_F32, KILN_DTYPE_F16, KILN_DTYPE_BF16};
+    test_rng r = test_rng_seed(7);
+    double worst = 0;
+    const kernel_table *ref = kernels_for(KILN_ISA_SCALAR);
+    for (int isa = KILN_ISA_SCALAR; isa <= (int)cpu_get()->best_isa; isa++)
+        for (size_t d = 0; d < 3; d++)
+            for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+                const wg_case *cc = &cases[i];
+                const kernel_table *fast = kernels_for((kiln_isa)isa);
+                conv2d_geom g = {.batch = cc->batch, .in_h = cc->h, .in_w = cc->w, .in_c = cc->in_c,
+                                 .out_c = cc->out_c, .kernel = 3, .stride = 1, .pad_top = cc->pad, .pad_left = cc->pad};
+                g.out_h = cc->h + 2 * cc->pad - 2;
+                g.out_w = cc->w + 2 * cc->pad - 2;
+                if (g.out_h < 1 || g.out_w < 1)
+                    continue;
+                int64_t pixels = g.batch * g.out_h * g.out_w, tiles = winograd_tiles(&g);
+                size_t out_n = (size_t)(pixels * g.out_c);
+                float *x = random_floats(&r, (size_t)(g.batch * g.in_h * g.in_w * g.in_c));
+                float *w = random_floats(&r, (size_t)(g.out_c * g.in_c * 9)), *bias = random_floats(&r, (size_t)g.out_c);
+                float *res = cc->residual ? random_floats(&r, out_n) : NULL;
+                float *y0 = calloc(out_n, sizeof *y0), *y1 = calloc(out_n, sizeof *y1);
+                packed_weights p0 = pack_as(w, dtypes[d], 0, g.out_c, g.in_c, 9);
+                packed_weights p1 = pack_as(w, dtypes[d], fast->gemm_nr, g.out_c, g.in_c, 9);
+                ref->conv2d_f32(&g, x, &p0, bias, res, y0, 0, pixels, 0, g.out_c);
+
+                float *u = NULL;
+                void *scratch = NULL;
+                CHECK(posix_memalign((void **)&u, 64, (size_t)winograd_weight_elements(&p1) * sizeof *u) == 0 &&
+                          posix_memalign(&scratch, 64, winograd_scratch_bytes(&g, tiles)) == 0,
+                      "winograd buffers");
+                /* weights in two channel ranges, tiles in two pieces, as threads take them */
+                int64_t lanes = p1.nr > 0 ? p1.nr : 1, split_c = g.out_c > lanes ? lanes : g.out_c;
+                fast->winograd_weights_f32(&p1, u, 0, split_c);
+                fast->winograd_weights_f32(&p1, u, split_c, g.out_c);
+                int64_t half = tiles / 2;
+                fast->winograd_conv_f32(&g, x, &p1, u, bias, res, y1, 0, half, scratch);
+                fast->winograd_conv_f32(&g, x, &p1, u, bias, res, y1, half, tiles, scratch);
+                double abs_err, rel = max_rel_err(y1, y0, out_n, &abs_err);
+                worst = fmax(worst, rel);
+                CHECK(rel <= WINOGRAD_TOL, "winograd %s %s case %zu: rel err %.3e (abs %.3e)",
+                      kiln_isa_name((kiln_isa)isa), kiln_dtype_name(dtypes[d]), i, rel, abs_err);
+                free(x), free(w), free(bias), free(res), free(y0), free(y1), free(u), free(scratch);
+                free((void *)p0.data), free((void *)p1.data);
+            }
+    printf("    winograd: worst rel err %.2e (tolerance %.0e)\n", worst, WINOGRAD_TOL);
 }
 
 static void test_attention_matches_scalar(void)
@@ -290,5 +357,6 @@ static void test_f16_weights(void)
     pack_dtype = KILN_DTYPE_F32;
 }
 
-TEST_MAIN(TEST(test_packing_layouts), TEST(test_linear_matches_scalar), TEST(test_conv_matches_scalar), TEST(test_f16_weights),
+TEST_MAIN(TEST(test_packing_layouts), TEST(test_linear_matches_scalar), TEST(test_conv_matches_scalar), TEST(test_winograd_matches_direct),
+          TEST(test_f16_weights),
           TEST(test_attention_matches_scalar), TEST(test_norms_and_elementwise))

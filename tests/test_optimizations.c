@@ -154,6 +154,90 @@ static void test_attention_paths_match_reference(void)
     }
 }
 
+/* ---- Winograd and direct convolutions through the executor ---- */
+
+/* Winograd's rounding is a few times the direct sum's (test_kernels.c):
+ * outputs agree to 2e-5 of the largest. */
+#define WINOGRAD_TOL 2e-5
+
+/* Convolutions in a row, as a UNet has them: 3x3 over 2 x 8 x 7 tiles
+ * (Winograd), 3x3 plus a residual add (Winograd, the add fused into it),
+ * two 3x3 stride 2 (direct), then 3x3 over 2 x 2 x 2 tiles, too few
+ * (direct). */
+static int run_conv_graph(const graph_exec_options *o, int threads, const float *x, const float *w, float *out,
+                          size_t *winograd_convs, size_t out_floats)
+{
+    enum { C = 24, H = 30, W = 26 };
+    graph *g = NULL;
+    graph_exec *e = NULL;
+    int64_t xs[4] = {2, H, W, C}, ws[4] = {C, C, 3, 3}, bs[1] = {C};
+    tensor tw, tb;
+    tensor_init(&tw, KILN_DTYPE_F32, TENSOR_LAYOUT_PLAIN, 4, ws, (void *)w);
+    tensor_init(&tb, KILN_DTYPE_F32, TENSOR_LAYOUT_PLAIN, 1, bs, (void *)(w + C * C * 9));
+    if (graph_create(&g) != KILN_OK)
+        return -1;
+    graph_id in = graph_input(g, "x", TENSOR_LAYOUT_NHWC, 4, xs);
+    graph_id wid = graph_weight(g, "conv.weight", &tw), bid = graph_weight(g, "conv.bias", &tb);
+    graph_id a = graph_conv2d(g, "conv1", in, wid, bid, 1, 1, 1, 1, 1);
+    graph_id b = graph_add(g, "residual", graph_conv2d(g, "conv2", a, wid, bid, 1, 1, 1, 1, 1), in);
+    graph_id c = graph_conv2d(g, "down", b, wid, bid, 2, 0, 0, 1, 1);                 /* 15 x 13 */
+    graph_id c2 = graph_conv2d(g, "down2", c, wid, bid, 2, 1, 1, 1, 1);               /* 8 x 7 */
+    graph_id d = graph_conv2d(g, "small", c2, wid, bid, 1, 1, 1, 1, 1);
+    graph_mark_output(g, d);
+    tpool *pool = NULL;
+    int rc = -1;
+    if (tpool_create(threads, &pool) != KILN_OK || graph_exec_create_with(g, NULL, o, &e) != KILN_OK) {
+        CHECK(0, "conv graph: %s", kiln_last_error());
+        goto done;
+    }
+    graph_exec_bind(e, in, x);
+    if (graph_exec_run(e, pool) != KILN_OK) {
+        CHECK(0, "conv run: %s", kiln_last_error());
+        goto done;
+    }
+    CHECK(tensor_numel(&graph_node_at(g, d)->out) == (int64_t)out_floats, "conv graph output size");
+    memcpy(out, graph_exec_output(e, d), out_floats * sizeof *out);
+    *winograd_convs = graph_exec_winograd_convs(e);
+    rc = 0;
+done:
+    graph_exec_destroy(e);
+    graph_destroy(g);
+    tpool_destroy(pool);
+    return rc;
+}
+
+static void test_winograd_through_executor(void)
+{
+    enum { C = 24, OUT = 2 * 8 * 7 * C };
+    test_rng r = test_rng_seed(13);
+    float *x = random_floats(&r, 2 * 30 * 26 * C, 1.0f), *w = random_floats(&r, C * C * 9 + C, 0.2f);
+    float *want = calloc(OUT, sizeof *want), *got = calloc(OUT, sizeof *got);
+    graph_exec_options direct;
+    graph_exec_options_defaults(&direct);
+    direct.direct_conv = 1;
+    size_t convs = 99;
+    if (run_conv_graph(&direct, 2, x, w, want, &convs, OUT) == 0) {
+        CHECK(convs == 0, "direct_conv set: %zu convolutions still by Winograd", convs);
+        for (int threads = 1; threads <= 2; threads++) {
+            graph_exec_options o;
+            graph_exec_options_defaults(&o);
+            if (run_conv_graph(&o, threads, x, w, got, &convs, OUT) != 0)
+                continue;
+            int expect = kernels_get()->winograd_conv_f32 ? 2 : 0;
+            CHECK(convs == (size_t)expect, "%d threads: %zu convolutions by Winograd, expected %d (the two 3x3 "
+                                           "stride-1 ones over 2 x 8 x 7 tiles)",
+                  threads, convs, expect);
+            double scale = 0;
+            for (size_t i = 0; i < OUT; i++)
+                scale = fmax(scale, fabs(want[i]));
+            double err = max_abs_diff(got, want, OUT) / scale;
+            CHECK(err <= WINOGRAD_TOL, "%d threads: Winograd against direct, %.3g of the largest output; allowed %.0e",
+                  threads, err, WINOGRAD_TOL);
+        }
+    }
+    free(x), free(w), free(want), free(got);
+}
+
 /* ---- fast math on and off, kernel by kernel ---- */
 
 static void test_fast_math_kernels(void)
@@ -318,6 +402,7 @@ static void reference_config(kiln_optimizations *o)
     kiln_optimizations_defaults(o);
     o->attention = KILN_ATTENTION_PLAIN;
     o->fusion = 0;
+    o->winograd = 0;
     o->memory = KILN_MEMORY_ALLOC;
     o->fast_math = 0;
     o->precision = KILN_PRECISION_F32;
@@ -351,6 +436,7 @@ static void test_each_switch_against_f32_reference(void)
         {"attention tile 12", "attention_tile", "12"},
         {"attention tile 96", "attention_tile", "96"},
         {"fusion off", "fusion", "off"},
+        {"winograd off", "winograd", "off"},
         {"memory alloc", "memory", "alloc"},
         {"fast math off", "fast_math", "off"},
     };
@@ -531,6 +617,6 @@ static void test_set_and_get(void)
     }
 }
 
-TEST_MAIN(TEST(test_set_and_get), TEST(test_attention_paths_match_reference), TEST(test_fast_math_kernels),
+TEST_MAIN(TEST(test_set_and_get), TEST(test_attention_paths_match_reference), TEST(test_winograd_through_executor), TEST(test_fast_math_kernels),
           TEST(test_fusion_and_memory_same_bits), TEST(test_each_switch_against_f32_reference),
           TEST(test_report_names_what_cannot_run))

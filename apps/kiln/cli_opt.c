@@ -14,6 +14,7 @@ static const struct {
 } flags[] = {
     {"--attention", KILN_OPT_ATTENTION}, {"--attention-tile", KILN_OPT_ATTENTION_TILE},
     {"--layout", KILN_OPT_LAYOUT},       {"--fusion", KILN_OPT_FUSION},
+    {"--winograd", KILN_OPT_WINOGRAD},
     {"--memory", KILN_OPT_MEMORY},       {"--precision", KILN_OPT_PRECISION},
     {"--fast-math", KILN_OPT_FAST_MATH}, {"--threads", KILN_OPT_THREADS},
     {"--vae-tiling", KILN_OPT_VAE_TILING}, {"--vae-tile", KILN_OPT_VAE_TILE},
@@ -45,6 +46,7 @@ void cli_optimization_usage(FILE *out)
                  "      --attention-tile N queries per tile of the tiled kernel (0: the kernel's own)\n"
                  "      --layout L         nhwc or nchw (kiln is NHWC only: nchw is reported unavailable)\n"
                  "      --fusion on|off    group norm + SiLU in one pass, or two\n"
+                 "      --winograd on|off  3x3 convolutions by Winograd F(4x4, 3x3) where they pay, or all direct\n"
                  "      --memory M         plan (one arena planned per graph) or alloc (malloc per node)\n"
                  "      --precision P      f32, f16 or bf16 weights (activations and sums stay f32)\n"
                  "      --fast-math on|off polynomial exp/erf, or libm's\n"

@@ -531,6 +531,7 @@ static int cmd_ablate(const bench_args *a)
     add_row(ab, "attention", KILN_OPT_ATTENTION, best, NULL, "plain", threads);
     add_row(ab, "attention tile", KILN_OPT_ATTENTION_TILE, best, NULL, tile, threads);
     add_row(ab, "fusion", KILN_OPT_FUSION, best, NULL, "off", threads);
+    add_row(ab, "winograd", KILN_OPT_WINOGRAD, best, NULL, "off", threads);
     add_row(ab, "memory plan", KILN_OPT_MEMORY, best, NULL, "alloc", threads);
     add_row(ab, "fast math", KILN_OPT_FAST_MATH, best, NULL, "off", threads);
     add_row(ab, "precision f16", KILN_OPT_PRECISION, best, "f16", "f32", threads);

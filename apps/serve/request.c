@@ -9,7 +9,7 @@
  * num_images (any count, made in batches of batch_size; replaces n_iter) and
  * the optimization switches of kiln_optimizations under their own names:
  * attention ("tiled", "plain"), attention_tile (integer), layout ("nhwc",
- * "nchw"), fusion, fast_math and vae_tiling (true/false or "on"/"off"),
+ * "nchw"), fusion, winograd, fast_math and vae_tiling (true/false or "on"/"off"),
  * memory ("plan", "alloc"), threads and vae_tile (integers). A switch that
  * cannot run here is not refused: the answer reports what ran and why.
  * debug (true/false) runs in debug mode (kiln_request.debug): the answer

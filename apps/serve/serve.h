@@ -64,7 +64,7 @@ typedef struct job_params {
     int n_iter;
     serve_precision precision;
     /* the optimization switches (kiln's own fields: attention, attention_tile,
-     * layout, fusion, memory, fast_math, threads, vae_tiling, vae_tile);
+     * layout, fusion, winograd, memory, fast_math, threads, vae_tiling, vae_tile);
      * .precision follows precision */
     kiln_optimizations optimizations;
     int img2img;

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "kernels/kernels.h"
+#include "kernels/winograd.h"
 
 struct graph_exec {
     const graph *g;
@@ -30,6 +31,10 @@ struct graph_exec {
      * for the largest attention node (under the static plan) */
     size_t plain_bytes;
     float *plain;
+    /* Winograd: the transformed weights of the convolution running now,
+     * sized for the largest that takes that path */
+    size_t winograd_floats;
+    float *winograd_u;
     /* alloc_as_you_go: per node, 1 when it owns a malloc'd output; and the
      * nodes whose storage is freed after node i ran, as lists (free_head[i],
      * then free_next[j] until GRAPH_NONE) */
@@ -57,6 +62,51 @@ void graph_exec_options_defaults(graph_exec_options *o)
 {
     memset(o, 0, sizeof *o);
     o->fast_math = 1;
+}
+
+/* ---- which convolutions run by Winograd ---- */
+
+static conv2d_geom conv_geometry(const graph *g, const graph_node *node)
+{
+    const tensor *x = &graph_node_at(g, node->inputs[0])->out, *out = &node->out;
+    const graph_params *p = &node->params;
+    return (conv2d_geom){.batch = x->shape[0], .in_h = x->shape[1], .in_w = x->shape[2], .in_c = x->shape[3],
+                         .out_h = out->shape[1], .out_w = out->shape[2], .out_c = out->shape[3],
+                         .kernel = p->conv.kernel, .stride = p->conv.stride, .pad_top = p->conv.pad_top,
+                         .pad_left = p->conv.pad_left};
+}
+
+/* Winograd pays where there are enough tiles to share each transformed
+ * weight (bench_kernels: 2-4x the direct kernel from 32 tiles of 320 to 640
+ * channels, slower at 8 tiles of 1280) and its weights stay a bounded
+ * scratch. */
+#define WINOGRAD_MIN_TILES 32
+#define WINOGRAD_MAX_WEIGHT_BYTES ((size_t)64 << 20)
+
+static int winograd_chosen(const kernel_table *k, int direct_conv, const conv2d_geom *g)
+{
+    if (direct_conv || !k->winograd_conv_f32 || !winograd_fits(g) || winograd_tiles(g) < WINOGRAD_MIN_TILES)
+        return 0;
+    return (size_t)36 * kernels_packed_elements(k->gemm_nr, g->out_c, g->in_c, 1) * sizeof(float) <=
+           WINOGRAD_MAX_WEIGHT_BYTES;
+}
+
+size_t graph_winograd_bytes(const graph *g, const kernel_table *k, int threads)
+{
+    size_t weights = 0, per_thread = 0;
+    for (size_t i = 0; i < graph_node_count(g); i++) {
+        const graph_node *node = graph_node_at(g, (graph_id)i);
+        if (node->op != GRAPH_OP_CONV2D)
+            continue;
+        conv2d_geom cg = conv_geometry(g, node);
+        if (!winograd_chosen(k, 0, &cg))
+            continue;
+        size_t u = (size_t)36 * kernels_packed_elements(k->gemm_nr, cg.out_c, cg.in_c, 1) * sizeof(float);
+        size_t t = arena_round_up(winograd_scratch_bytes(&cg, winograd_block_tiles(&cg, 1)));
+        weights = u > weights ? u : weights;
+        per_thread = t > per_thread ? t : per_thread;
+    }
+    return weights + per_thread * (size_t)threads;
 }
 
 /* ---- memory plan ---- */
@@ -377,6 +427,7 @@ void graph_exec_destroy(graph_exec *e)
     weight_cache_destroy(e->own_cache);
     free(e->scratch);
     free(e->plain);
+    free(e->winograd_u);
     free(e->owned);
     free(e->free_head);
     free(e->free_next);
@@ -427,7 +478,21 @@ size_t graph_exec_peak_bytes(const graph_exec *e)
 
 size_t graph_exec_scratch_bytes(const graph_exec *e)
 {
-    return e->scratch_per_thread * (size_t)e->scratch_threads + (e->plain ? e->plain_bytes : 0);
+    return e->scratch_per_thread * (size_t)e->scratch_threads + (e->plain ? e->plain_bytes : 0) +
+           e->winograd_floats * sizeof(float);
+}
+
+size_t graph_exec_winograd_convs(const graph_exec *e)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < e->count; i++) {
+        const graph_node *node = graph_node_at(e->g, (graph_id)i);
+        if (node->op == GRAPH_OP_CONV2D) {
+            conv2d_geom cg = conv_geometry(e->g, node);
+            count += (size_t)winograd_chosen(e->k, e->opt.direct_conv, &cg);
+        }
+    }
+    return count;
 }
 
 size_t graph_exec_fused_adds(const graph_exec *e)
@@ -472,6 +537,8 @@ typedef struct op_ctx {
     int64_t tile_m, tile_n;
     int silu;        /* group norm: SiLU fused into its last pass */
     conv2d_geom conv;
+    float *winograd_u;     /* Winograd: the transformed weights */
+    int64_t winograd_block; /* Winograd: tiles per item */
     attention_geom attn;
 } op_ctx;
 
@@ -513,6 +580,27 @@ static void run_conv2d(void *p, int64_t begin, int64_t end, int thread)
         int64_t p0 = (tile % tiles_m) * c->tile_m, c0 = (tile / tiles_m) * c->tile_n;
         c->k->conv2d_f32(&c->conv, c->x[0], c->w, c->x[2], c->residual, c->y, p0, min64(p0 + c->tile_m, pixels), c0,
                          min64(c0 + c->tile_n, c->conv.out_c));
+    }
+}
+
+/* Winograd, first phase: the weights of a panel of output channels per
+ * item. */
+static void run_winograd_weights(void *p, int64_t begin, int64_t end, int thread)
+{
+    op_ctx *c = p;
+    int64_t lanes = c->w->nr > 0 ? c->w->nr : 1;
+    c->k->winograd_weights_f32(c->w, c->winograd_u, begin * lanes, min64(end * lanes, c->w->n));
+}
+
+/* second phase: a block of output tiles per item */
+static void run_winograd_tiles(void *p, int64_t begin, int64_t end, int thread)
+{
+    op_ctx *c = p;
+    int64_t tiles = winograd_tiles(&c->conv);
+    for (int64_t b = begin; b < end; b++) {
+        int64_t t0 = b * c->winograd_block;
+        c->k->winograd_conv_f32(&c->conv, c->x[0], c->w, c->winograd_u, c->x[2], c->residual, c->y, t0,
+                                min64(t0 + c->winograd_block, tiles), c->scratch + (size_t)thread * c->scratch_stride);
     }
 }
 
@@ -849,14 +937,18 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         break;
     }
     case GRAPH_OP_CONV2D: {
-        const tensor *x = c.in[0];
-        const graph_params *p = &node->params;
         if (e->residual && e->residual[id] != GRAPH_NONE)
             c.residual = e->data[e->residual[id]];
-        c.conv = (conv2d_geom){.batch = x->shape[0], .in_h = x->shape[1], .in_w = x->shape[2], .in_c = x->shape[3],
-                               .out_h = out->shape[1], .out_w = out->shape[2], .out_c = out->shape[3],
-                               .kernel = p->conv.kernel, .stride = p->conv.stride, .pad_top = p->conv.pad_top,
-                               .pad_left = p->conv.pad_left};
+        c.conv = conv_geometry(e->g, node);
+        if (winograd_chosen(e->k, e->opt.direct_conv, &c.conv)) {
+            int64_t lanes = c.w->nr > 0 ? c.w->nr : 1, tiles = winograd_tiles(&c.conv);
+            c.winograd_u = e->winograd_u;
+            c.winograd_block = winograd_block_tiles(&c.conv, threads);
+            tpool_for(pool, (c.w->n + lanes - 1) / lanes, 1, TPOOL_DYNAMIC, run_winograd_weights, &c);
+            tpool_for(pool, (tiles + c.winograd_block - 1) / c.winograd_block, 1, TPOOL_DYNAMIC, run_winograd_tiles,
+                      &c);
+            break;
+        }
         int64_t pixels = c.conv.batch * c.conv.out_h * c.conv.out_w;
         set_tiles(&c, pixels, c.conv.out_c, threads);
         tpool_for(pool, ((pixels + c.tile_m - 1) / c.tile_m) * c.tiles_n, 1, TPOOL_DYNAMIC, run_conv2d, &c);
@@ -932,7 +1024,7 @@ static kiln_status ensure_scratch(graph_exec *e, int threads)
 {
     if (e->scratch_threads >= threads)
         return KILN_OK;
-    size_t per_thread = 0;
+    size_t per_thread = 0, winograd_floats = 0;
     for (size_t i = 0; i < e->count; i++) {
         const graph_node *node = graph_node_at(e->g, (graph_id)i);
         if (node->op == GRAPH_OP_ATTENTION && !e->opt.plain_attention) {
@@ -941,6 +1033,27 @@ static kiln_status ensure_scratch(graph_exec *e, int threads)
             if (bytes > per_thread)
                 per_thread = bytes;
         }
+        if (node->op != GRAPH_OP_CONV2D)
+            continue;
+        conv2d_geom cg = conv_geometry(e->g, node);
+        if (winograd_chosen(e->k, e->opt.direct_conv, &cg)) {
+            /* the block of one thread is the largest: later runs may have fewer */
+            size_t bytes = arena_round_up(winograd_scratch_bytes(&cg, winograd_block_tiles(&cg, 1)));
+            size_t u = (size_t)winograd_weight_elements(e->packed[i]);
+            if (bytes > per_thread)
+                per_thread = bytes;
+            if (u > winograd_floats)
+                winograd_floats = u;
+        }
+    }
+    if (winograd_floats > e->winograd_floats) {
+        free(e->winograd_u);
+        e->winograd_u = NULL;
+        e->winograd_floats = 0;
+        if (posix_memalign((void **)&e->winograd_u, ARENA_ALIGN, winograd_floats * sizeof(float)) != 0)
+            return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes of Winograd weights",
+                           winograd_floats * sizeof(float));
+        e->winograd_floats = winograd_floats;
     }
     free(e->scratch);
     e->scratch = NULL;

@@ -41,6 +41,9 @@ typedef struct graph_exec_options {
      * a residual add fused into its convolution is checked as that
      * convolution. 0: no check, no cost */
     int check_finite;
+    /* 1: every convolution by the direct kernel (conv2d_f32); 0: 3x3
+     * stride-1 convolutions with enough tiles by Winograd F(4x4, 3x3) */
+    int direct_conv;
 } graph_exec_options;
 
 /* The fastest: tiled attention at its default tile, the static plan, fast
@@ -68,6 +71,11 @@ const graph_exec_options *graph_exec_get_options(const graph_exec *e);
  * add's pass over memory and its buffer are gone. */
 size_t graph_exec_fused_adds(const graph_exec *e);
 
+/* Convolutions that run by Winograd F(4x4, 3x3) under the executor's
+ * options (3x3 stride 1, enough tiles, bounded transformed weights); the
+ * others run the direct kernel. */
+size_t graph_exec_winograd_convs(const graph_exec *e);
+
 /* The bytes graph_exec_create would allocate for the graph's activations
  * (with the default options: fused), computed without allocating them (or
  * preparing any weight): what budgets and batch sizes are planned with. */
@@ -85,6 +93,11 @@ size_t graph_exec_peak_bytes(const graph_exec *e);
 /* Bytes of kernel scratch held (attention tiles per thread; the plain
  * attention's score matrix and packed operands). */
 size_t graph_exec_scratch_bytes(const graph_exec *e);
+
+/* Bytes of the Winograd convolutions' scratch a run of g with `threads`
+ * threads holds (the default options; kernel level k): the largest
+ * transformed weights and each thread's tile blocks. */
+size_t graph_winograd_bytes(const graph *g, const kernel_table *k, int threads);
 
 /* Points an input node at caller memory (f32, its shape), read during runs.
  * Errors: KILN_ERR_INVALID when id is not an input. */

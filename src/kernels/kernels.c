@@ -13,6 +13,7 @@ static void build_tables(void)
     kernel_table *scalar = &tables[1][KILN_ISA_SCALAR];
     ops_register_scalar(scalar);
     convert_register_scalar(scalar);
+    winograd_register_scalar(scalar);
     scalar->isa = KILN_ISA_SCALAR;
     scalar->fast_math = 0; /* the reference calls libm */
 
@@ -25,6 +26,7 @@ static void build_tables(void)
     convert_register_avx2(avx2);
     gemm_register_avx2(avx2);
     ops_register_avx2(avx2);
+    winograd_register_avx2(avx2);
     avx2->isa = KILN_ISA_AVX2;
     avx2->fast_math = 1;
 
@@ -34,6 +36,7 @@ static void build_tables(void)
     gemm_register_avx512(avx512);
     attention_register_avx512(avx512);
     ops_register_avx512(avx512);
+    winograd_register_avx512(avx512);
     avx512->isa = KILN_ISA_AVX512;
 
     /* fast math off: the same kernels with libm's exp and erf */

@@ -84,6 +84,19 @@ typedef struct kernel_table {
     void (*conv2d_f32)(const conv2d_geom *g, const float *x, const packed_weights *w, const float *bias,
                        const float *residual, float *y, int64_t p0, int64_t p1, int64_t c0, int64_t c1);
 
+    /* Winograd F(4x4, 3x3), for 3x3 stride-1 convolutions (winograd.h has
+     * the sizes): a quarter of the multiplies of conv2d_f32, with rounding
+     * errors a few times larger. winograd_weights_f32 transforms output
+     * channels [c0, c1) of w (c0 a multiple of w->nr) into u, of
+     * winograd_weight_elements(w) floats, 64-byte aligned; winograd_conv_f32
+     * then computes the output tiles [t0, t1) of winograd_tiles(g), every
+     * output channel, from that u, with bias and residual as conv2d_f32, in
+     * scratch of winograd_scratch_bytes(g, t1 - t0) bytes, 64-byte aligned. */
+    void (*winograd_weights_f32)(const packed_weights *w, float *u, int64_t c0, int64_t c1);
+    void (*winograd_conv_f32)(const conv2d_geom *g, const float *x, const packed_weights *w, const float *u,
+                              const float *bias, const float *residual, float *y, int64_t t0, int64_t t1,
+                              void *scratch);
+
     /* Group normalization of x [batch, hw, c] for the (batch, group) pairs
      * [i0, i1) of batch * groups, then y = norm * gamma + beta, then SiLU if
      * silu is set. y may be x. */
@@ -162,6 +175,9 @@ void gemm_register_avx512(kernel_table *t);
 void attention_register_avx512(kernel_table *t);
 void ops_register_avx2(kernel_table *t);
 void ops_register_avx512(kernel_table *t);
+void winograd_register_scalar(kernel_table *t);
+void winograd_register_avx2(kernel_table *t);
+void winograd_register_avx512(kernel_table *t);
 /* the same files compiled with KILN_PRECISE_MATH (libm exp and erf) */
 void attention_register_avx512_precise(kernel_table *t);
 void ops_register_avx2_precise(kernel_table *t);

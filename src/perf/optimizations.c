@@ -26,6 +26,7 @@
 static const char *const opt_names[KILN_OPT_COUNT] = {
     [KILN_OPT_ATTENTION] = "attention",   [KILN_OPT_ATTENTION_TILE] = "attention_tile",
     [KILN_OPT_LAYOUT] = "layout",         [KILN_OPT_FUSION] = "fusion",
+    [KILN_OPT_WINOGRAD] = "winograd",
     [KILN_OPT_MEMORY] = "memory",         [KILN_OPT_PRECISION] = "precision",
     [KILN_OPT_FAST_MATH] = "fast_math",   [KILN_OPT_THREADS] = "threads",
     [KILN_OPT_VAE_TILING] = "vae_tiling", [KILN_OPT_VAE_TILE] = "vae_tile",
@@ -37,6 +38,7 @@ static const char *const opt_allowed[KILN_OPT_COUNT] = {
     [KILN_OPT_ATTENTION_TILE] = "0 (the kernel's own) or 1 to 1024 queries",
     [KILN_OPT_LAYOUT] = "nhwc, nchw",
     [KILN_OPT_FUSION] = "on, off",
+    [KILN_OPT_WINOGRAD] = "on, off",
     [KILN_OPT_MEMORY] = "plan, alloc",
     [KILN_OPT_PRECISION] = "f32, f16, bf16",
     [KILN_OPT_FAST_MATH] = "on, off",
@@ -87,6 +89,7 @@ void kiln_optimizations_defaults(kiln_optimizations *o)
     o->attention = KILN_ATTENTION_TILED;
     o->layout = KILN_LAYOUT_NHWC;
     o->fusion = 1;
+    o->winograd = 1;
     o->memory = KILN_MEMORY_PLAN;
     o->fast_math = 1;
     o->precision = KILN_PRECISION_F32;
@@ -134,7 +137,7 @@ kiln_status kiln_optimizations_set(kiln_optimizations *o, const char *name, cons
     int opt = lookup(opt_names, KILN_OPT_COUNT, key);
     if (opt < 0)
         return err_set(KILN_ERR_INVALID,
-                       "optimization '%s' is unknown; known: attention, attention_tile, layout, fusion, memory, "
+                       "optimization '%s' is unknown; known: attention, attention_tile, layout, fusion, winograd, memory, "
                        "precision, fast_math, threads, vae_tiling, vae_tile",
                        name);
     kiln_optimizations v = *o;
@@ -153,6 +156,9 @@ kiln_status kiln_optimizations_set(kiln_optimizations *o, const char *name, cons
         break;
     case KILN_OPT_FUSION:
         ok = (v.fusion = parse_switch(value)) >= 0;
+        break;
+    case KILN_OPT_WINOGRAD:
+        ok = (v.winograd = parse_switch(value)) >= 0;
         break;
     case KILN_OPT_MEMORY:
         ok = (x = lookup(memory_names, KILN_MEMORY_COUNT, value)) >= 0;
@@ -200,6 +206,9 @@ void kiln_optimizations_get(const kiln_optimizations *o, kiln_opt opt, char *buf
     case KILN_OPT_FUSION:
         text = o->fusion ? "on" : "off";
         break;
+    case KILN_OPT_WINOGRAD:
+        text = o->winograd ? "on" : "off";
+        break;
     case KILN_OPT_MEMORY:
         text = (unsigned)o->memory < KILN_MEMORY_COUNT ? memory_names[o->memory] : "?";
         break;
@@ -239,6 +248,8 @@ kiln_status opt_validate(const kiln_optimizations *o)
         bad = "layout";
     else if (o->fusion != 0 && o->fusion != 1)
         bad = "fusion";
+    else if (o->winograd != 0 && o->winograd != 1)
+        bad = "winograd";
     else if ((unsigned)o->memory >= KILN_MEMORY_COUNT)
         bad = "memory";
     else if ((unsigned)o->precision >= KILN_PRECISION_COUNT)
@@ -329,6 +340,11 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
                   : "group norm and SiLU as two passes, residual adds as their own pass; GEGLU and attention stay "
                     "single ops (no unfused path for them in this build)");
 
+    note(&rep[KILN_OPT_WINOGRAD],
+         a.winograd ? "3x3 stride-1 convolutions of at least 32 output tiles of 4x4 (and at most 64 MB of "
+                      "transformed weights) by Winograd F(4x4, 3x3); the others direct"
+                    : "every convolution by the direct kernel (implicit GEMM)");
+
     if (a.memory == KILN_MEMORY_ALLOC)
         note(&rep[KILN_OPT_MEMORY], "each activation malloc'd before its node and freed after its last reader");
 
@@ -400,6 +416,7 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
         exec->alloc_as_you_go = a.memory == KILN_MEMORY_ALLOC;
         exec->fast_math = a.fast_math;
         exec->unfused = !a.fusion;
+        exec->direct_conv = !a.winograd;
     }
     if (active_out)
         *active_out = a;

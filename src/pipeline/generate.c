@@ -1047,6 +1047,7 @@ static kiln_status validate(kiln_model *m, const kiln_request *r, const float *l
     ref.attention = KILN_ATTENTION_PLAIN;
     ref.attention_tile = 0;
     ref.fusion = 0;
+    ref.winograd = 0;
     ref.memory = KILN_MEMORY_ALLOC;
     ref.fast_math = 0;
     ref.precision = KILN_PRECISION_F32;
@@ -1078,7 +1079,8 @@ static kiln_status validate(kiln_model *m, const kiln_request *r, const float *l
         goto done;
     }
     snprintf(dr->reference, sizeof dr->reference,
-             "f32 reference: plain attention, fusion off, memory alloc, fast math off, f32 weights%s",
+             "f32 reference: plain attention, fusion off, direct convolutions, memory alloc, fast math off, "
+             "f32 weights%s",
              loaded ? " (the model loaded again at f32)" : "");
     double total_sq = 0.0;
     size_t total_n = 0;
