@@ -222,8 +222,11 @@ int main(int argc, char **argv)
             double *times = calloc((size_t)runs, sizeof *times);
             for (int r = -1; r < runs; r++) {
                 double t0 = clock_now();
-                if (s->kind == 'a')
-                    tpool_for(pool, items, 48, TPOOL_DYNAMIC, run_attention, &j);
+                if (s->kind == 'a') {
+                    /* as the executor hands it out: runs of whole tiles, about four per thread */
+                    int64_t run = items / (4 * (int64_t)tpool_size(pool)) / 48 * 48;
+                    tpool_for(pool, items, run > 48 ? run : 48, TPOOL_DYNAMIC, run_attention, &j);
+                }
                 else if (s->kind == 'w') {
                     int64_t lanes = j.w.nr > 0 ? j.w.nr : 1;
                     tpool_for(pool, (j.w.n + lanes - 1) / lanes, 1, TPOOL_DYNAMIC, run_winograd_weights, &j);

@@ -988,7 +988,10 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
             grain = c.attn.tile_q > 0 ? c.attn.tile_q / step * step : e->k->attention_tile;
             grain = grain < step ? step : grain > e->k->attention_tile_max ? e->k->attention_tile_max : grain;
         }
-        tpool_for(pool, c.attn.batch * heads * c.attn.q_len, grain, TPOOL_DYNAMIC, run_attention, &c);
+        /* in runs of whole tiles, about four per thread: a kernel shares
+         * work (a head's transposed keys) across the tiles of one call */
+        int64_t items = c.attn.batch * heads * c.attn.q_len, run = items / (4 * (int64_t)threads) / grain * grain;
+        tpool_for(pool, items, run > grain ? run : grain, TPOOL_DYNAMIC, run_attention, &c);
         break;
     }
     case GRAPH_OP_SILU:

@@ -1,17 +1,22 @@
 /*
  * attention_avx512.c - fused multi-head attention with AVX-512: for a tile
- * of up to 12 queries of one head, keys are visited in blocks of 16; the
- * scores of a block are a 12 x 16 micro-GEMM against the block's keys
- * (transposed once into scratch), turned into probabilities with an online
- * softmax (Milakov & Gimelshein 2018; FlashAttention, Dao et al. 2022) and
- * accumulated into the output tile at once. The full score matrix is
- * never formed: memory is O(tile), not O(queries x keys).
+ * of queries of one head, keys are visited in blocks of 64; the scores of
+ * a block are a 6 x 64 micro-GEMM against the block's keys (transposed
+ * once into scratch for the whole tile), turned into probabilities with an
+ * online softmax (Milakov & Gimelshein 2018; FlashAttention, Dao et al.
+ * 2022) and accumulated into the output tile at once. The full score
+ * matrix is never formed: memory is O(tile), not O(queries x keys).
+ *
+ * Blocks of 64 keys (four vectors of scores per query) keep the softmax's
+ * per-block work (two horizontal reductions and a rescale per query) small
+ * beside the 2 x 64 x head_dim multiply-adds it serves; with 16 keys per
+ * block it cost as much as the products.
  *
  * exp is a polynomial (vmath_avx512.h): relative error under 2e-7; with
  * fast math off (attention_avx512_precise.c), libm's expf.
  *
- * The query tile (attention_geom.tile_q) is chosen at run time: 12 to 96
- * queries in steps of 12, 48 by default.
+ * The query tile (attention_geom.tile_q) is chosen at run time: 6 to 96
+ * queries in steps of 6, 48 by default.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -20,10 +25,11 @@
 #include "kernels/kernels.h"
 #include "kernels/vmath_avx512.h"
 
-#define TQ 12          /* queries per micro-tile: 12 zmm of scores */
-#define SUBTILES 4     /* micro-tiles sharing each transposed key block, by default */
-#define MAX_SUBTILES 8 /* the most a tile may have (attention_geom.tile_q up to 96) */
-#define BK 16          /* keys per block: one zmm of scores per query */
+#define TQ 6            /* queries per micro-tile: 6 x 4 zmm of scores */
+#define SUBTILES 8      /* micro-tiles sharing each transposed key block, by default */
+#define MAX_SUBTILES 16 /* the most a tile may have (attention_geom.tile_q up to 96) */
+#define BK 64           /* keys per block */
+#define BV (BK / 16)    /* vectors of scores per query */
 
 /* Micro-tiles per tile: tile_q rounded down to whole micro-tiles, within
  * [1, MAX_SUBTILES]; 0 gives the default. A larger tile shares each key
@@ -36,12 +42,40 @@ static int subtiles_of(const attention_geom *g)
     return n < 1 ? 1 : n > MAX_SUBTILES ? MAX_SUBTILES : n;
 }
 
-/* Scratch: a block's keys transposed [d][16], and the output of every
- * query of the tile [subtiles * TQ][d], accumulated in f32. */
+/* A head's keys, transposed block by block, are kept for all the tiles of
+ * a call when they take at most this much (1024 tokens of 40 channels:
+ * 160 KB; 4096 of 40: 640 KB); otherwise each tile transposes each block
+ * again. */
+#define HEAD_KEYS_MAX_BYTES ((size_t)2 << 20)
+
+static int64_t key_blocks(const attention_geom *g)
+{
+    return (g->kv_len + BK - 1) / BK;
+}
+
+static int head_keys_fit(const attention_geom *g)
+{
+    return (size_t)(key_blocks(g) * g->head_dim * BK) * sizeof(float) <= HEAD_KEYS_MAX_BYTES;
+}
+
+/* Scratch: keys transposed, [d][BK] per block (every block of a head when
+ * they fit, else one), and the output of every query of the tile
+ * [subtiles * TQ][d], accumulated in f32. */
 static size_t attention_scratch_avx512(const attention_geom *g)
 {
-    size_t d = (size_t)((g->head_dim + 15) / 16 * 16);
-    return (d * BK + (size_t)subtiles_of(g) * TQ * d) * sizeof(float) + 64;
+    size_t d = (size_t)((g->head_dim + 15) / 16 * 16), blocks = head_keys_fit(g) ? (size_t)key_blocks(g) : 1;
+    return (blocks * (size_t)g->head_dim * BK + (size_t)subtiles_of(g) * TQ * d) * sizeof(float) + 64;
+}
+
+/* Keys [j0, j0 + BK) of a head (kb, rows k_stride apart; n of them exist:
+ * the others repeat the last, to be scored and masked) to kt[e][j]. */
+static void transpose_block(const attention_geom *g, const float *kb, int64_t j0, int n, float *kt)
+{
+    for (int j = 0; j < BK; j++) {
+        const float *kr = kb + (j0 + (j < n ? j : n - 1)) * g->k_stride;
+        for (int64_t e = 0; e < g->head_dim; e++)
+            kt[e * BK + j] = kr[e];
+    }
 }
 
 /* The running softmax of one micro-tile's rows. */
@@ -49,69 +83,137 @@ typedef struct softmax_rows {
     float max[TQ], sum[TQ];
 } softmax_rows;
 
+static __mmask16 first_lanes(int64_t count)
+{
+    return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? 0 : (__mmask16)((1u << count) - 1);
+}
+
+/* out[r] = out[r] * correction[r] + sum_j probs[r][j] v[j] over the
+ * channels [e, e + 16 * slices) of the head (slices 1 or 2; m0, m1 mask
+ * the head's end): twelve (or six) output vectors stay in registers while
+ * the block's value rows stream past. */
+static inline void accumulate_values(float *acc, int64_t dv, int64_t e, int slices, __mmask16 m0, __mmask16 m1,
+                                     const float *vrow, int64_t v_stride, int keys,
+                                     const float probs[TQ][BK], const float correction[TQ])
+{
+    __m512 o0[TQ], o1[TQ];
+    for (int r = 0; r < TQ; r++) {
+        __m512 c = _mm512_set1_ps(correction[r]);
+        o0[r] = _mm512_mul_ps(_mm512_load_ps(acc + r * dv + e), c);
+        o1[r] = slices > 1 ? _mm512_mul_ps(_mm512_load_ps(acc + r * dv + e + 16), c) : _mm512_setzero_ps();
+    }
+    if (slices > 1) {
+        for (int j = 0; j < keys; j++) {
+            const float *vj = vrow + j * v_stride + e;
+            __m512 v0 = _mm512_maskz_loadu_ps(m0, vj), v1 = _mm512_maskz_loadu_ps(m1, vj + 16);
+            for (int r = 0; r < TQ; r++) {
+                __m512 p = _mm512_set1_ps(probs[r][j]);
+                o0[r] = _mm512_fmadd_ps(p, v0, o0[r]);
+                o1[r] = _mm512_fmadd_ps(p, v1, o1[r]);
+            }
+        }
+    } else {
+        for (int j = 0; j < keys; j++) {
+            __m512 v0 = _mm512_maskz_loadu_ps(m0, vrow + j * v_stride + e);
+            for (int r = 0; r < TQ; r++)
+                o0[r] = _mm512_fmadd_ps(_mm512_set1_ps(probs[r][j]), v0, o0[r]);
+        }
+    }
+    for (int r = 0; r < TQ; r++) {
+        _mm512_store_ps(acc + r * dv + e, o0[r]);
+        if (slices > 1)
+            _mm512_store_ps(acc + r * dv + e + 16, o1[r]);
+    }
+}
+
 /* Scores of one micro-tile (queries t0..t0+rows) against one transposed
- * key block, folded into its running softmax and output. The probability
- * times value product is itself a 12 x 16-channel micro-GEMM per slice of
- * the head: twelve output rows stay in registers while the block's 16
- * value rows stream past. */
+ * key block of n keys from j0, folded into its running softmax and
+ * output. */
 static void micro_tile_block(const attention_geom *g, const float *const qrow[TQ], int64_t t0, int rows,
                              const float *kt, const float *vb, int64_t j0, int n, softmax_rows *sm, float *acc)
 {
     const int64_t d = g->head_dim, dv = (d + 15) / 16 * 16;
-    const __m512 scale = _mm512_set1_ps(g->scale);
-    __m512 s[TQ];
+    __m512 s[TQ][BV];
     for (int r = 0; r < TQ; r++)
-        s[r] = _mm512_setzero_ps();
+        for (int c = 0; c < BV; c++)
+            s[r][c] = _mm512_setzero_ps();
     for (int64_t e = 0; e < d; e++) {
-        __m512 ke = _mm512_load_ps(kt + e * BK);
-        for (int r = 0; r < TQ; r++)
-            s[r] = _mm512_fmadd_ps(_mm512_set1_ps(qrow[r][e]), ke, s[r]);
+        const float *ke = kt + e * BK;
+        __m512 k0 = _mm512_load_ps(ke), k1 = _mm512_load_ps(ke + 16), k2 = _mm512_load_ps(ke + 32),
+               k3 = _mm512_load_ps(ke + 48);
+        for (int r = 0; r < TQ; r++) {
+            __m512 qe = _mm512_set1_ps(qrow[r][e]);
+            s[r][0] = _mm512_fmadd_ps(qe, k0, s[r][0]);
+            s[r][1] = _mm512_fmadd_ps(qe, k1, s[r][1]);
+            s[r][2] = _mm512_fmadd_ps(qe, k2, s[r][2]);
+            s[r][3] = _mm512_fmadd_ps(qe, k3, s[r][3]);
+        }
     }
-    /* probabilities of the block (0 where masked or past the tile's rows)
-     * and each row's rescale of what it had accumulated */
-    float probs[TQ][BK] __attribute__((aligned(64)));
-    float correction[TQ];
+    /* each row's new running max, then the rescale of what it had
+     * accumulated (exp(old max - new max)) for all rows in one exp */
+    const __m512 scale = _mm512_set1_ps(g->scale), minus_inf = _mm512_set1_ps(-INFINITY);
+    int64_t visible[TQ];
+    float old_max[TQ] __attribute__((aligned(64))), new_max[TQ] __attribute__((aligned(64)));
     int keys_used = 0;
     for (int r = 0; r < TQ; r++) {
-        int64_t visible = r >= rows ? 0 : g->causal ? t0 + r + 1 - j0 : n;
-        if (visible > n)
-            visible = n;
-        correction[r] = 1.0f;
-        if (visible <= 0) {
-            _mm512_store_ps(probs[r], _mm512_setzero_ps());
+        int64_t seen = r >= rows ? 0 : g->causal ? t0 + r + 1 - j0 : n;
+        visible[r] = seen > n ? n : seen < 0 ? 0 : seen;
+        if (visible[r] > keys_used)
+            keys_used = (int)visible[r];
+        old_max[r] = new_max[r] = sm->max[r];
+        if (visible[r] == 0)
+            continue;
+        __m512 block_max = minus_inf;
+        for (int c = 0; c < BV; c++) {
+            s[r][c] = _mm512_mask_mov_ps(minus_inf, first_lanes(visible[r] - 16 * c), _mm512_mul_ps(s[r][c], scale));
+            block_max = _mm512_max_ps(block_max, s[r][c]);
+        }
+        float m = _mm512_reduce_max_ps(block_max);
+        if (m > new_max[r])
+            new_max[r] = m;
+    }
+    float correction[TQ] __attribute__((aligned(64)));
+    {
+        __mmask16 rows_mask = (__mmask16)((1u << TQ) - 1);
+        __m512 om = _mm512_maskz_loadu_ps(rows_mask, old_max), nm = _mm512_maskz_loadu_ps(rows_mask, new_max);
+        /* a row with no history yet (old max -inf) has nothing to rescale */
+        __mmask16 had = _mm512_mask_cmp_ps_mask(rows_mask, om, minus_inf, _CMP_NEQ_OQ);
+        __m512 c = _mm512_maskz_mov_ps(had, exp_ps(_mm512_maskz_sub_ps(had, om, nm)));
+        c = _mm512_mask_mov_ps(c, (__mmask16)(rows_mask & ~had), _mm512_set1_ps(1.0f));
+        _mm512_mask_storeu_ps(correction, rows_mask, c);
+    }
+    float probs[TQ][BK] __attribute__((aligned(64)));
+    for (int r = 0; r < TQ; r++) {
+        if (visible[r] == 0) {
+            for (int c = 0; c < BV; c++)
+                _mm512_store_ps(probs[r] + 16 * c, _mm512_setzero_ps());
+            correction[r] = 1.0f;
             continue;
         }
-        if (visible > keys_used)
-            keys_used = (int)visible;
-        __mmask16 live = (__mmask16)((1u << visible) - 1);
-        __m512 sr = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), live, _mm512_mul_ps(s[r], scale));
-        float block_max = _mm512_reduce_max_ps(sr);
-        float new_max = block_max > sm->max[r] ? block_max : sm->max[r];
-        correction[r] = sm->max[r] == -INFINITY ? 0.0f : expf(sm->max[r] - new_max);
-        __m512 p = _mm512_maskz_mov_ps(live, exp_ps(_mm512_sub_ps(sr, _mm512_set1_ps(new_max))));
-        sm->sum[r] = sm->sum[r] * correction[r] + _mm512_reduce_add_ps(p);
-        sm->max[r] = new_max;
-        _mm512_store_ps(probs[r], p);
-    }
-    for (int64_t e = 0; e < dv; e += 16) {
-        __mmask16 m = d - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - e)) - 1);
-        __m512 o[TQ];
-        for (int r = 0; r < TQ; r++)
-            o[r] = _mm512_mul_ps(_mm512_load_ps(acc + r * dv + e), _mm512_set1_ps(correction[r]));
-        for (int j = 0; j < keys_used; j++) {
-            __m512 vj = _mm512_maskz_loadu_ps(m, vb + (j0 + j) * g->v_stride + e);
-            for (int r = 0; r < TQ; r++)
-                o[r] = _mm512_fmadd_ps(_mm512_set1_ps(probs[r][j]), vj, o[r]);
+        __m512 nm = _mm512_set1_ps(new_max[r]), sum = _mm512_setzero_ps();
+        for (int c = 0; c < BV; c++) {
+            __m512 p = _mm512_maskz_mov_ps(first_lanes(visible[r] - 16 * c), exp_ps(_mm512_sub_ps(s[r][c], nm)));
+            sum = _mm512_add_ps(sum, p);
+            _mm512_store_ps(probs[r] + 16 * c, p);
         }
-        for (int r = 0; r < TQ; r++)
-            _mm512_store_ps(acc + r * dv + e, o[r]);
+        sm->sum[r] = sm->sum[r] * correction[r] + _mm512_reduce_add_ps(sum);
+        sm->max[r] = new_max[r];
     }
+    const float *vrow = vb + j0 * g->v_stride;
+    int64_t e = 0;
+    for (; d - e > 16; e += 32)
+        accumulate_values(acc, dv, e, 2, first_lanes(d - e), first_lanes(d - e - 16), vrow, g->v_stride, keys_used,
+                          probs, correction);
+    if (e < d)
+        accumulate_values(acc, dv, e, 1, first_lanes(d - e), 0, vrow, g->v_stride, keys_used, probs, correction);
 }
 
 /* One tile: queries [t0, t0 + count) of head h in batch b, count up to
- * MAX_SUBTILES * TQ; each key block is transposed once for all of them. */
+ * MAX_SUBTILES * TQ. With head_keys set, kt holds every block of the
+ * head's keys transposed; otherwise each block is transposed into kt
+ * here, once for all the tile's queries. */
 static void attention_tile(const attention_geom *g, const float *q, const float *k, const float *v, float *o,
-                           int64_t b, int64_t h, int64_t t0, int count, float *kt, float *acc)
+                           int64_t b, int64_t h, int64_t t0, int count, int head_keys, float *kt, float *acc)
 {
     const int64_t d = g->head_dim, dv = (d + 15) / 16 * 16;
     const float *kb = k + b * g->kv_len * g->k_stride + h * d;
@@ -133,15 +235,14 @@ static void attention_tile(const attention_geom *g, const float *q, const float 
         keys = g->kv_len;
     for (int64_t j0 = 0; j0 < keys; j0 += BK) {
         int n = keys - j0 < BK ? (int)(keys - j0) : BK;
-        /* transpose the block's keys: kt[e][j] */
-        for (int j = 0; j < BK; j++) {
-            const float *kr = kb + (j0 + (j < n ? j : n - 1)) * g->k_stride;
-            for (int64_t e = 0; e < d; e++)
-                kt[e * BK + j] = kr[e];
-        }
+        const float *block = kt;
+        if (head_keys)
+            block = kt + (j0 / BK) * d * BK;
+        else
+            transpose_block(g, kb, j0, n, kt);
         for (int st = 0; st < subtiles; st++) {
             int rows = count - st * TQ < TQ ? count - st * TQ : TQ;
-            micro_tile_block(g, qrow[st], t0 + st * TQ, rows, kt, vb, j0, n, &sm[st], acc + st * TQ * dv);
+            micro_tile_block(g, qrow[st], t0 + st * TQ, rows, block, vb, j0, n, &sm[st], acc + st * TQ * dv);
         }
     }
     for (int r = 0; r < count; r++) {
@@ -149,30 +250,37 @@ static void attention_tile(const attention_geom *g, const float *q, const float 
         float sum = s->sum[r % TQ];
         float *dst = o + (b * g->q_len + t0 + r) * g->o_stride + h * d;
         __m512 inv = _mm512_set1_ps(sum > 0.0f ? 1.0f / sum : 0.0f);
-        for (int64_t e = 0; e < d; e += 16) {
-            __mmask16 m = d - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - e)) - 1);
-            _mm512_mask_storeu_ps(dst + e, m, _mm512_mul_ps(_mm512_load_ps(acc + r * dv + e), inv));
-        }
+        for (int64_t e = 0; e < d; e += 16)
+            _mm512_mask_storeu_ps(dst + e, first_lanes(d - e), _mm512_mul_ps(_mm512_load_ps(acc + r * dv + e), inv));
     }
 }
 
 static void attention_f32_avx512(const attention_geom *g, const float *q, const float *k, const float *v, float *o,
                                  int64_t i0, int64_t i1, void *scratch)
 {
-    const int64_t dv = (g->head_dim + 15) / 16 * 16;
+    const int64_t d = g->head_dim;
+    const int fit = head_keys_fit(g);
     float *kt = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    float *acc = kt + dv * BK;
+    float *acc = kt + (fit ? key_blocks(g) : 1) * d * BK;
     const int64_t tile = (int64_t)subtiles_of(g) * TQ;
-    /* items are (batch, head, query), query fastest: tiles never cross a head */
+    /* items are (batch, head, query), query fastest: tiles never cross a
+     * head; a head's keys are transposed once when the call has more
+     * than one tile of it (the scratch is the thread's, reused by other
+     * calls: nothing is kept between calls) */
     for (int64_t i = i0; i < i1;) {
-        int64_t t = i % g->q_len, bh = i / g->q_len;
-        int64_t run = g->q_len - t;
-        if (run > i1 - i)
-            run = i1 - i;
-        if (run > tile)
-            run = tile;
-        attention_tile(g, q, k, v, o, bh / g->heads, bh % g->heads, t, (int)run, kt, acc);
-        i += run;
+        int64_t t = i % g->q_len, bh = i / g->q_len, b = bh / g->heads, h = bh % g->heads;
+        int64_t in_head = g->q_len - t < i1 - i ? g->q_len - t : i1 - i;
+        int head_keys = fit && in_head > tile;
+        if (head_keys) {
+            const float *kb = k + b * g->kv_len * g->k_stride + h * d;
+            for (int64_t j0 = 0; j0 < g->kv_len; j0 += BK)
+                transpose_block(g, kb, j0, g->kv_len - j0 < BK ? (int)(g->kv_len - j0) : BK, kt + (j0 / BK) * d * BK);
+        }
+        for (int64_t end = i + in_head; i < end;) {
+            int64_t run = end - i < tile ? end - i : tile;
+            attention_tile(g, q, k, v, o, b, h, i % g->q_len, (int)run, head_keys, kt, acc);
+            i += run;
+        }
     }
 }
 

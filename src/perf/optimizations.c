@@ -320,7 +320,7 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
             t = k->attention_tile_max;
         if (a.attention_tile != 0 && t != a.attention_tile) {
             tile->available = -1;
-            note(tile, "the %s kernel takes %d to %d queries in steps of %d (keys in blocks of 16): %d is the "
+            note(tile, "the %s kernel takes %d to %d queries in steps of %d (keys in blocks of 64): %d is the "
                        "nearest below",
                  isa_name, k->attention_tile_step, k->attention_tile_max, k->attention_tile_step, t);
         }
