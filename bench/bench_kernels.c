@@ -82,7 +82,7 @@ static void run_winograd_weights(void *ctx, int64_t begin, int64_t end, int thre
 {
     job *j = ctx;
     int64_t lanes = j->w.nr > 0 ? j->w.nr : 1;
-    j->k->winograd_weights_f32(&j->w, j->u, begin * lanes, end * lanes < j->w.n ? end * lanes : j->w.n);
+    j->k->winograd_weights_f32(&j->w, 0, j->w.n, j->u, begin * lanes, end * lanes < j->w.n ? end * lanes : j->w.n);
 }
 
 /* second phase: a block of output tiles per item */
@@ -92,7 +92,7 @@ static void run_winograd_tiles(void *ctx, int64_t begin, int64_t end, int thread
     int64_t tiles = winograd_tiles(&j->conv);
     for (int64_t b = begin; b < end; b++) {
         int64_t t0 = b * j->block, t1 = t0 + j->block < tiles ? t0 + j->block : tiles;
-        j->k->winograd_conv_f32(&j->conv, j->x, &j->w, j->u, NULL, NULL, j->y, t0, t1,
+        j->k->winograd_conv_f32(&j->conv, j->x, &j->w, j->u, 0, j->w.n, NULL, NULL, j->y, t0, t1,
                                 j->scratch + (size_t)thread * j->scratch_stride);
     }
 }
@@ -213,9 +213,9 @@ int main(int argc, char **argv)
                 if (s->kind == 'w') {
                     /* GFLOP/s stay those of the direct convolution: the speed-up shows as a rate */
                     j.block = winograd_block_tiles(&j.conv, tpool_size(pool));
-                    j.scratch_stride = winograd_scratch_bytes(&j.conv, j.block);
+                    j.scratch_stride = winograd_scratch_bytes(&j.conv, j.block, j.conv.out_c);
                     j.scratch = (unsigned char *)filled(j.scratch_stride * (size_t)tpool_size(pool) / 4);
-                    j.u = filled((size_t)winograd_weight_elements(&j.w));
+                    j.u = filled((size_t)(36 * winograd_point_elements(j.w.nr, j.w.n, j.w.k)));
                     items = (winograd_tiles(&j.conv) + j.block - 1) / j.block;
                 }
             }

@@ -185,22 +185,34 @@ static void test_winograd_matches_direct(void)
                 packed_weights p1 = pack_as(w, dtypes[d], fast->gemm_nr, g.out_c, g.in_c, 9);
                 ref->conv2d_f32(&g, x, &p0, bias, res, y0, 0, pixels, 0, g.out_c);
 
+                /* all channels as one group, then (where there are two panels) one
+                 * panel per group; weights in two channel ranges and tiles in two
+                 * pieces, as threads take them */
+                int64_t lanes = p1.nr > 0 ? p1.nr : 1, half = tiles / 2;
                 float *u = NULL;
                 void *scratch = NULL;
-                CHECK(posix_memalign((void **)&u, 64, (size_t)winograd_weight_elements(&p1) * sizeof *u) == 0 &&
-                          posix_memalign(&scratch, 64, winograd_scratch_bytes(&g, tiles)) == 0,
+                CHECK(posix_memalign((void **)&u, 64, (size_t)(36 * winograd_point_elements(p1.nr, g.out_c, g.in_c)) * 4) == 0 &&
+                          posix_memalign(&scratch, 64, winograd_scratch_bytes(&g, tiles, g.out_c)) == 0,
                       "winograd buffers");
-                /* weights in two channel ranges, tiles in two pieces, as threads take them */
-                int64_t lanes = p1.nr > 0 ? p1.nr : 1, split_c = g.out_c > lanes ? lanes : g.out_c;
-                fast->winograd_weights_f32(&p1, u, 0, split_c);
-                fast->winograd_weights_f32(&p1, u, split_c, g.out_c);
-                int64_t half = tiles / 2;
-                fast->winograd_conv_f32(&g, x, &p1, u, bias, res, y1, 0, half, scratch);
-                fast->winograd_conv_f32(&g, x, &p1, u, bias, res, y1, half, tiles, scratch);
-                double abs_err, rel = max_rel_err(y1, y0, out_n, &abs_err);
-                worst = fmax(worst, rel);
-                CHECK(rel <= WINOGRAD_TOL, "winograd %s %s case %zu: rel err %.3e (abs %.3e)",
-                      kiln_isa_name((kiln_isa)isa), kiln_dtype_name(dtypes[d]), i, rel, abs_err);
+                for (int grouped = 0; grouped < 2; grouped++) {
+                    int64_t group = grouped ? lanes : g.out_c;
+                    if (grouped && group >= g.out_c)
+                        break;
+                    memset(y1, 0, out_n * sizeof *y1);
+                    for (int64_t g0 = 0; g0 < g.out_c; g0 += group) {
+                        int64_t g1 = g0 + group < g.out_c ? g0 + group : g.out_c;
+                        int64_t split = g1 - g0 > lanes ? g0 + lanes : g1;
+                        fast->winograd_weights_f32(&p1, g0, g1, u, g0, split);
+                        fast->winograd_weights_f32(&p1, g0, g1, u, split, g1);
+                        fast->winograd_conv_f32(&g, x, &p1, u, g0, g1, bias, res, y1, 0, half, scratch);
+                        fast->winograd_conv_f32(&g, x, &p1, u, g0, g1, bias, res, y1, half, tiles, scratch);
+                    }
+                    double abs_err, rel = max_rel_err(y1, y0, out_n, &abs_err);
+                    worst = fmax(worst, rel);
+                    CHECK(rel <= WINOGRAD_TOL, "winograd %s %s case %zu%s: rel err %.3e (abs %.3e)",
+                          kiln_isa_name((kiln_isa)isa), kiln_dtype_name(dtypes[d]), i,
+                          grouped ? " one panel per group" : "", rel, abs_err);
+                }
                 free(x), free(w), free(bias), free(res), free(y0), free(y1), free(u), free(scratch);
                 free((void *)p0.data), free((void *)p1.data);
             }

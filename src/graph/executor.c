@@ -78,17 +78,22 @@ static conv2d_geom conv_geometry(const graph *g, const graph_node *node)
 
 /* Winograd pays where there are enough tiles to share each transformed
  * weight (bench_kernels: 2-4x the direct kernel from 32 tiles of 320 to 640
- * channels, slower at 8 tiles of 1280) and its weights stay a bounded
- * scratch. */
+ * channels, slower at 8 tiles of 1280). */
 #define WINOGRAD_MIN_TILES 32
-#define WINOGRAD_MAX_WEIGHT_BYTES ((size_t)64 << 20)
 
 static int winograd_chosen(const kernel_table *k, int direct_conv, const conv2d_geom *g)
 {
-    if (direct_conv || !k->winograd_conv_f32 || !winograd_fits(g) || winograd_tiles(g) < WINOGRAD_MIN_TILES)
-        return 0;
-    return (size_t)36 * kernels_packed_elements(k->gemm_nr, g->out_c, g->in_c, 1) * sizeof(float) <=
-           WINOGRAD_MAX_WEIGHT_BYTES;
+    return !direct_conv && k->winograd_conv_f32 && winograd_fits(g) && winograd_tiles(g) >= WINOGRAD_MIN_TILES;
+}
+
+/* What a Winograd convolution holds: its group's transformed weights
+ * (floats) and a thread's scratch for the largest tile block (one thread's:
+ * later runs may have fewer threads, and so larger blocks). */
+static void winograd_needs(const kernel_table *k, const conv2d_geom *g, size_t *weight_floats, size_t *thread_bytes)
+{
+    int64_t group = winograd_group_channels(g, k->gemm_nr);
+    *weight_floats = (size_t)(36 * winograd_point_elements(k->gemm_nr, group, g->in_c));
+    *thread_bytes = arena_round_up(winograd_scratch_bytes(g, winograd_block_tiles(g, 1), group));
 }
 
 size_t graph_winograd_bytes(const graph *g, const kernel_table *k, int threads)
@@ -101,12 +106,12 @@ size_t graph_winograd_bytes(const graph *g, const kernel_table *k, int threads)
         conv2d_geom cg = conv_geometry(g, node);
         if (!winograd_chosen(k, 0, &cg))
             continue;
-        size_t u = (size_t)36 * kernels_packed_elements(k->gemm_nr, cg.out_c, cg.in_c, 1) * sizeof(float);
-        size_t t = arena_round_up(winograd_scratch_bytes(&cg, winograd_block_tiles(&cg, 1)));
+        size_t u, t;
+        winograd_needs(k, &cg, &u, &t);
         weights = u > weights ? u : weights;
         per_thread = t > per_thread ? t : per_thread;
     }
-    return weights + per_thread * (size_t)threads;
+    return weights * sizeof(float) + per_thread * (size_t)threads;
 }
 
 /* ---- memory plan ---- */
@@ -537,8 +542,9 @@ typedef struct op_ctx {
     int64_t tile_m, tile_n;
     int silu;        /* group norm: SiLU fused into its last pass */
     conv2d_geom conv;
-    float *winograd_u;     /* Winograd: the transformed weights */
-    int64_t winograd_block; /* Winograd: tiles per item */
+    float *winograd_u;           /* Winograd: the group's transformed weights */
+    int64_t winograd_g0, winograd_g1; /* Winograd: the group of output channels */
+    int64_t winograd_block;      /* Winograd: tiles per item */
     attention_geom attn;
 } op_ctx;
 
@@ -589,7 +595,8 @@ static void run_winograd_weights(void *p, int64_t begin, int64_t end, int thread
 {
     op_ctx *c = p;
     int64_t lanes = c->w->nr > 0 ? c->w->nr : 1;
-    c->k->winograd_weights_f32(c->w, c->winograd_u, begin * lanes, min64(end * lanes, c->w->n));
+    c->k->winograd_weights_f32(c->w, c->winograd_g0, c->winograd_g1, c->winograd_u, c->winograd_g0 + begin * lanes,
+                               min64(c->winograd_g0 + end * lanes, c->winograd_g1));
 }
 
 /* second phase: a block of output tiles per item */
@@ -599,8 +606,9 @@ static void run_winograd_tiles(void *p, int64_t begin, int64_t end, int thread)
     int64_t tiles = winograd_tiles(&c->conv);
     for (int64_t b = begin; b < end; b++) {
         int64_t t0 = b * c->winograd_block;
-        c->k->winograd_conv_f32(&c->conv, c->x[0], c->w, c->winograd_u, c->x[2], c->residual, c->y, t0,
-                                min64(t0 + c->winograd_block, tiles), c->scratch + (size_t)thread * c->scratch_stride);
+        c->k->winograd_conv_f32(&c->conv, c->x[0], c->w, c->winograd_u, c->winograd_g0, c->winograd_g1, c->x[2],
+                                c->residual, c->y, t0, min64(t0 + c->winograd_block, tiles),
+                                c->scratch + (size_t)thread * c->scratch_stride);
     }
 }
 
@@ -942,11 +950,16 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         c.conv = conv_geometry(e->g, node);
         if (winograd_chosen(e->k, e->opt.direct_conv, &c.conv)) {
             int64_t lanes = c.w->nr > 0 ? c.w->nr : 1, tiles = winograd_tiles(&c.conv);
+            int64_t group = winograd_group_channels(&c.conv, c.w->nr);
             c.winograd_u = e->winograd_u;
             c.winograd_block = winograd_block_tiles(&c.conv, threads);
-            tpool_for(pool, (c.w->n + lanes - 1) / lanes, 1, TPOOL_DYNAMIC, run_winograd_weights, &c);
-            tpool_for(pool, (tiles + c.winograd_block - 1) / c.winograd_block, 1, TPOOL_DYNAMIC, run_winograd_tiles,
-                      &c);
+            for (c.winograd_g0 = 0; c.winograd_g0 < c.conv.out_c; c.winograd_g0 += group) {
+                c.winograd_g1 = min64(c.winograd_g0 + group, c.conv.out_c);
+                tpool_for(pool, (c.winograd_g1 - c.winograd_g0 + lanes - 1) / lanes, 1, TPOOL_DYNAMIC,
+                          run_winograd_weights, &c);
+                tpool_for(pool, (tiles + c.winograd_block - 1) / c.winograd_block, 1, TPOOL_DYNAMIC,
+                          run_winograd_tiles, &c);
+            }
             break;
         }
         int64_t pixels = c.conv.batch * c.conv.out_h * c.conv.out_w;
@@ -1040,9 +1053,8 @@ static kiln_status ensure_scratch(graph_exec *e, int threads)
             continue;
         conv2d_geom cg = conv_geometry(e->g, node);
         if (winograd_chosen(e->k, e->opt.direct_conv, &cg)) {
-            /* the block of one thread is the largest: later runs may have fewer */
-            size_t bytes = arena_round_up(winograd_scratch_bytes(&cg, winograd_block_tiles(&cg, 1)));
-            size_t u = (size_t)winograd_weight_elements(e->packed[i]);
+            size_t u, bytes;
+            winograd_needs(e->k, &cg, &u, &bytes);
             if (bytes > per_thread)
                 per_thread = bytes;
             if (u > winograd_floats)

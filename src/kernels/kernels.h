@@ -86,16 +86,18 @@ typedef struct kernel_table {
 
     /* Winograd F(4x4, 3x3), for 3x3 stride-1 convolutions (winograd.h has
      * the sizes): a quarter of the multiplies of conv2d_f32, with rounding
-     * errors a few times larger. winograd_weights_f32 transforms output
-     * channels [c0, c1) of w (c0 a multiple of w->nr) into u, of
-     * winograd_weight_elements(w) floats, 64-byte aligned; winograd_conv_f32
-     * then computes the output tiles [t0, t1) of winograd_tiles(g), every
-     * output channel, from that u, with bias and residual as conv2d_f32, in
-     * scratch of winograd_scratch_bytes(g, t1 - t0) bytes, 64-byte aligned. */
-    void (*winograd_weights_f32)(const packed_weights *w, float *u, int64_t c0, int64_t c1);
+     * errors a few times larger. The output channels go a group [g0, g1)
+     * at a time (g0 a multiple of w->nr): winograd_weights_f32 transforms
+     * channels [c0, c1) of the group (c0 a multiple of w->nr) into u, 36 x
+     * winograd_point_elements(w->nr, g1 - g0, w->k) floats for the group,
+     * 64-byte aligned; winograd_conv_f32 then computes the group's channels
+     * of the output tiles [t0, t1) of winograd_tiles(g) from that u, with
+     * bias and residual as conv2d_f32, in scratch of
+     * winograd_scratch_bytes(g, t1 - t0, g1 - g0) bytes, 64-byte aligned. */
+    void (*winograd_weights_f32)(const packed_weights *w, int64_t g0, int64_t g1, float *u, int64_t c0, int64_t c1);
     void (*winograd_conv_f32)(const conv2d_geom *g, const float *x, const packed_weights *w, const float *u,
-                              const float *bias, const float *residual, float *y, int64_t t0, int64_t t1,
-                              void *scratch);
+                              int64_t g0, int64_t g1, const float *bias, const float *residual, float *y, int64_t t0,
+                              int64_t t1, void *scratch);
 
     /* Group normalization of x [batch, hw, c] for the (batch, group) pairs
      * [i0, i1) of batch * groups, then y = norm * gamma + beta, then SiLU if

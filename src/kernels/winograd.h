@@ -29,29 +29,41 @@ static inline int64_t winograd_tiles(const conv2d_geom *g)
     return g->batch * ((g->out_h + 3) / 4) * ((g->out_w + 3) / 4);
 }
 
-/* Floats of one of the 36 points' weights: a linear layer's packed weight
- * of w->n outputs and w->k inputs. */
-static inline int64_t winograd_point_elements(const packed_weights *w)
+/* The transformed weights of a convolution are made and used a group of
+ * output channels at a time, at most this many bytes of them (all the
+ * channels at once up to 640 x 640; 1920 inputs: 224 channels a group). */
+#define WINOGRAD_MAX_WEIGHT_BYTES ((size_t)64 << 20)
+
+/* Floats of one of the 36 points' weights for `channels` output channels
+ * of k inputs: a linear layer's weight packed with nr lanes. */
+static inline int64_t winograd_point_elements(int nr, int64_t channels, int64_t k)
 {
-    return (int64_t)kernels_packed_elements(w->nr, w->n, w->k, 1);
+    return (int64_t)kernels_packed_elements(nr, channels, k, 1);
 }
 
-/* Floats of all the transformed weights. */
-static inline int64_t winograd_weight_elements(const packed_weights *w)
+/* Output channels per group: every one when their transformed weights fit
+ * WINOGRAD_MAX_WEIGHT_BYTES, else the most whole panels of nr that do
+ * (one panel at least). */
+static inline int64_t winograd_group_channels(const conv2d_geom *g, int nr)
 {
-    return 36 * winograd_point_elements(w);
+    int64_t lanes = nr > 0 ? nr : 1;
+    if ((size_t)(36 * winograd_point_elements(nr, g->out_c, g->in_c)) * sizeof(float) <= WINOGRAD_MAX_WEIGHT_BYTES)
+        return g->out_c;
+    int64_t panels = (int64_t)(WINOGRAD_MAX_WEIGHT_BYTES / (36 * sizeof(float) * (size_t)(g->in_c * lanes)));
+    return (panels > 0 ? panels : 1) * lanes;
 }
 
-/* Bytes of scratch one call over `tiles` tiles needs: the transformed
- * inputs and the products, 36 points each (each part 64-byte aligned). */
 static inline int64_t winograd_align(int64_t floats)
 {
     return (floats + 15) / 16 * 16;
 }
 
-static inline size_t winograd_scratch_bytes(const conv2d_geom *g, int64_t tiles)
+/* Bytes of scratch one call over `tiles` tiles and `channels` output
+ * channels needs: the transformed inputs and the products, 36 points
+ * each (each part 64-byte aligned). */
+static inline size_t winograd_scratch_bytes(const conv2d_geom *g, int64_t tiles, int64_t channels)
 {
-    int64_t floats = winograd_align(36 * tiles * g->in_c) + winograd_align(36 * tiles * g->out_c);
+    int64_t floats = winograd_align(36 * tiles * g->in_c) + winograd_align(36 * tiles * channels);
     return (size_t)floats * sizeof(float);
 }
 
@@ -63,7 +75,7 @@ static inline int64_t winograd_block_tiles(const conv2d_geom *g, int threads)
 {
     int64_t tiles = winograd_tiles(g), share = (tiles + threads - 1) / threads;
     int64_t block = share < 96 ? share : 96;
-    while (block > 12 && winograd_scratch_bytes(g, block) > ((size_t)16 << 20))
+    while (block > 12 && winograd_scratch_bytes(g, block, g->out_c) > ((size_t)16 << 20))
         block -= 12;
     return block > 0 ? block : 1;
 }

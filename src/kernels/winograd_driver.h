@@ -81,13 +81,13 @@ static void wg_widen(const kernel_table *self, const packed_weights *w, int64_t 
 }
 
 /* Output channels [c0, c1) of w (panels of w->nr lanes; one channel per
- * panel in the scalar layout [n][taps][k]) to their 36 points: point i is
- * a linear layer's packed weight of n outputs and k inputs at
- * u + i * winograd_point_elements(w). */
-static void WINOGRAD_WEIGHTS(const packed_weights *w, float *u, int64_t c0, int64_t c1)
+ * panel in the scalar layout [n][taps][k]) to their 36 points: point i of
+ * the group [g0, g1) is a linear layer's packed weight of g1 - g0 outputs
+ * and k inputs at u + i * winograd_point_elements(w->nr, g1 - g0, k). */
+static void WINOGRAD_WEIGHTS(const packed_weights *w, int64_t g0, int64_t g1, float *u, int64_t c0, int64_t c1)
 {
     const kernel_table *self = kernels_for(WINOGRAD_ISA);
-    const int64_t lanes = w->nr > 0 ? w->nr : 1, k = w->k, point = winograd_point_elements(w);
+    const int64_t lanes = w->nr > 0 ? w->nr : 1, k = w->k, point = winograd_point_elements(w->nr, g1 - g0, k);
     float g[9][WINOGRAD_CHUNK * WINOGRAD_MAX_LANES], col[6][3][WINOGRAD_CHUNK * WINOGRAD_MAX_LANES];
     for (int64_t p = c0 / lanes; p < (c1 + lanes - 1) / lanes; p++)
         for (int64_t k0 = 0; k0 < k; k0 += WINOGRAD_CHUNK) {
@@ -98,7 +98,7 @@ static void WINOGRAD_WEIGHTS(const packed_weights *w, float *u, int64_t c0, int6
                 for (int64_t e = 0; e < width; e++)
                     WG_WEIGHT_1D(g[kx][e], g[3 + kx][e], g[6 + kx][e], col[0][kx][e], col[1][kx][e],
                                  col[2][kx][e], col[3][kx][e], col[4][kx][e], col[5][kx][e]);
-            float *dst = u + (p * k + k0) * lanes;
+            float *dst = u + ((p - g0 / lanes) * k + k0) * lanes;
             for (int i = 0; i < 6; i++) {
                 float *row = dst + i * 6 * point;
                 for (int64_t e = 0; e < width; e++)
@@ -177,28 +177,30 @@ static void wg_output_tile(const conv2d_geom *g, const float *m, int64_t ld, int
     }
 }
 
-/* Output tiles [t0, t1) of the convolution, every output channel, from
- * the weights WINOGRAD_WEIGHTS transformed into u: the tiles' inputs are
+/* Output channels [g0, g1) of the tiles [t0, t1), from the group's
+ * weights WINOGRAD_WEIGHTS transformed into u: the tiles' inputs are
  * transformed, then point by point multiplied by the weights (each
  * point's inputs stay in cache while every panel of its weights streams
- * past), then the products transformed back, 64 channels at a time.
- * scratch: winograd_scratch_bytes(g, t1 - t0) bytes, 64-byte aligned. */
-static void WINOGRAD_CONV(const conv2d_geom *g, const float *x, const packed_weights *w, const float *u,
-                          const float *bias, const float *residual, float *y, int64_t t0, int64_t t1, void *scratch)
+ * past), then the products transformed back, a panel's width at a time.
+ * scratch: winograd_scratch_bytes(g, t1 - t0, g1 - g0) bytes, 64-byte
+ * aligned. */
+static void WINOGRAD_CONV(const conv2d_geom *g, const float *x, const packed_weights *w, const float *u, int64_t g0,
+                          int64_t g1, const float *bias, const float *residual, float *y, int64_t t0, int64_t t1,
+                          void *scratch)
 {
     const kernel_table *self = kernels_for(WINOGRAD_ISA);
-    const int64_t tiles = t1 - t0, k = g->in_c, n = g->out_c;
+    const int64_t tiles = t1 - t0, k = g->in_c, n = g1 - g0;
     /* the matrix kernels load weights aligned, and rows are best so */
     float *v = scratch, *m = v + winograd_align(36 * tiles * k);
     for (int64_t t = 0; t < tiles; t++)
         wg_input_tile(g, x, t0 + t, v + t * k, tiles * k);
     packed_weights point = {.nr = w->nr, .dtype = KILN_DTYPE_F32, .n = n, .k = k, .taps = 1};
     for (int i = 0; i < 36; i++) {
-        point.data = u + i * winograd_point_elements(w);
+        point.data = u + i * winograd_point_elements(w->nr, n, k);
         self->linear_f32(v + i * tiles * k, k, &point, NULL, m + i * tiles * n, n, 0, tiles, 0, n);
     }
     for (int64_t t = 0; t < tiles; t++)
         for (int64_t c0 = 0; c0 < n; c0 += WINOGRAD_MAX_LANES)
-            wg_output_tile(g, m + t * n + c0, tiles * n, t0 + t, c0, wg_min(WINOGRAD_MAX_LANES, n - c0), bias,
+            wg_output_tile(g, m + t * n + c0, tiles * n, t0 + t, g0 + c0, wg_min(WINOGRAD_MAX_LANES, n - c0), bias,
                            residual, y);
 }
