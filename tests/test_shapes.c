@@ -6,7 +6,8 @@
  *   1. Accuracy: one image per held-out prompt (tools/shapes/heldout_prompts.tsv,
  *      combinations never seen in training) at the model's defaults, judged
  *      by the image checker (tools/image_checker.h) against the row's
- *      attributes; shape, colour and position must reach issue 4's bars.
+ *      attributes; shape, colour and position must reach issue 4's bars,
+ *      with the weights at f32, f16 and bf16.
  *   2. Parity: the cases of tests/data/golden/shapes_parity.safetensors
  *      (written by tools/shapes/sample.py golden, PyTorch in float64) run with
  *      exactly their settings must give PyTorch's picture.
@@ -82,12 +83,13 @@ typedef struct session {
     kiln_model_info info;
 } session;
 
-static int open_model(session *s)
+/* The shipped model with its weights as precision ("f32", "f16", "bf16"). */
+static int open_model(session *s, const char *precision)
 {
     memset(s, 0, sizeof *s);
     kiln_model_options mo;
     kiln_model_options_defaults(&mo);
-    mo.precision = "f32";
+    mo.precision = precision;
     if (kiln_engine_create(NULL, &s->engine) != KILN_OK ||
         kiln_model_load(s->engine, KILN_SHAPES_MODEL, &mo, &s->model) != KILN_OK) {
         CHECK(0, "loading the shipped model %s: %s", KILN_SHAPES_MODEL, kiln_last_error());
@@ -275,19 +277,22 @@ static void keep_image(const char *dir, int i, const kiln_image *img)
     CHECK(kiln_image_write_png(img, path, 1) == KILN_OK, "keeping %s: %s", path, kiln_last_error());
 }
 
-static void test_heldout_accuracy(void)
+/* The held-out accuracy with the weights at one precision: every
+ * precision (and the optimizations on by default, Winograd among them)
+ * must keep the floors. */
+static void heldout_accuracy(const char *precision)
 {
     heldout_row *rows = calloc(HELDOUT_MAX_ROWS, sizeof *rows);
     int n = rows ? read_heldout(rows, HELDOUT_MAX_ROWS) : -1;
     session s;
-    if (n < 0 || open_model(&s) != 0) {
+    if (n < 0 || open_model(&s, precision) != 0) {
         free(rows);
         return;
     }
-    const char *keep = getenv("KILN_TEST_KEEP_DIR");
-    printf("    %s: %s, %d steps, cfg %g, %dx%d, f32, %d threads; seeds %d..%d, one image per prompt\n",
+    const char *keep = strcmp(precision, "f32") == 0 ? getenv("KILN_TEST_KEEP_DIR") : NULL;
+    printf("    %s: %s, %d steps, cfg %g, %dx%d, %s weights, %d threads; seeds %d..%d, one image per prompt\n",
            s.info.name, s.info.default_sampler, s.info.default_steps, (double)s.info.default_cfg,
-           s.info.native_resolution, s.info.native_resolution, kiln_engine_threads(s.engine), SEED_BASE,
+           s.info.native_resolution, s.info.native_resolution, precision, kiln_engine_threads(s.engine), SEED_BASE,
            SEED_BASE + n - 1);
 
     int right[TALLY_COUNT] = {0}, judged = 0;
@@ -359,11 +364,27 @@ static void test_heldout_accuracy(void)
     CHECK(judged == n, "judged %d of %d held-out images", judged, n);
     for (int t = 0; t < TALLY_COUNT; t++) {
         double acc = judged ? (double)right[t] / judged : 0.0;
-        CHECK(acc >= floor_of[t], "%s accuracy %.1f%% (%d of %d held-out prompts): below the shipped model's %.0f%%",
-              tally_name(t), 100.0 * acc, right[t], judged, 100.0 * floor_of[t]);
+        CHECK(acc >= floor_of[t],
+              "%s weights: %s accuracy %.1f%% (%d of %d held-out prompts): below the shipped model's %.0f%%",
+              precision, tally_name(t), 100.0 * acc, right[t], judged, 100.0 * floor_of[t]);
     }
     close_model(&s);
     free(rows);
+}
+
+static void test_heldout_accuracy(void)
+{
+    heldout_accuracy("f32");
+}
+
+static void test_heldout_accuracy_f16(void)
+{
+    heldout_accuracy("f16");
+}
+
+static void test_heldout_accuracy_bf16(void)
+{
+    heldout_accuracy("bf16");
 }
 
 /* ---- 2. parity with PyTorch ---- */
@@ -590,7 +611,7 @@ static void test_parity_with_pytorch(void)
     CHECK(json_is_array(cases) && json_array_size(cases) > 0,
           "%s: metadata kiln.golden.cases must be a non-empty JSON list (%s)", path,
           text ? jerr.text : "the key is missing");
-    if (!json_is_array(cases) || json_array_size(cases) == 0 || !golden_is_of_model(cases) || open_model(&s) != 0)
+    if (!json_is_array(cases) || json_array_size(cases) == 0 || !golden_is_of_model(cases) || open_model(&s, "f32") != 0)
         goto done;
     const char *errs = kiln_weights_metadata_get(w, "kiln.golden.f32_vs_f64");
     f32_vs_f64 = errs ? json_loads(errs, 0, NULL) : NULL;
@@ -610,4 +631,5 @@ done:
     free(path);
 }
 
-TEST_MAIN(TEST(test_heldout_accuracy), TEST(test_parity_with_pytorch))
+TEST_MAIN(TEST(test_heldout_accuracy), TEST(test_heldout_accuracy_f16), TEST(test_heldout_accuracy_bf16),
+          TEST(test_parity_with_pytorch))
