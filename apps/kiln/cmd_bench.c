@@ -321,6 +321,8 @@ static void measure_config(const bench_args *a, const kiln_optimizations *o, con
         snprintf(r->error, sizeof r->error, "%s", kiln_last_error());
         goto done;
     }
+    /* as kiln_model_load does: the file's pages go once packed */
+    weight_cache_set_release(cache, sd_model_release_file_range, m);
     int width, height, lh, lw;
     if (bench_size(a, m, &width, &height, &lh, &lw) != 0) {
         snprintf(r->error, sizeof r->error, "bad width or height");
@@ -767,6 +769,8 @@ int cmd_bench(int argc, char **argv)
         weight_cache_destroy(cache);
         return cli_fail("bench: loading the model");
     }
+    /* as kiln_model_load does: the file's pages go once packed */
+    weight_cache_set_release(cache, sd_model_release_file_range, m);
     int width, height, lh, lw;
     if (bench_size(&a, m, &width, &height, &lh, &lw) != 0) {
         sd_model_destroy(m);
@@ -832,7 +836,7 @@ int cmd_bench(int argc, char **argv)
             printf("  %-14s %5d %8.3fs %8.3fs %8.3fs %8.1f %8.1f %5.1f%%\n", stages[i].name, stages[i].batch,
                    stages[i].median, stages[i].min, stages[i].max, stages[i].gflop, stages[i].gflop / stages[i].median,
                    100.0 * stages[i].gflop / stages[i].median / peak);
-        printf("\npeak RSS %.0f MB (while packing the mapped file), %.0f MB after the runs; weights prepared %.0f MB\n",
+        printf("\npeak RSS %.0f MB, %.0f MB after the runs; weights prepared %.0f MB\n",
                rss, rss_now, (double)weight_cache_bytes(cache) / 1048576.0);
         print_profile(&stages[2]);
         print_profile(&stages[3]);

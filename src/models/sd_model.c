@@ -175,6 +175,12 @@ fail:
     return st;
 }
 
+void sd_model_release_file_range(void *model, const void *data, size_t bytes)
+{
+    sd_model *m = model;
+    wstore_drop_range(m->ws, data, bytes);
+}
+
 void sd_model_destroy(sd_model *m)
 {
     if (!m)

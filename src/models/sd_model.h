@@ -48,6 +48,12 @@ typedef struct sd_model {
 kiln_status sd_model_load(const char *path, const char *tokenizer_dir, sd_model **out);
 void sd_model_destroy(sd_model *m);
 
+/* A weight_release_fn (graph/weight_cache.h) with the model as ctx: a
+ * tensor packed into a cache no longer needs its pages of the file
+ * resident, and letting each go as soon as it is packed keeps the peak at
+ * the packed weights, not the packed weights plus the file. */
+void sd_model_release_file_range(void *model, const void *data, size_t bytes);
+
 /* Builders reading this model's weights for each component. */
 model_build sd_model_builder(const sd_model *m, graph *g, const char *prefix);
 

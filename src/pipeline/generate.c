@@ -95,15 +95,6 @@ void kiln_model_options_defaults(kiln_model_options *o)
     memset(o, 0, sizeof *o);
 }
 
-/* A tensor packed into the cache no longer needs its pages of the file
- * resident: letting each go as soon as it is packed keeps the peak at
- * the packed weights, not the packed weights plus the file. */
-static void release_file_pages(void *ctx, const void *data, size_t bytes)
-{
-    sd_model *sd = ctx;
-    wstore_drop_range(sd->ws, data, bytes);
-}
-
 /* Builds every graph once (nothing is prepared or allocated) so that a
  * missing or mis-shaped tensor is found at load, named with the shape
  * expected, not in the middle of the first request. */
@@ -147,7 +138,7 @@ kiln_status kiln_model_load(kiln_engine *e, const char *path, const kiln_model_o
     if (st == KILN_OK)
         st = weight_cache_create(pack, &m->weights);
     if (st == KILN_OK)
-        weight_cache_set_release(m->weights, release_file_pages, m->sd);
+        weight_cache_set_release(m->weights, sd_model_release_file_range, m->sd);
     if (st == KILN_OK)
         st = check_complete(m->sd);
     if (st != KILN_OK) {
