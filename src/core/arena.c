@@ -4,6 +4,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/error.h"
 
@@ -32,6 +34,22 @@ void arena_deinit(arena *a)
 {
     free(a->base);
     memset(a, 0, sizeof *a);
+}
+
+void memory_release_pages(void *p, size_t bytes)
+{
+    if (!p || bytes == 0)
+        return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1), end = ((uintptr_t)p + bytes) & ~(page - 1);
+    /* a failure leaves the pages resident: nothing to undo */
+    if (end > start)
+        (void)madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
+void arena_release_pages(arena *a)
+{
+    memory_release_pages(a->base, a->size);
 }
 
 void *arena_alloc(arena *a, size_t bytes)

@@ -38,6 +38,15 @@ void *arena_at(const arena *a, size_t offset);
 size_t arena_mark(const arena *a);
 void arena_reset_to(arena *a, size_t mark);
 
+/* Hands the whole pages inside [p, p + bytes) back to the OS (madvise
+ * MADV_DONTNEED): they stop counting in the resident set and read as zeros
+ * when next touched. Only for memory whose contents are dead. */
+void memory_release_pages(void *p, size_t bytes);
+
+/* The same for the arena's block: its contents are lost, its size and
+ * offsets stay. */
+void arena_release_pages(arena *a);
+
 /* n rounded up to a multiple of ARENA_ALIGN, or 0 if that overflows. */
 size_t arena_round_up(size_t n);
 

@@ -487,6 +487,14 @@ size_t graph_exec_scratch_bytes(const graph_exec *e)
            e->winograd_floats * sizeof(float);
 }
 
+void graph_exec_release_pages(graph_exec *e)
+{
+    arena_release_pages(&e->memory);
+    memory_release_pages(e->scratch, e->scratch_per_thread * (size_t)e->scratch_threads);
+    memory_release_pages(e->plain, e->plain ? e->plain_bytes : 0);
+    memory_release_pages(e->winograd_u, e->winograd_floats * sizeof(float));
+}
+
 size_t graph_exec_winograd_convs(const graph_exec *e)
 {
     size_t count = 0;

@@ -99,6 +99,13 @@ size_t graph_exec_scratch_bytes(const graph_exec *e);
  * transformed weights and each thread's tile blocks. */
 size_t graph_winograd_bytes(const graph *g, const kernel_table *k, int threads);
 
+/* Gives the pages of the arena and the kernel scratch back to the OS
+ * between runs (memory_release_pages): a model's graphs run one after
+ * another, so each holds memory only while it runs and the process peak is
+ * the largest graph's, not their sum. Outputs of the last run are lost;
+ * the next run touches the pages again. */
+void graph_exec_release_pages(graph_exec *e);
+
 /* Points an input node at caller memory (f32, its shape), read during runs.
  * Errors: KILN_ERR_INVALID when id is not an input. */
 kiln_status graph_exec_bind(graph_exec *e, graph_id input, const float *data);

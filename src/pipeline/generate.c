@@ -612,6 +612,7 @@ static kiln_status encode_text(kiln_model *m, const plan *p, float **context)
     if (!*context)
         return err_set(KILN_ERR_NOMEM, "cannot allocate the text conditioning");
     memcpy(*context, graph_exec_output(m->text.exec, m->text.out), n * sizeof **context);
+    graph_exec_release_pages(m->text.exec);
     return KILN_OK;
 }
 
@@ -654,6 +655,7 @@ static kiln_status decode_image(kiln_model *m, const plan *p, const float *laten
         img->rgb[i] = to_byte(pixels[i]);
     img->width = p->width;
     img->height = p->height;
+    graph_exec_release_pages(m->decoder.exec);
     return KILN_OK;
 }
 
@@ -717,6 +719,7 @@ static kiln_status encode_init(kiln_model *m, const plan *p, float **latent)
     for (size_t i = 0; i < pixels; i++)
         for (int c = 0; c < z; c++)
             (*latent)[i * z + c] = moments[i * 2 * z + c] * m->sd->latent_scale;
+    graph_exec_release_pages(m->encoder.exec);
     return KILN_OK;
 }
 
@@ -830,6 +833,8 @@ static kiln_status run_batch(kiln_model *m, const plan *p, const float *context,
         goto done;
     if (p->dbg && p->dbg->latents)
         memcpy(p->dbg->latents + (size_t)first * p->latent_values, x, n * sizeof *x);
+    /* the UNet's memory is not needed while the decoder runs */
+    graph_exec_release_pages(m->unet.exec);
 
     uint64_t decode_ns = clock_now_ns();
     double decode_start = clock_now();
