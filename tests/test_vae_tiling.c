@@ -1,0 +1,144 @@
+/*
+ * Tiled VAE decoding (models/vae_tiles.h).
+ *
+ *   - the layout: tiles of one size, covering the latent from edge to
+ *     edge, neighbours overlapping by at least a quarter tile;
+ *   - the blend: a decoder that is local (nearest upsampling) gives the
+ *     same pixels tiled as whole, so the tiles land where they belong and
+ *     the ramps add up to one.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/executor.h"
+#include "models/vae_tiles.h"
+#include "test_support.h"
+
+/* ---- layout ---- */
+
+static void check_axis(int len, int tile_px, int factor, int n, const int *start, int size)
+{
+    int tile = tile_px / factor;
+    if (len <= tile) {
+        CHECK(n == 1 && start[0] == 0 && size == len, "len %d, tile %d: one tile of %d expected, got %d of %d", len,
+              tile, len, n, size);
+        return;
+    }
+    CHECK(size == tile && n >= 2 && n <= VAE_TILES_MAX, "len %d, tile %d: %d tiles of %d", len, tile, n, size);
+    CHECK(start[0] == 0 && start[n - 1] + size == len, "len %d, tile %d: tiles from %d to %d, not edge to edge",
+          len, tile, start[0], start[n - 1] + size);
+    int quarter = tile / 4 > 0 ? tile / 4 : 1;
+    for (int i = 1; i < n; i++) {
+        int overlap = start[i - 1] + size - start[i];
+        CHECK(start[i] > start[i - 1] && overlap >= quarter,
+              "len %d, tile %d: tiles %d and %d overlap by %d; at least %d expected", len, tile, i - 1, i, overlap,
+              quarter);
+    }
+}
+
+static void test_layout(void)
+{
+    static const int factors[] = {8, 4};
+    static const int tiles_px[] = {64, 96, 256, 512};
+    for (size_t f = 0; f < sizeof factors / sizeof factors[0]; f++)
+        for (size_t t = 0; t < sizeof tiles_px / sizeof tiles_px[0]; t++)
+            for (int px = KILN_MIN_SIZE; px <= KILN_MAX_SIZE; px += 8 * factors[f] / 4) {
+                int len = px / factors[f];
+                vae_tiles vt;
+                vae_tiles_layout(len, 3 + len / 2, factors[f], tiles_px[t], &vt);
+                check_axis(len, tiles_px[t], factors[f], vt.rows, vt.y, vt.tile_h);
+                check_axis(3 + len / 2, tiles_px[t], factors[f], vt.cols, vt.x, vt.tile_w);
+            }
+    vae_tiles whole;
+    vae_tiles_layout(100, 60, 8, 0, &whole);
+    CHECK(vae_tiles_count(&whole) == 1 && whole.tile_h == 100 && whole.tile_w == 60 &&
+              vae_tiles_buffer_bytes(&whole, 4, 3) == 0,
+          "no tiling: the latent whole, no blend buffers");
+    /* SD at 512x512 in the default tiles: 64 latent pixels in tiles of 32 */
+    vae_tiles sd;
+    vae_tiles_layout(64, 64, 8, VAE_TILE_DEFAULT, &sd);
+    CHECK(sd.rows == 3 && sd.cols == 3 && sd.y[1] == 16 && sd.tile_h == 32,
+          "512x512 at factor 8: 3x3 tiles of 32 at 0, 16, 32 expected; got %dx%d of %d, second at %d", sd.rows,
+          sd.cols, sd.tile_h, sd.y[1]);
+}
+
+/* ---- the blend, with a decoder that is local ---- */
+
+/* A stand-in decoder: nearest 2x upsampling of a [1, h, w, 3] latent, which
+ * maps each latent pixel to its own 2x2 block and nothing else. */
+static int local_decoder(int h, int w, model_graph *mg)
+{
+    memset(mg, 0, sizeof *mg);
+    int64_t shape[4] = {1, h, w, 3};
+    if (graph_create(&mg->g) != KILN_OK)
+        return -1;
+    mg->in[0] = graph_input(mg->g, "latent", TENSOR_LAYOUT_NHWC, 4, shape);
+    mg->in[1] = mg->in[2] = GRAPH_NONE;
+    mg->out = graph_upsample_nearest(mg->g, "up", mg->in[0]);
+    graph_mark_output(mg->g, mg->out);
+    mg->kind = MODEL_GRAPH_DECODER;
+    mg->batch = 1, mg->h = h, mg->w = w;
+    if (graph_exec_create(mg->g, NULL, &mg->exec) != KILN_OK) {
+        CHECK(0, "stand-in decoder: %s", kiln_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static int tiles_seen;
+
+static void count_tile(void *ctx, graph_exec *exec)
+{
+    (void)ctx, (void)exec;
+    tiles_seen++;
+}
+
+static void test_blend_is_exact_for_a_local_decoder(void)
+{
+    tpool *pool = NULL;
+    if (tpool_create(2, &pool) != KILN_OK)
+        return;
+    /* a square, an axis within one tile, sizes off the tile's multiple */
+    static const int sizes[][3] = {{48, 48, 64}, {20, 70, 64}, {37, 53, 96}, {33, 129, 64}};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int h = sizes[s][0], w = sizes[s][1];
+        vae_tiles vt;
+        vae_tiles_layout(h, w, 2, sizes[s][2], &vt);
+        model_graph mg;
+        if (local_decoder(vt.tile_h, vt.tile_w, &mg) != 0)
+            break;
+        size_t nl = (size_t)h * w * 3, ni = nl * 4;
+        float *latent = malloc(nl * sizeof *latent), *image = malloc(ni * sizeof *image);
+        test_rng r = test_rng_seed(5 + s);
+        for (size_t i = 0; i < nl; i++)
+            latent[i] = test_rng_uniform(&r, -1, 1);
+        tiles_seen = 0;
+        kiln_status st = vae_tiles_decode(&vt, &mg, pool, latent, image, count_tile, NULL);
+        CHECK(st == KILN_OK, "%dx%d: %s", w, h, kiln_last_error());
+        CHECK(tiles_seen == vae_tiles_count(&vt) && tiles_seen > 1, "%dx%d: %d tiles run, %d laid out", w, h,
+              tiles_seen, vae_tiles_count(&vt));
+        /* the weights of a pixel sum to one up to float rounding: 1e-6 relative */
+        double worst = 0;
+        for (int y = 0; y < 2 * h && st == KILN_OK; y++)
+            for (int x = 0; x < 2 * w; x++)
+                for (int c = 0; c < 3; c++) {
+                    float want = latent[((size_t)(y / 2) * w + x / 2) * 3 + c];
+                    double e = fabs((double)image[((size_t)y * 2 * w + x) * 3 + c] - want);
+                    worst = isnan(e) ? INFINITY : fmax(worst, e);
+                }
+        CHECK(worst <= 1e-6, "%dx%d in %d tiles: tiled nearest upsampling is %g from the whole one; 1e-6 allowed",
+              w, h, vae_tiles_count(&vt), worst);
+        /* a decoder built for another shape is refused */
+        vae_tiles other;
+        vae_tiles_layout(h + 40, w + 40, 2, sizes[s][2] * 2, &other);
+        CHECK(vae_tiles_decode(&other, &mg, pool, latent, image, NULL, NULL) == KILN_ERR_SHAPE,
+              "a decoder of another tile shape must be refused");
+        free(latent);
+        free(image);
+        model_graph_clear(&mg);
+    }
+    tpool_destroy(pool);
+}
+
+TEST_MAIN(TEST(test_layout), TEST(test_blend_is_exact_for_a_local_decoder))
