@@ -265,8 +265,13 @@ typedef struct kiln_optimizations {
     int fast_math;            /* 1: vector polynomials for exp and erf (bounds in the kernels'
                                  vmath headers); 0: libm's expf and erff */
     int threads;              /* 0: the engine's; otherwise must match the engine's (see above) */
-    int vae_tiling;           /* 1: decode in tiles (not available in this build: reported) */
-    int vae_tile;             /* pixels per VAE tile side; 0: automatic */
+    int vae_tiling;           /* 1: the VAE decodes the latent in overlapping tiles, blended with linear
+                                 ramps, so its activations are sized for one tile, not the image (an
+                                 image within one tile is decoded whole). Pixels differ slightly from
+                                 a whole decode: each tile's mid-block attention and group norms see
+                                 only that tile (debug mode reports the PSNR against untiled) */
+    int vae_tile;             /* image pixels per tile side: 64 to 2048 in multiples of 8 (and of the
+                                 VAE's factor); 0: 256. Neighbouring tiles overlap by a quarter tile */
 } kiln_optimizations;
 
 /* The switches, in the order results report them. */

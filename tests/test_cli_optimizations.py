@@ -32,12 +32,16 @@ def test_generate_flags(kiln, model, work):
         for name, active in (("attention", "plain"), ("fusion", "off"), ("memory", "alloc"), ("fast_math", "off")):
             check(rep[name]["active"] == active and rep[name]["available"], "%s: %s" % (name, rep[name]))
         check(not rep["layout"]["available"] and rep["layout"]["active"] == "nhwc", "layout: %s" % rep["layout"])
-        check(not rep["vae_tiling"]["available"], "vae_tiling: %s" % rep["vae_tiling"])
+        # tiled decoding runs; the tiny model's 64x64 picture is within one tile
+        check(rep["vae_tiling"]["available"] and rep["vae_tiling"]["active"] == "on" and
+              "decoded whole" in rep["vae_tiling"]["note"] and rep["vae_tile"]["active"] == "256",
+              "vae_tiling: %s %s" % (rep["vae_tiling"], rep["vae_tile"]))
     # without --json the switches that cannot run are named on stderr
     rc, stdout, stderr = run(kiln, *common, "--layout", "nchw")
     check(rc == 0 and "layout" in stderr and "NHWC" in stderr, "nchw on stderr: rc %d, %s" % (rc, stderr))
     for flag, value in (("--attention", "flash"), ("--memory", "pool"), ("--attention-tile", "-2"),
-                        ("--fast-math", "maybe"), ("--precision", "f8")):
+                        ("--fast-math", "maybe"), ("--precision", "f8"), ("--vae-tile", "100"),
+                        ("--vae-tile", "4096")):
         rc, _, stderr = run(kiln, *common, flag, value)
         check(rc == 2 and flag.lstrip("-").replace("-", "_") in stderr and "allowed" in stderr,
               "%s %s: expected exit 2 naming the switch and the allowed values, got %d: %s" % (flag, value, rc,
