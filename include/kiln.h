@@ -483,6 +483,9 @@ typedef struct kiln_op_profile {
 typedef struct kiln_plan {
     int batch, micro_batches;
     size_t weight_bytes, activation_bytes, bytes_per_image, total_bytes, budget_bytes;
+    size_t decoder_bytes; /* the VAE decoder's part of activation_bytes: its arena (one tile's under
+                             vae_tiling, with the buffers the tiles are blended in) */
+    int vae_tiles;        /* tiles the VAE decodes each image in; 1: whole */
 } kiln_plan;
 
 /* ---- debug mode ----------------------------------------------------------- */

@@ -11,6 +11,9 @@
  *     size that is a multiple of the tile and at one that is not; an image
  *     within one tile is decoded whole, bit for bit; debug mode measures
  *     the same difference against its untiled reference;
+ *   - the memory plan: the decoder's planned arena with tiles is smaller
+ *     than without, and a request that fits only with tiles is refused
+ *     with a message that suggests them and the bytes they save;
  *   - vae_tile values out of range or off the multiple are refused, naming
  *     the field.
  */
@@ -216,9 +219,12 @@ static void test_shipped_model_tiled_against_whole(void)
                       tiled->images[0].height == cases[i].height,
                   "%dx%d tiled: %d images of %dx%d", cases[i].width, cases[i].height, tiled->count,
                   tiled->images[0].width, tiled->images[0].height);
+            CHECK(tiled->plan.vae_tiles == cases[i].tiles && whole->plan.vae_tiles == 1,
+                  "%dx%d in %d-pixel tiles: %d tiles expected, the plan says %d (whole: %d)", cases[i].width,
+                  cases[i].height, cases[i].tile, cases[i].tiles, tiled->plan.vae_tiles, whole->plan.vae_tiles);
             double db = psnr(&tiled->images[0], &whole->images[0]);
             printf("  %dx%d in %d tiles of %d pixels: PSNR %.2f dB against whole\n", cases[i].width,
-                   cases[i].height, cases[i].tiles, cases[i].tile, db);
+                   cases[i].height, tiled->plan.vae_tiles, cases[i].tile, db);
             if (cases[i].tiles == 1)
                 CHECK(isinf(db), "%dx%d within one tile must decode whole, bit for bit: PSNR %.2f dB",
                       cases[i].width, cases[i].height, db);
@@ -241,6 +247,76 @@ static void test_shipped_model_tiled_against_whole(void)
         CHECK(!dbg->debug.nonfinite.found, "no NaN or Inf in a tiled decode: %s", dbg->debug.nonfinite.node);
     }
     kiln_result_destroy(dbg);
+    model_session_close(&s);
+}
+
+/* ---- the memory plan ---- */
+
+static int plan(model_session *s, int size, int tiling, kiln_plan *out)
+{
+    kiln_optimizations o;
+    kiln_optimizations_defaults(&o);
+    o.precision = kiln_model_precision(s->model);
+    o.vae_tiling = tiling;
+    kiln_request r;
+    kiln_request_defaults(&r);
+    r.prompt = "a red circle";
+    r.width = r.height = size;
+    r.optimizations = &o;
+    return kiln_model_plan(s->model, &r, out) == KILN_OK ? 0 : -1;
+}
+
+static void test_plan_sizes_the_decoder_for_a_tile(void)
+{
+    model_session s;
+    if (model_session_open(&s, KILN_SHAPES_MODEL, 2, NULL) != 0)
+        return;
+    kiln_plan whole, tiled, small_whole, small_tiled;
+    if (plan(&s, 512, 0, &whole) != 0 || plan(&s, 512, 1, &tiled) != 0 || plan(&s, 128, 0, &small_whole) != 0 ||
+        plan(&s, 128, 1, &small_tiled) != 0) {
+        CHECK(0, "planning: %s", kiln_last_error());
+        model_session_close(&s);
+        return;
+    }
+    printf("  512x512 decoder arena: whole %.1f MB, in %d tiles %.1f MB\n", whole.decoder_bytes / 1048576.0,
+           tiled.vae_tiles, tiled.decoder_bytes / 1048576.0);
+    /* 512 pixels at the shipped VAE's factor 4: 128 latent in tiles of 64, 3 a side. The widest
+     * activations are at full resolution, so a tile's arena is about a quarter of the whole one,
+     * plus the blended image (3 MB) */
+    CHECK(tiled.vae_tiles == 9 && whole.vae_tiles == 1, "512x512: 9 tiles expected, got %d", tiled.vae_tiles);
+    CHECK(tiled.decoder_bytes * 2 < whole.decoder_bytes,
+          "512x512: the tiled decoder must plan under half the whole one's bytes: %zu against %zu",
+          tiled.decoder_bytes, whole.decoder_bytes);
+    CHECK(whole.total_bytes - tiled.total_bytes == whole.decoder_bytes - tiled.decoder_bytes &&
+              whole.activation_bytes - tiled.activation_bytes == whole.decoder_bytes - tiled.decoder_bytes,
+          "the total and the activations must shrink by what the decoder saves");
+    CHECK(small_tiled.vae_tiles == 1 && small_tiled.decoder_bytes == small_whole.decoder_bytes,
+          "128x128 is within one tile: the same plan as whole (%zu against %zu)", small_tiled.decoder_bytes,
+          small_whole.decoder_bytes);
+
+    /* a budget between the two: whole is refused, suggesting tiles; tiled fits */
+    size_t budget = (whole.total_bytes + tiled.total_bytes) / 2;
+    model_session tight;
+    kiln_engine_options eo;
+    kiln_engine_options_defaults(&eo);
+    eo.threads = 2;
+    eo.max_memory = budget;
+    memset(&tight, 0, sizeof tight);
+    if (kiln_engine_create(&eo, &tight.engine) == KILN_OK &&
+        kiln_model_load(tight.engine, KILN_SHAPES_MODEL, NULL, &tight.model) == KILN_OK) {
+        kiln_plan p;
+        CHECK(plan(&tight, 512, 0, &p) != 0 && strstr(kiln_last_error(), "max_memory") &&
+                  strstr(kiln_last_error(), "--vae-tiling on") && strstr(kiln_last_error(), "would save") &&
+                  strstr(kiln_last_error(), "enough to fit"),
+              "a budget of %zu bytes: whole decoding must be refused, suggesting tiles: %s", budget,
+              kiln_last_error());
+        printf("  refusal: %s\n", kiln_last_error());
+        CHECK(plan(&tight, 512, 1, &p) == 0 && p.total_bytes <= budget, "tiled must fit %zu bytes: %s", budget,
+              kiln_last_error());
+    } else {
+        CHECK(0, "a session with a budget: %s", kiln_last_error());
+    }
+    model_session_close(&tight);
     model_session_close(&s);
 }
 
@@ -293,4 +369,4 @@ static void test_bad_tiles_are_refused(void)
 }
 
 TEST_MAIN(TEST(test_layout), TEST(test_blend_is_exact_for_a_local_decoder), TEST(test_bad_tiles_are_refused),
-          TEST(test_shipped_model_tiled_against_whole))
+          TEST(test_plan_sizes_the_decoder_for_a_tile), TEST(test_shipped_model_tiled_against_whole))

@@ -315,6 +315,15 @@ static void debug_note(const plan *p, graph_exec *exec, const char *graph_name, 
     r->first_value = nf.first_value;
 }
 
+/* The memory plan as the public API reports it. */
+static kiln_plan public_plan(const batch_plan *b)
+{
+    return (kiln_plan){.batch = b->batch, .micro_batches = b->micro_batches, .weight_bytes = b->weight_bytes,
+                       .activation_bytes = b->text_bytes + b->unet_bytes + b->decoder_bytes + b->encoder_bytes,
+                       .bytes_per_image = b->unet_bytes_per_image, .total_bytes = b->total_bytes,
+                       .budget_bytes = b->budget_bytes, .decoder_bytes = b->decoder_bytes, .vae_tiles = b->vae_tiles};
+}
+
 static kiln_status check_request(const kiln_model *m, const kiln_request *r, plan *p)
 {
     const sd_model *sd = m->sd;
@@ -391,6 +400,7 @@ static kiln_status check_request(const kiln_model *m, const kiln_request *r, pla
     plan_request pr = {.width = p->width, .height = p->height, .images = r->num_images, .max_batch = r->batch_size,
                        .guided = p->guided, .img2img = r->init_rgb != NULL, .pack_dtype = m->pack_dtype,
                        .threads = m->engine->threads, .plain_attention = p->exec.plain_attention,
+                       .vae_tile = p->active.vae_tiling ? p->active.vae_tile : 0,
                        .budget_bytes = m->engine->max_memory == SIZE_MAX ? 0 : m->engine->max_memory};
     kiln_status st = planner_plan(sd, &pr, &p->memory);
     if (st != KILN_OK)
@@ -964,12 +974,7 @@ static kiln_status generate_once(kiln_model *m, const kiln_request *r, debug_run
         goto fail;
     }
     res->width = p.width, res->height = p.height, res->steps = p.steps, res->cfg_scale = p.cfg;
-    res->plan = (kiln_plan){.batch = p.memory.batch, .micro_batches = p.memory.micro_batches,
-                            .weight_bytes = p.memory.weight_bytes,
-                            .activation_bytes = p.memory.text_bytes + p.memory.unet_bytes + p.memory.decoder_bytes +
-                                                p.memory.encoder_bytes,
-                            .bytes_per_image = p.memory.unet_bytes_per_image, .total_bytes = p.memory.total_bytes,
-                            .budget_bytes = p.memory.budget_bytes};
+    res->plan = public_plan(&p.memory);
     res->sampler = sampler_name(p.sampler.kind);
     res->optimizations = p.active;
     memcpy(res->optimization_report, p.report, sizeof p.report);
@@ -1205,11 +1210,6 @@ kiln_status kiln_model_plan(kiln_model *m, const kiln_request *r, kiln_plan *out
     if (st != KILN_OK)
         return st;
     sampler_plan_free(&p.sampler_plan);
-    *out = (kiln_plan){.batch = p.memory.batch, .micro_batches = p.memory.micro_batches,
-                       .weight_bytes = p.memory.weight_bytes,
-                       .activation_bytes = p.memory.text_bytes + p.memory.unet_bytes + p.memory.decoder_bytes +
-                                           p.memory.encoder_bytes,
-                       .bytes_per_image = p.memory.unet_bytes_per_image, .total_bytes = p.memory.total_bytes,
-                       .budget_bytes = p.memory.budget_bytes};
+    *out = public_plan(&p.memory);
     return KILN_OK;
 }
