@@ -6,6 +6,8 @@
  *   - the blend: a decoder that is local (nearest upsampling) gives the
  *     same pixels tiled as whole, so the tiles land where they belong and
  *     the ramps add up to one;
+ *   - group norms across runs: statistics gathered region by region and
+ *     then shared give what each norm's own statistics give;
  *   - the shipped shapes model: tiled against untiled decoding of the same
  *     latent (the same request), PSNR above the bound stated below, at a
  *     size that is a multiple of the tile and at one that is not; an image
@@ -74,6 +76,16 @@ static void test_layout(void)
     CHECK(sd.rows == 3 && sd.cols == 3 && sd.y[1] == 16 && sd.tile_h == 32,
           "512x512 at factor 8: 3x3 tiles of 32 at 0, 16, 32 expected; got %dx%d of %d, second at %d", sd.rows,
           sd.cols, sd.tile_h, sd.y[1]);
+}
+
+static double max_abs_diff(const float *a, const float *b, size_t n)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]);
+        worst = isnan(e) ? INFINITY : fmax(worst, e);
+    }
+    return worst;
 }
 
 /* ---- the blend, with a decoder that is local ---- */
@@ -151,6 +163,67 @@ static void test_blend_is_exact_for_a_local_decoder(void)
         free(image);
         model_graph_clear(&mg);
     }
+    tpool_destroy(pool);
+}
+
+/* ---- group norms across runs ---- */
+
+/* x [2, 4, 6, 8] -> group norm (4 groups, SiLU) -> nearest 2x -> group norm
+ * (2 groups): the same outputs from the norms' own statistics as from
+ * statistics gathered over two halves (rows, then at twice the resolution
+ * the same rows scaled) and shared. */
+static void test_norm_stats_across_runs(void)
+{
+    float gamma[8], beta[8], x[2 * 4 * 6 * 8];
+    test_rng r = test_rng_seed(3);
+    for (int i = 0; i < 8; i++)
+        gamma[i] = test_rng_uniform(&r, 0.5f, 1.5f), beta[i] = test_rng_uniform(&r, -0.5f, 0.5f);
+    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+        x[i] = test_rng_uniform(&r, -2, 3);
+    int64_t xs[4] = {2, 4, 6, 8}, cs[1] = {8};
+    tensor tg, tb;
+    tensor_init(&tg, KILN_DTYPE_F32, TENSOR_LAYOUT_PLAIN, 1, cs, gamma);
+    tensor_init(&tb, KILN_DTYPE_F32, TENSOR_LAYOUT_PLAIN, 1, cs, beta);
+    graph *g = NULL;
+    graph_exec *e = NULL;
+    tpool *pool = NULL;
+    graph_create(&g);
+    graph_id in = graph_input(g, "x", TENSOR_LAYOUT_NHWC, 4, xs);
+    graph_id wg = graph_weight(g, "gamma", &tg), wb = graph_weight(g, "beta", &tb);
+    graph_id a = graph_group_norm(g, "norm1", in, wg, wb, 4, 1e-6f, 1);
+    graph_id out = graph_group_norm(g, "norm2", graph_upsample_nearest(g, "up", a), wg, wb, 2, 1e-6f, 0);
+    graph_mark_output(g, out);
+    if (tpool_create(2, &pool) != KILN_OK || graph_exec_create(g, NULL, &e) != KILN_OK) {
+        CHECK(0, "norm graph: %s", kiln_last_error());
+        goto done;
+    }
+    CHECK_EQ_INT(graph_norm_stats_size(g), 3 * 2 * (4 + 2));
+    graph_exec_bind(e, in, x);
+    size_t n = 2 * 8 * 12 * 8;
+    float *own = malloc(n * sizeof *own);
+    double stats[3 * 2 * (4 + 2)];
+    memset(stats, 0, sizeof stats);
+    graph_exec_run(e, pool);
+    memcpy(own, graph_exec_output(e, out), n * sizeof *own);
+    graph_norm_region top = {.y0 = 0, .y1 = 1, .x0 = 0, .x1 = 6, .h = 4, .w = 6};
+    graph_norm_region bottom = {.y0 = 1, .y1 = 4, .x0 = 0, .x1 = 6, .h = 4, .w = 6};
+    graph_exec_set_norm_stats(e, GRAPH_NORM_COLLECT, stats, &top);
+    graph_exec_run(e, pool);
+    graph_exec_set_norm_stats(e, GRAPH_NORM_COLLECT, stats, &bottom);
+    graph_exec_run(e, pool);
+    CHECK(stats[2] == 4 * 6 * 2 && stats[3 * 8 + 2] == 8 * 12 * 4,
+          "the counts must cover each norm's input once: %g of 48 and %g of 384", stats[2], stats[3 * 8 + 2]);
+    CHECK(graph_exec_set_norm_stats(e, GRAPH_NORM_SHARED, stats, NULL) == KILN_OK, "%s", kiln_last_error());
+    graph_exec_run(e, pool);
+    double worst = max_abs_diff(own, graph_exec_output(e, out), n);
+    CHECK(worst <= 1e-5, "shared statistics of the whole against each norm's own: %g apart; 1e-5 allowed", worst);
+    graph_exec_set_norm_stats(e, GRAPH_NORM_OWN, NULL, NULL);
+    graph_exec_run(e, pool);
+    CHECK(max_abs_diff(own, graph_exec_output(e, out), n) == 0, "back to its own statistics: the same bits");
+    free(own);
+done:
+    graph_exec_destroy(e);
+    graph_destroy(g);
     tpool_destroy(pool);
 }
 
@@ -368,5 +441,6 @@ static void test_bad_tiles_are_refused(void)
     model_session_close(&s);
 }
 
-TEST_MAIN(TEST(test_layout), TEST(test_blend_is_exact_for_a_local_decoder), TEST(test_bad_tiles_are_refused),
+TEST_MAIN(TEST(test_layout), TEST(test_blend_is_exact_for_a_local_decoder), TEST(test_norm_stats_across_runs),
+          TEST(test_bad_tiles_are_refused),
           TEST(test_plan_sizes_the_decoder_for_a_tile), TEST(test_shipped_model_tiled_against_whole))
