@@ -229,16 +229,15 @@ done:
 
 /* ---- the shipped model: tiled against whole ---- */
 
-/* Measured (AVX-512, 2 threads; the shipped model, its 20 euler steps,
- * seed 11), tiled against whole decoding of the same latent: 192x192 in
- * 64-pixel tiles 20.2 dB, 200x136 21.0 dB (and 512x512 in the default
- * 256-pixel tiles 24 to 27 dB). The shipped VAE is small and was trained on
- * 32-pixel crops: its group norms' statistics follow what a tile holds, so
- * a tile of background alone comes out a little bluer than the same
- * background decoded beside the shapes. Misplaced or unblended tiles fall
- * far below the bound (test_blend_is_exact_for_a_local_decoder pins them
- * exactly). */
-#define TILED_PSNR_MIN_DB 18.0
+/* PSNR of tiled against whole decoding of the same latent, measured on
+ * the shipped model (its 20 euler steps, seed 11; the same at the scalar,
+ * AVX2 and AVX-512 levels): 192x192 in 128-pixel tiles 29.9 dB, 200x136
+ * 31.8 dB, 200x136 in the smallest tiles (64 pixels, 16 latent) 22.7 dB.
+ * The bounds leave about 3 dB. What remains is the mid-block attention,
+ * which sees one tile, and the zeros past a tile's edge that the decoder's
+ * 3x3 convolutions reach through the overlap: the smaller the tile, the
+ * more of it is edge. Misplaced or unblended tiles fall far below (and
+ * test_blend_is_exact_for_a_local_decoder pins them exactly). */
 
 static double psnr(const kiln_image *a, const kiln_image *b)
 {
@@ -279,10 +278,12 @@ static void test_shipped_model_tiled_against_whole(void)
         return;
     static const struct {
         int width, height, tile, tiles;
+        double min_db;
     } cases[] = {
-        {192, 192, 64, 16}, /* latent 48 in tiles of 16: 4 a side */
-        {200, 136, 64, 12}, /* not a multiple of the tile: 50 x 34 latent, 4 x 3 tiles */
-        {64, 64, 64, 1},    /* the model's own size: within one tile, decoded whole */
+        {192, 192, 128, 4, 27.0}, /* latent 48 in tiles of 32: 2 a side, at 0 and 16 */
+        {200, 136, 128, 4, 27.0}, /* not a multiple of the tile: 50 x 34 latent, 2 x 2 tiles */
+        {200, 136, 64, 12, 20.0}, /* the smallest tiles: 16 latent pixels, 4 x 3 */
+        {64, 64, 64, 1, INFINITY}, /* the model's own size: within one tile, decoded whole */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         kiln_result *whole = generate(&s, cases[i].width, cases[i].height, 0, 0, 0);
@@ -302,19 +303,20 @@ static void test_shipped_model_tiled_against_whole(void)
                 CHECK(isinf(db), "%dx%d within one tile must decode whole, bit for bit: PSNR %.2f dB",
                       cases[i].width, cases[i].height, db);
             else
-                CHECK(db >= TILED_PSNR_MIN_DB && !isinf(db),
-                      "%dx%d tiled against whole: PSNR %.2f dB; at least %.0f expected (and not identical)",
-                      cases[i].width, cases[i].height, db, TILED_PSNR_MIN_DB);
+                CHECK(db >= cases[i].min_db && !isinf(db),
+                      "%dx%d in %d-pixel tiles against whole: PSNR %.2f dB; at least %.0f expected (and not "
+                      "identical)",
+                      cases[i].width, cases[i].height, cases[i].tile, db, cases[i].min_db);
         }
         kiln_result_destroy(whole);
         kiln_result_destroy(tiled);
     }
     /* debug mode's reference decodes whole: its PSNR is the tiling's */
-    kiln_result *dbg = generate(&s, 192, 192, 1, 64, 1);
+    kiln_result *dbg = generate(&s, 192, 192, 1, 128, 1);
     if (dbg) {
         printf("  debug mode, 192x192 tiled: PSNR %.2f dB against the untiled f32 reference\n",
                dbg->debug.psnr_min_db);
-        CHECK(dbg->debug.validated && dbg->debug.psnr_min_db >= TILED_PSNR_MIN_DB && dbg->debug.psnr_min_db < 58.0,
+        CHECK(dbg->debug.validated && dbg->debug.psnr_min_db >= 27.0 && dbg->debug.psnr_min_db < 58.0,
               "debug mode must compare tiled with whole: validated %d, PSNR %.2f dB (reference: %s)",
               dbg->debug.validated, dbg->debug.psnr_min_db, dbg->debug.reference);
         CHECK(!dbg->debug.nonfinite.found, "no NaN or Inf in a tiled decode: %s", dbg->debug.nonfinite.node);

@@ -6,13 +6,21 @@
  * graph and one memory plan serve them all), spread evenly over each axis
  * so that neighbours overlap by at least a quarter tile. Each tile is
  * decoded on its own; where tiles overlap, their pixels are blended with
- * linear ramps (feathering) across the overlap, so no seam shows.
+ * linear ramps (feathering), so no seam shows. The decoder's group norms
+ * do not take their statistics over the tile, which would shift each
+ * tile's colours with what it holds: one run of the same graph over the
+ * whole latent shrunk to a tile gathers them first, and every tile is
+ * normalized with those (graph_exec_set_norm_stats).
  *
- * Tiling changes the result slightly: the decoder's group norms take their
- * statistics over the tile, and its mid-block self-attention attends only
- * within the tile, not over the whole latent. That is the accepted trade-off
- * of tiled VAE decoding (diffusers' enable_vae_tiling, AUTOMATIC1111's tiled
- * VAE); debug mode measures it against a whole decode.
+ * Tiling still changes the result slightly: the decoder's mid-block
+ * self-attention attends only within the tile, not over the whole latent;
+ * pixels near a tile's edge see zeros past it (the overlap and the ramps
+ * keep them out of the blend as far as the overlap reaches); and the
+ * statistics are estimated at a lower resolution. That is the accepted
+ * trade-off of tiled VAE decoding (diffusers' enable_vae_tiling,
+ * AUTOMATIC1111's tiled VAE); debug mode measures it against a whole
+ * decode. Small tiles cost the most: below about 32 latent pixels a tile
+ * is mostly edge.
  */
 #ifndef KILN_MODELS_VAE_TILES_H
 #define KILN_MODELS_VAE_TILES_H
@@ -21,11 +29,11 @@
 
 #include "models/model_graphs.h"
 
-/* Tile sides in image pixels. The default, 256, keeps SD's decoder under a
- * quarter of its 512x512 arena (its widest activations are at full
- * resolution, so the arena grows with the tile's pixels) while a tile still
- * spans 32 latent pixels at SD's factor 8, three times the reach of the
- * 3x3 convolutions at latent resolution. */
+/* Tile sides in image pixels. The default, 256, is 32 latent pixels at
+ * SD's factor 8: its decoder's arena at 256x256 is a quarter of the one at
+ * 512x512 (160 of 640 MB) and stays so at any image size, while a tile is
+ * still three times the reach of the 3x3 convolutions at latent resolution
+ * (about 11 pixels). */
 #define VAE_TILE_DEFAULT 256
 #define VAE_TILE_MIN 64
 #define VAE_TILE_MULTIPLE 8
@@ -58,14 +66,16 @@ int vae_tiles_count(const vae_tiles *t);
  * decoded whole). */
 size_t vae_tiles_buffer_bytes(const vae_tiles *t, int latent_channels, int image_channels);
 
-/* Called after each tile's decoder run, with the executor that ran it (to
- * read its NaN/Inf check); ctx is the caller's. */
+/* Called after each decoder run, with the executor that ran it (to read
+ * its NaN/Inf check); ctx is the caller's. */
 typedef void (*vae_tile_fn)(void *ctx, graph_exec *exec);
 
 /* Decodes latent ([lat_h, lat_w, z] NHWC, unscaled) tile by tile with the
  * decoder graph mg (built for [1, tile_h, tile_w, z] with an executor),
  * into image ([lat_h * f, lat_w * f, c] NHWC, the decoder's own values),
- * blending the overlaps. after (may be NULL) is called after every tile.
+ * blending the overlaps: one run for the group norms' statistics (when the
+ * graph has group norms), then one per tile. after (may be NULL) is called
+ * after every run.
  * Errors: KILN_ERR_SHAPE when mg is not a decoder of the tile's shape,
  * KILN_ERR_NOMEM, the executor's. */
 kiln_status vae_tiles_decode(const vae_tiles *t, model_graph *mg, tpool *pool, const float *latent, float *image,

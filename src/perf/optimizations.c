@@ -386,8 +386,8 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
         if (a.vae_tile == 0)
             a.vae_tile = VAE_TILE_DEFAULT;
         note(&rep[KILN_OPT_VAE_TILING],
-             "the latent decoded in %d-pixel tiles overlapping by a quarter, blended linearly: the decoder's "
-             "activations are one tile's; attention and group norms see one tile, so pixels differ slightly",
+             "the latent decoded in %d-pixel tiles overlapping by a quarter, blended linearly, group norms with "
+             "the whole's statistics: the decoder's arena is a tile's; attention sees one tile, pixels differ slightly",
              a.vae_tile);
     } else {
         note(&rep[KILN_OPT_VAE_TILING], "the VAE decoder runs on the whole latent at once");
