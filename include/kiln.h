@@ -223,7 +223,8 @@ KILN_API int kiln_engine_threads(const kiln_engine *e);
  * The switches behind kiln's speed, each a real alternative path of the
  * engine, so that any one can be turned off and measured (kiln bench
  * --ablate). Every combination makes the same pictures within the
- * tolerances tests/test_optimizations.c states.
+ * tolerances tests/test_optimizations.c states (vae_tiling within those
+ * of tests/test_vae_tiling.c).
  *
  * Two of them are bound to objects made earlier: threads to the engine
  * (kiln_engine_options.threads) and precision to the model
@@ -268,8 +269,14 @@ typedef struct kiln_optimizations {
     int fast_math;            /* 1: vector polynomials for exp and erf (bounds in the kernels'
                                  vmath headers); 0: libm's expf and erff */
     int threads;              /* 0: the engine's; otherwise must match the engine's (see above) */
-    int vae_tiling;           /* 1: decode in tiles (not available in this build: reported) */
-    int vae_tile;             /* pixels per VAE tile side; 0: automatic */
+    int vae_tiling;           /* 1: the VAE decodes the latent in overlapping tiles, blended with linear
+                                 ramps, so its activations are sized for one tile, not the image (an
+                                 image within one tile is decoded whole); its group norms use the
+                                 whole latent's statistics, estimated by one run more. Pixels differ
+                                 slightly from a whole decode: each tile's mid-block attention sees
+                                 only that tile (debug mode reports the PSNR against untiled) */
+    int vae_tile;             /* image pixels per tile side: 64 to 2048 in multiples of 8 (and of the
+                                 VAE's factor); 0: 256. Neighbouring tiles overlap by a quarter tile */
 } kiln_optimizations;
 
 /* The switches, in the order results report them. */
@@ -482,6 +489,9 @@ typedef struct kiln_op_profile {
 typedef struct kiln_plan {
     int batch, micro_batches;
     size_t weight_bytes, activation_bytes, bytes_per_image, total_bytes, budget_bytes;
+    size_t decoder_bytes; /* the VAE decoder's part of activation_bytes: its arena (one tile's under
+                             vae_tiling, with the buffers the tiles are blended in) */
+    int vae_tiles;        /* tiles the VAE decodes each image in; 1: whole */
 } kiln_plan;
 
 /* ---- debug mode ----------------------------------------------------------- */

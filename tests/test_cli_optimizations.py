@@ -32,12 +32,16 @@ def test_generate_flags(kiln, model, work):
         for name, active in (("attention", "plain"), ("fusion", "off"), ("memory", "alloc"), ("fast_math", "off")):
             check(rep[name]["active"] == active and rep[name]["available"], "%s: %s" % (name, rep[name]))
         check(not rep["layout"]["available"] and rep["layout"]["active"] == "nhwc", "layout: %s" % rep["layout"])
-        check(not rep["vae_tiling"]["available"], "vae_tiling: %s" % rep["vae_tiling"])
+        # tiled decoding runs; the tiny model's 64x64 picture is within one tile
+        check(rep["vae_tiling"]["available"] and rep["vae_tiling"]["active"] == "on" and
+              "decoded whole" in rep["vae_tiling"]["note"] and rep["vae_tile"]["active"] == "256",
+              "vae_tiling: %s %s" % (rep["vae_tiling"], rep["vae_tile"]))
     # without --json the switches that cannot run are named on stderr
     rc, stdout, stderr = run(kiln, *common, "--layout", "nchw")
     check(rc == 0 and "layout" in stderr and "NHWC" in stderr, "nchw on stderr: rc %d, %s" % (rc, stderr))
     for flag, value in (("--attention", "flash"), ("--memory", "pool"), ("--attention-tile", "-2"),
-                        ("--fast-math", "maybe"), ("--precision", "f8")):
+                        ("--fast-math", "maybe"), ("--precision", "f8"), ("--vae-tile", "100"),
+                        ("--vae-tile", "4096")):
         rc, _, stderr = run(kiln, *common, flag, value)
         check(rc == 2 and flag.lstrip("-").replace("-", "_") in stderr and "allowed" in stderr,
               "%s %s: expected exit 2 naming the switch and the allowed values, got %d: %s" % (flag, value, rc,
@@ -66,9 +70,24 @@ def test_bench_ablate(kiln, model, work):
           "layout row: %s" % rows["layout nhwc"])
     check(rows["attention"]["activation_off_bytes"] > rows["attention"]["activation_on_bytes"],
           "the plain attention holds a score matrix: %s" % rows["attention"])
+    r = rows.get("vae tiling", {})
+    check(r.get("available") and r.get("on") == "on" and r.get("off") == "off" and r.get("vae_decode_on_s", 0) > 0 and
+          r.get("vae_decode_off_s", 0) > 0, "row vae tiling: %s" % r)
     # the table prints the same rows
     rc, stdout, stderr = run(kiln, "bench", "-m", model, "--ablate", "--runs", "1", "--warmup", "0")
     check(rc == 0 and "tiled -> plain" in stdout and "not measured" in stdout, "table: %s %s" % (stdout, stderr))
+
+
+def test_bench_vae_tiles(kiln, model, work):
+    # 128x128 at the tiny model's factor 8: a 16x16 latent in tiles of 8, 3 a side
+    rc, stdout, stderr = run(kiln, "bench", "-m", model, "-W", "128", "-H", "128", "--runs", "1", "--warmup", "0",
+                             "--vae-tiling", "on", "--vae-tile", "64", "--json")
+    if check(rc == 0, "bench --vae-tiling on: rc %d, %s" % (rc, stderr)):
+        d = json.loads(stdout)
+        vae = [st for st in d["stages"] if st["stage"] == "vae decode"]
+        check(len(vae) == 1 and vae[0]["tiles"] == 9 and vae[0]["median_s"] > 0, "tiled vae stage: %s" % vae)
+    rc, stdout, stderr = run(kiln, "bench", "-m", model, "-W", "128", "-H", "128", "--runs", "1", "--warmup", "0")
+    check(rc == 0 and "vae decode:" not in stdout, "untiled bench: rc %d, %s" % (rc, stdout))
 
 
 def plant_nan(model, tensor, path):
@@ -124,6 +143,7 @@ def main():
     try:
         model = make_model(make_random_model, tokenizer, work)
         for name, fn in (("generate_flags", test_generate_flags), ("bench_ablate", test_bench_ablate),
+                         ("bench_vae_tiles", test_bench_vae_tiles),
                          ("generate_debug", test_generate_debug)):
             current[0] = name
             fn(kiln, model, work)

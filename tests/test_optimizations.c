@@ -548,8 +548,6 @@ static void test_report_names_what_cannot_run(void)
             const char *active, *why;
         } unavailable[] = {
             {KILN_OPT_LAYOUT, "nhwc", "NHWC"},
-            {KILN_OPT_VAE_TILING, "off", "not available in this build"},
-            {KILN_OPT_VAE_TILE, "0", "not available in this build"},
             {KILN_OPT_PRECISION, "f32", "loaded as f32"},
             {KILN_OPT_THREADS, "2", "this engine runs 2"},
         };
@@ -567,8 +565,16 @@ static void test_report_names_what_cannot_run(void)
                   tile->asked, tile->active);
         CHECK(rep[KILN_OPT_ATTENTION].available && rep[KILN_OPT_MEMORY].available && rep[KILN_OPT_FUSION].available,
               "attention, memory and fusion run as asked");
+        /* VAE tiling runs; the tiny model's 64x64 image is within one tile */
+        const kiln_opt_report *vt = &rep[KILN_OPT_VAE_TILING], *vs = &rep[KILN_OPT_VAE_TILE];
+        CHECK(vt->available && strcmp(vt->active, "on") == 0 && strstr(vt->note, "within one 256-pixel tile") &&
+                  vs->available && strcmp(vs->active, "256") == 0,
+              "vae tiling must run and say the image is decoded whole: available %d, active '%s', note '%s'; tile "
+              "'%s'",
+              vt->available, vt->active, vt->note, vs->active);
         CHECK(res->optimizations.layout == KILN_LAYOUT_NHWC && res->optimizations.threads == 2 &&
-                  res->optimizations.precision == KILN_PRECISION_F32 && !res->optimizations.vae_tiling,
+                  res->optimizations.precision == KILN_PRECISION_F32 && res->optimizations.vae_tiling &&
+                  res->optimizations.vae_tile == 256 && res->plan.vae_tiles == 1,
               "the active configuration must be what ran");
         kiln_result_destroy(res);
     }
@@ -599,6 +605,7 @@ static void test_set_and_get(void)
     CHECK(kiln_optimizations_set(&o, "precision", "bf16") == KILN_OK && o.precision == KILN_PRECISION_BF16,
           "precision bf16");
     CHECK(kiln_optimizations_set(&o, "vae_tile", "512") == KILN_OK && o.vae_tile == 512, "vae_tile 512");
+    CHECK(kiln_optimizations_set(&o, "vae_tiling", "on") == KILN_OK && o.vae_tiling == 1, "vae_tiling on");
     kiln_optimizations before = o;
     CHECK(kiln_optimizations_set(&o, "attention", "flash") == KILN_ERR_INVALID &&
               strstr(kiln_last_error(), "attention") && strstr(kiln_last_error(), "tiled, plain"),

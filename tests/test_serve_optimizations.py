@@ -43,8 +43,10 @@ def test_switches_run_and_report(s):
         rep = report_of(r)
         check(not rep["layout"]["available"] and rep["layout"]["active"] == "nhwc" and "NHWC" in rep["layout"]["note"],
               "layout: %s" % rep["layout"])
-        check(not rep["vae_tiling"]["available"] and "not available" in rep["vae_tiling"]["note"],
-              "vae_tiling: %s" % rep["vae_tiling"])
+        # tiled decoding runs (the 64x64 picture is within one 256-pixel tile: decoded whole)
+        check(rep["vae_tiling"]["available"] and rep["vae_tiling"]["active"] == "on" and
+              "decoded whole" in rep["vae_tiling"]["note"] and rep["vae_tile"]["active"] == "256",
+              "vae_tiling: %s %s" % (rep["vae_tiling"], rep["vae_tile"]))
         check(not rep["threads"]["available"] and "engine" in rep["threads"]["note"], "threads: %s" % rep["threads"])
     # bf16: a model loaded in bf16, and the report says how it runs
     status, _, r = s.json("POST", POST, dict(base, precision="bf16"))
@@ -72,7 +74,8 @@ def test_bad_values_are_refused(s):
              ({"attention_tile": "big"}, "attention_tile"), ({"layout": "nchwc"}, "layout"),
              ({"fusion": "maybe"}, "fusion"), ({"fusion": 2.5}, "fusion"), ({"memory": "pool"}, "memory"),
              ({"fast_math": []}, "fast_math"), ({"threads": 5000}, "threads"), ({"vae_tiling": "x"}, "vae_tiling"),
-             ({"vae_tile": 8}, "vae_tile"), ({"precision": "f8"}, "precision")]
+             ({"vae_tile": 8}, "vae_tile"), ({"vae_tile": 100}, "vae_tile"), ({"vae_tile": 4096}, "vae_tile"),
+             ({"precision": "f8"}, "precision")]
     for body, field in cases:
         status, _, r = s.json("POST", POST, dict({"prompt": "x", "steps": 1}, **body))
         check(status == 400 and isinstance(r, dict) and r.get("error") == "invalid_field" and r.get("field") == field

@@ -51,7 +51,9 @@ void cli_optimization_usage(FILE *out)
                  "      --precision P      f32, f16 or bf16 weights (activations and sums stay f32)\n"
                  "      --fast-math on|off polynomial exp/erf, or libm's\n"
                  "      --threads N        worker threads (0: all cores)\n"
-                 "      --vae-tiling on|off, --vae-tile N   tiled VAE decoding (not built yet: reported)\n");
+                 "      --vae-tiling on|off decode the latent in overlapping tiles, blended: the VAE decoder's\n"
+                 "                         memory is one tile's (pixels differ slightly from a whole decode)\n"
+                 "      --vae-tile N       pixels per tile side, 64 to 2048 in multiples of 8 (0: 256)\n");
 }
 
 json_t *cli_report_json(const kiln_opt_report *rep)

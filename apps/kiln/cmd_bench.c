@@ -34,6 +34,7 @@
 #include "core/threadpool.h"
 #include "kernels/kernels.h"
 #include "models/model_graphs.h"
+#include "models/vae_tiles.h"
 #include "perf/optimizations.h"
 #include "perf/recorder.h"
 
@@ -50,6 +51,7 @@ typedef struct stage_result {
     const char *name;
     int batch;
     double median, min, max, gflop;
+    int tiles; /* graph runs per timed run: the tiles of a tiled VAE decode, else 1 */
     size_t activation_bytes, scratch_bytes; /* the executor's peak activations and kernel scratch */
     graph_profile profile;
 } stage_result;
@@ -173,6 +175,13 @@ static double measure_peak(tpool *pool)
 
 /* ---- stages ---- */
 
+/* A fixed pseudo-random number in [0, 1). */
+static double next_uniform(uint64_t *state)
+{
+    *state = *state * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(*state >> 11) * (1.0 / 9007199254740992.0);
+}
+
 /* Fills every input of the graph with fixed pseudo-random values of the
  * right kind (token ids below the vocabulary, timesteps in range). */
 static float *fill_inputs(const model_graph *mg, const sd_model *m, float **buffers)
@@ -186,8 +195,7 @@ static float *fill_inputs(const model_graph *mg, const sd_model *m, float **buff
         size_t n = (size_t)tensor_numel(&node->out);
         buffers[i] = malloc(n * sizeof(float));
         for (size_t j = 0; j < n; j++) {
-            state = state * 6364136223846793005ull + 1442695040888963407ull;
-            double u = (double)(state >> 11) * (1.0 / 9007199254740992.0);
+            double u = next_uniform(&state);
             if (mg->kind == MODEL_GRAPH_TEXT)
                 buffers[i][j] = (float)(int)(u * (m->clip.vocab - 1));
             else if (mg->kind == MODEL_GRAPH_UNET && i == 1)
@@ -200,28 +208,48 @@ static float *fill_inputs(const model_graph *mg, const sd_model *m, float **buff
     return buffers[0];
 }
 
+/* Times a graph of that kind and shape on pseudo-random inputs. tiles
+ * (may be NULL) with more than one tile makes the stage a whole tiled VAE
+ * decode of the h x w latent: the decoder built for one tile, run per tile
+ * and blended (models/vae_tiles.h), its bytes those of one tile plus the
+ * blend buffers. */
 static int run_stage(const bench_args *a, const sd_model *m, weight_cache *cache, tpool *pool,
-                     const graph_exec_options *exec, model_graph_kind kind, int batch, int h, int w, const char *name,
-                     stage_result *out)
+                     const graph_exec_options *exec, model_graph_kind kind, int batch, int h, int w,
+                     const vae_tiles *tiles, const char *name, stage_result *out)
 {
     model_graph mg = {0};
     memset(out, 0, sizeof *out);
     out->name = name;
     out->batch = batch;
-    if (model_graph_get_with(m, cache, &mg, kind, batch, h, w, exec) != KILN_OK) {
+    int tiled = tiles && vae_tiles_count(tiles) > 1;
+    out->tiles = tiled ? vae_tiles_count(tiles) : 1;
+    if (model_graph_get_with(m, cache, &mg, kind, batch, tiled ? tiles->tile_h : h, tiled ? tiles->tile_w : w,
+                             exec) != KILN_OK) {
         fprintf(stderr, "kiln bench: %s: %s\n", name, kiln_last_error());
         return -1;
     }
     float *buffers[3];
     fill_inputs(&mg, m, buffers);
+    float *latent = NULL, *image = NULL;
+    if (tiled) {
+        /* the whole latent, and the image the tiles are blended into */
+        size_t values = (size_t)h * w * m->vae.z_channels;
+        latent = malloc(values * sizeof *latent);
+        image = malloc((size_t)h * w * tiles->factor * tiles->factor * m->vae.image_channels * sizeof *image);
+        uint64_t state = 0x9E3779B97F4A7C15ull;
+        for (size_t i = 0; latent && i < values; i++)
+            latent[i] = (float)(next_uniform(&state) * 2.0 - 1.0);
+    }
     for (size_t i = 0; i < graph_node_count(mg.g); i++)
-        out->gflop += graph_node_flops(mg.g, (graph_id)i) * 1e-9;
+        out->gflop += graph_node_flops(mg.g, (graph_id)i) * 1e-9 * out->tiles;
     double *times = calloc((size_t)a->runs, sizeof *times);
-    int rc = 0;
+    int rc = tiled && (!latent || !image) ? -1 : 0;
     for (int r = 0; r < a->warmup + a->runs && rc == 0; r++) {
         graph_exec_set_profile(mg.exec, r >= a->warmup ? &out->profile : NULL);
         double start = clock_now();
-        if (graph_exec_run(mg.exec, pool) != KILN_OK) {
+        kiln_status st = tiled ? vae_tiles_decode(tiles, &mg, pool, latent, image, NULL, NULL)
+                               : graph_exec_run(mg.exec, pool);
+        if (st != KILN_OK) {
             fprintf(stderr, "kiln bench: %s: %s\n", name, kiln_last_error());
             rc = -1;
         }
@@ -232,10 +260,13 @@ static int run_stage(const bench_args *a, const sd_model *m, weight_cache *cache
         out->median = perf_median(times, a->runs);
         out->min = times[0];
         out->max = times[a->runs - 1];
-        out->activation_bytes = graph_exec_peak_bytes(mg.exec);
+        out->activation_bytes = graph_exec_peak_bytes(mg.exec) +
+                                (tiled ? vae_tiles_buffer_bytes(tiles, m->vae.z_channels, m->vae.image_channels) : 0);
         out->scratch_bytes = graph_exec_scratch_bytes(mg.exec);
     }
     free(times);
+    free(latent);
+    free(image);
     for (int i = 0; i < 3; i++)
         free(buffers[i]);
     model_graph_clear(&mg);
@@ -265,7 +296,8 @@ static void print_profile(const stage_result *s)
     double total = 0;
     for (int op = 0; op < GRAPH_OP_COUNT; op++)
         total += s->profile.seconds[op];
-    printf("\nper-op profile of %s (batch %d), per evaluation:\n", s->name, s->batch);
+    printf("\nper-op profile of %s (batch %d), per evaluation%s:\n", s->name, s->batch,
+           s->tiles > 1 ? " (one tile)" : "");
     printf("  %-18s %9s %7s %9s %7s\n", "op", "time", "share", "GFLOP/s", "nodes");
     for (int op = 0; op < GRAPH_OP_COUNT; op++) {
         if (!s->profile.nodes[op] || s->profile.runs == 0)
@@ -332,9 +364,11 @@ static void measure_config(const bench_args *a, const kiln_optimizations *o, con
     opt_resolve(o, o->precision, tpool_size(pool), &r->active, r->report, &exec);
     snprintf(r->model, sizeof r->model, "%s", m->name);
     r->width = width, r->height = height, r->threads = tpool_size(pool);
+    vae_tiles tiles;
+    vae_tiles_layout(lh, lw, vae_factor(&m->vae), r->active.vae_tiling ? r->active.vae_tile : 0, &tiles);
     stage_result unet, vae;
-    if (run_stage(a, m, cache, pool, &exec, MODEL_GRAPH_UNET, 2, lh, lw, "unet", &unet) != 0 ||
-        run_stage(a, m, cache, pool, &exec, MODEL_GRAPH_DECODER, 1, lh, lw, "vae decode", &vae) != 0) {
+    if (run_stage(a, m, cache, pool, &exec, MODEL_GRAPH_UNET, 2, lh, lw, NULL, "unet", &unet) != 0 ||
+        run_stage(a, m, cache, pool, &exec, MODEL_GRAPH_DECODER, 1, lh, lw, &tiles, "vae decode", &vae) != 0) {
         snprintf(r->error, sizeof r->error, "%s", kiln_last_error());
         goto done;
     }
@@ -787,12 +821,14 @@ int cmd_bench(int argc, char **argv)
     double peak = measure_peak(pool);
     double load_start = clock_now();
 
+    vae_tiles tiles;
+    vae_tiles_layout(lh, lw, vae_factor(&m->vae), active.vae_tiling ? active.vae_tile : 0, &tiles);
     stage_result stages[4];
     int rc = 0;
-    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_TEXT, 2, 0, 0, "text encoder", &stages[0]);
-    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_UNET, 1, lh, lw, "unet", &stages[1]);
-    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_UNET, 2, lh, lw, "unet", &stages[2]);
-    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_DECODER, 1, lh, lw, "vae decode", &stages[3]);
+    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_TEXT, 2, 0, 0, NULL, "text encoder", &stages[0]);
+    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_UNET, 1, lh, lw, NULL, "unet", &stages[1]);
+    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_UNET, 2, lh, lw, NULL, "unet", &stages[2]);
+    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_DECODER, 1, lh, lw, &tiles, "vae decode", &stages[3]);
     double total_s = clock_now() - load_start;
     double rss = peak_rss_mb(), rss_now = current_rss_mb();
 
@@ -806,8 +842,9 @@ int cmd_bench(int argc, char **argv)
                                         json_pack("{s:f, s:f}", "seconds",
                                                   stages[i].profile.seconds[op] / stages[i].profile.runs, "gflop",
                                                   stages[i].profile.flops[op] / stages[i].profile.runs * 1e-9));
-            json_array_append_new(list, json_pack("{s:s, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:o}", "stage",
-                                                  stages[i].name, "batch", stages[i].batch, "median_s",
+            json_array_append_new(list, json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:o}", "stage",
+                                                  stages[i].name, "batch", stages[i].batch, "tiles", stages[i].tiles,
+                                                  "median_s",
                                                   stages[i].median, "min_s", stages[i].min, "max_s", stages[i].max,
                                                   "gflop", stages[i].gflop, "gflops",
                                                   stages[i].gflop / stages[i].median, "peak_share",
@@ -836,6 +873,9 @@ int cmd_bench(int argc, char **argv)
             printf("  %-14s %5d %8.3fs %8.3fs %8.3fs %8.1f %8.1f %5.1f%%\n", stages[i].name, stages[i].batch,
                    stages[i].median, stages[i].min, stages[i].max, stages[i].gflop, stages[i].gflop / stages[i].median,
                    100.0 * stages[i].gflop / stages[i].median / peak);
+        if (stages[3].tiles > 1)
+            printf("  vae decode: %d tiles of %dx%d latent pixels (vae_tiling on), blended\n", stages[3].tiles,
+                   tiles.tile_w, tiles.tile_h);
         printf("\npeak RSS %.0f MB, %.0f MB after the runs; weights prepared %.0f MB\n",
                rss, rss_now, (double)weight_cache_bytes(cache) / 1048576.0);
         print_profile(&stages[2]);

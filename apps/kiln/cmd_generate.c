@@ -428,10 +428,11 @@ static void print_json(const generate_args *a, const kiln_model_info *info, cons
                                 "unet_s", t->unet_s, "unet_evals", t->unet_evals, "unet_eval_s",
                                 t->unet_evals ? t->unet_s / t->unet_evals : 0.0);
     const kiln_plan *p = &res->plan;
-    json_t *plan = json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I}", "batch", p->batch, "micro_batches",
+    json_t *plan = json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:i}", "batch", p->batch, "micro_batches",
                              p->micro_batches, "weight_bytes", (json_int_t)p->weight_bytes, "activation_bytes",
                              (json_int_t)p->activation_bytes, "bytes_per_image", (json_int_t)p->bytes_per_image,
-                             "total_bytes", (json_int_t)p->total_bytes, "budget_bytes", (json_int_t)p->budget_bytes);
+                             "total_bytes", (json_int_t)p->total_bytes, "budget_bytes", (json_int_t)p->budget_bytes,
+                             "decoder_bytes", (json_int_t)p->decoder_bytes, "vae_tiles", p->vae_tiles);
     json_t *root = json_pack("{s:s, s:s, s:o, s:i, s:i, s:i, s:f, s:s, s:i, s:i, s:o, s:o, s:I, s:s}", "status",
                              st == KILN_OK ? "ok" : "cancelled", "model", info->name, "images", images, "width",
                              res->width, "height", res->height, "steps", res->steps, "cfg_scale",

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "kernels/kernels.h"
+#include "kernels/norm_stats.h"
 #include "kernels/winograd.h"
 
 struct graph_exec {
@@ -56,6 +57,13 @@ struct graph_exec {
     int finite_threads;
     graph_nonfinite nonfinite;
     uint64_t check_ns; /* the last run's time in the check */
+    /* group norms across runs (graph_exec_set_norm_stats): the caller's
+     * statistics, and during a run the next group norm's first entry */
+    graph_norm_mode norm_mode;
+    double *norm_stats;
+    graph_norm_region norm_region;
+    size_t norm_next;
+    float *norm_affine; /* SHARED: a group norm's per-channel scale and shift, per batch element */
 };
 
 void graph_exec_options_defaults(graph_exec_options *o)
@@ -442,6 +450,7 @@ void graph_exec_destroy(graph_exec *e)
     free(e->offset);
     free(e->packed);
     free(e->finite_slots);
+    free(e->norm_affine);
     free(e);
 }
 
@@ -458,6 +467,42 @@ kiln_status graph_plan_bytes(const graph *g, size_t *bytes)
     free(alias);
     free(residual);
     return st;
+}
+
+size_t graph_norm_stats_size(const graph *g)
+{
+    size_t doubles = 0;
+    for (size_t i = 0; i < graph_node_count(g); i++) {
+        const graph_node *node = graph_node_at(g, (graph_id)i);
+        if (node->op == GRAPH_OP_GROUP_NORM)
+            doubles += 3 * (size_t)graph_node_at(g, node->inputs[0])->out.shape[0] * node->params.norm.groups;
+    }
+    return doubles;
+}
+
+kiln_status graph_exec_set_norm_stats(graph_exec *e, graph_norm_mode mode, double *stats,
+                                      const graph_norm_region *region)
+{
+    if (stats && mode == GRAPH_NORM_SHARED && !e->norm_affine) {
+        /* the largest group norm's scale and shift: made once, kept */
+        size_t floats = 0;
+        for (size_t i = 0; i < e->count; i++) {
+            const graph_node *node = graph_node_at(e->g, (graph_id)i);
+            if (node->op != GRAPH_OP_GROUP_NORM)
+                continue;
+            const tensor *x = &graph_node_at(e->g, node->inputs[0])->out;
+            size_t need = 2 * (size_t)x->shape[0] * (size_t)x->shape[x->ndim - 1];
+            floats = need > floats ? need : floats;
+        }
+        if (!(e->norm_affine = malloc((floats ? floats : 1) * sizeof *e->norm_affine)))
+            return err_set(KILN_ERR_NOMEM, "cannot allocate the group norms' shared statistics");
+    }
+    e->norm_mode = stats ? mode : GRAPH_NORM_OWN;
+    e->norm_stats = e->norm_mode == GRAPH_NORM_OWN ? NULL : stats;
+    memset(&e->norm_region, 0, sizeof e->norm_region);
+    if (region && mode == GRAPH_NORM_COLLECT)
+        e->norm_region = *region;
+    return KILN_OK;
 }
 
 void graph_exec_set_profile(graph_exec *e, graph_profile *p)
@@ -549,6 +594,9 @@ typedef struct op_ctx {
     int64_t tiles_n; /* 2-d ops: tiles along the second dim */
     int64_t tile_m, tile_n;
     int silu;        /* group norm: SiLU fused into its last pass */
+    double *norm_sums;     /* group norm across runs: this node's statistics */
+    const float *norm_affine; /* SHARED: scale then shift, c each, per batch element */
+    int64_t norm_rows[2], norm_cols[2]; /* group norm, COLLECT: the region of its input */
     conv2d_geom conv;
     float *winograd_u;           /* Winograd: the group's transformed weights */
     int64_t winograd_g0, winograd_g1; /* Winograd: the group of output channels */
@@ -628,6 +676,44 @@ static void run_group_norm(void *p, int64_t begin, int64_t end, int thread)
     const graph_params *prm = &c->node->params;
     c->k->group_norm_f32(c->x[0], c->y, hw, ch, prm->norm.groups, prm->norm.eps, c->x[1], c->x[2], c->silu, begin,
                          end);
+}
+
+static void run_group_norm_sums(void *p, int64_t begin, int64_t end, int thread)
+{
+    op_ctx *c = p;
+    const tensor *x = c->in[0];
+    int64_t ch = last_dim(x), hw = rows_of(x) / x->shape[0];
+    int64_t h = x->ndim == 4 ? x->shape[1] : 1, w = x->ndim == 4 ? x->shape[2] : hw;
+    group_norm_sums_f32(c->x[0], h, w, ch, c->node->params.norm.groups, c->norm_rows[0], c->norm_rows[1],
+                        c->norm_cols[0], c->norm_cols[1], c->norm_sums, begin, end);
+}
+
+/* Rows of [batch * hw, c]: each batch element's scale and shift. */
+static void run_group_norm_shared(void *p, int64_t begin, int64_t end, int thread)
+{
+    op_ctx *c = p;
+    const tensor *x = c->in[0];
+    int64_t ch = last_dim(x), hw = rows_of(x) / x->shape[0];
+    while (begin < end) {
+        int64_t b = begin / hw, stop = (b + 1) * hw < end ? (b + 1) * hw : end;
+        const float *affine = c->norm_affine + 2 * b * ch;
+        channel_affine_f32(c->x[0], c->y, ch, affine, affine + ch, begin, stop);
+        begin = stop;
+    }
+}
+
+/* Where a group norm across runs counts (COLLECT): the region scaled to its
+ * input; all of an input that is not an image. */
+static void norm_region_of(const graph_exec *e, const tensor *x, op_ctx *c)
+{
+    const graph_norm_region *r = &e->norm_region;
+    if (x->ndim != 4 || r->h <= 0 || r->w <= 0) {
+        c->norm_rows[0] = 0, c->norm_rows[1] = x->ndim == 4 ? x->shape[1] : 1;
+        c->norm_cols[0] = 0, c->norm_cols[1] = x->ndim == 4 ? x->shape[2] : rows_of(x) / x->shape[0];
+        return;
+    }
+    c->norm_rows[0] = r->y0 * x->shape[1] / r->h, c->norm_rows[1] = r->y1 * x->shape[1] / r->h;
+    c->norm_cols[0] = r->x0 * x->shape[2] / r->w, c->norm_cols[1] = r->x1 * x->shape[2] / r->w;
 }
 
 static void run_layer_norm(void *p, int64_t begin, int64_t end, int thread)
@@ -979,13 +1065,34 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         /* a few groups per item: long contiguous channel runs per pixel, and
          * still several items per thread */
         int64_t groups = node->params.norm.groups, grain = groups / 4 > 0 ? groups / 4 : 1;
-        int silu = node->params.norm.silu;
+        int64_t items = c.in[0]->shape[0] * groups;
+        int silu = node->params.norm.silu, shared = 0;
         if (e->opt.unfused)
             c.silu = 0;
-        tpool_for(pool, c.in[0]->shape[0] * groups, grain, TPOOL_DYNAMIC, run_group_norm, &c);
-        if (silu && e->opt.unfused) {
-            /* fusion off: the SiLU as its own pass over the output, as an
-             * unfused graph runs it */
+        if (e->norm_stats && e->norm_mode != GRAPH_NORM_OWN) {
+            c.norm_sums = e->norm_stats + e->norm_next;
+            e->norm_next += 3 * (size_t)items;
+            shared = e->norm_mode == GRAPH_NORM_SHARED;
+            if (!shared) {
+                norm_region_of(e, c.in[0], &c);
+                tpool_for(pool, items, grain, TPOOL_DYNAMIC, run_group_norm_sums, &c);
+            }
+        }
+        if (shared) {
+            /* the statistics folded into a scale and shift per channel,
+             * then one pass over contiguous rows */
+            int64_t ch = last_dim(c.in[0]), batch = c.in[0]->shape[0];
+            for (int64_t b = 0; b < batch; b++)
+                group_norm_affine_f32(c.norm_sums + 3 * b * groups, ch, groups, node->params.norm.eps, c.x[1],
+                                      c.x[2], e->norm_affine + 2 * b * ch, e->norm_affine + (2 * b + 1) * ch);
+            c.norm_affine = e->norm_affine;
+            tpool_for(pool, rows_of(c.in[0]), 64, TPOOL_STATIC, run_group_norm_shared, &c);
+        } else
+            tpool_for(pool, items, grain, TPOOL_DYNAMIC, run_group_norm, &c);
+        if (silu && (e->opt.unfused || shared)) {
+            /* fusion off (or shared statistics, whose kernel has no SiLU):
+             * the SiLU as its own pass over the output, as an unfused graph
+             * runs it */
             op_ctx s = c;
             graph_node silu_node = *node;
             silu_node.op = GRAPH_OP_SILU;
@@ -1203,6 +1310,7 @@ kiln_status graph_exec_run(graph_exec *e, tpool *pool)
     }
     memset(&e->nonfinite, 0, sizeof e->nonfinite);
     e->check_ns = 0;
+    e->norm_next = 0;
     if (e->opt.check_finite && (st = ensure_finite_slots(e, tpool_size(pool))) != KILN_OK)
         return st;
     graph_profile *prof = e->profile;

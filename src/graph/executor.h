@@ -153,6 +153,40 @@ void graph_exec_nonfinite(const graph_exec *e, graph_nonfinite *out);
 /* Seconds the last run spent checking outputs (check_finite): its cost. */
 double graph_exec_check_seconds(const graph_exec *e);
 
+/* ---- group norms across runs ----
+ * Run over the tiles of a larger input (models/vae_tiles.c), a graph's
+ * group norms would each take their statistics over the tile alone. These
+ * let the caller gather them over the whole input first, tile by tile, and
+ * then normalize every tile with them. */
+
+typedef enum graph_norm_mode {
+    GRAPH_NORM_OWN,     /* each run normalizes with its own statistics (the default) */
+    GRAPH_NORM_COLLECT, /* as OWN, and each group norm adds its input's sums over the region */
+    GRAPH_NORM_SHARED,  /* each group norm normalizes with the statistics gathered instead */
+    GRAPH_NORM_MODE_COUNT
+} graph_norm_mode;
+
+/* What a COLLECT run counts: rows [y0, y1) of h and columns [x0, x1) of w,
+ * scaled to each group norm's input (at twice the resolution, rows
+ * [2 y0, 2 y1) of 2 h). */
+typedef struct graph_norm_region {
+    int y0, y1, x0, x1, h, w;
+} graph_norm_region;
+
+/* The doubles the statistics of g's group norms take: a sum, a sum of
+ * squares and a count per (batch, group) of each group norm. */
+size_t graph_norm_stats_size(const graph *g);
+
+/* How the following runs' group norms take their statistics. stats holds
+ * graph_norm_stats_size doubles, zeroed by the caller before the first
+ * COLLECT, and is borrowed until the mode is set back to OWN; region is
+ * read for COLLECT (copied). A group norm whose input is not an image
+ * [b, h, w, c] counts all of it. Under SHARED the SiLU of a fused group
+ * norm runs as its own pass. Errors: KILN_ERR_NOMEM (the first SHARED
+ * allocates a scale and shift per channel for the executor's life). */
+kiln_status graph_exec_set_norm_stats(graph_exec *e, graph_norm_mode mode, double *stats,
+                                      const graph_norm_region *region);
+
 /* The data of an output node (graph_mark_output) after a run; lives until
  * the next run or destroy. NULL for other nodes. */
 const float *graph_exec_output(const graph_exec *e, graph_id id);

@@ -4,8 +4,9 @@
  *
  * Every switch maps onto a real alternative path (graph/executor.h:
  * graph_exec_options, the kernel tables with fast math off, the packing
- * dtype); a switch with no alternative in this build (NCHW, VAE tiling) is
- * accepted and reported as not available, with the reason, never faked.
+ * dtype, the tiled VAE decode of models/vae_tiles.h); a switch with no
+ * alternative in this build (NCHW) is accepted and reported as not
+ * available, with the reason, never faked.
  */
 #include "perf/optimizations.h"
 
@@ -18,9 +19,10 @@
 #include "core/cpu.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
+#include "models/vae_tiles.h"
 
 #define MAX_ATTENTION_TILE 1024
-#define MAX_VAE_TILE 4096
+#define MAX_VAE_TILE KILN_MAX_SIZE /* a larger tile than the largest image is no tiling */
 #define MAX_THREADS 1024
 
 static const char *const opt_names[KILN_OPT_COUNT] = {
@@ -44,9 +46,11 @@ static const char *const opt_allowed[KILN_OPT_COUNT] = {
     [KILN_OPT_FAST_MATH] = "on, off",
     [KILN_OPT_THREADS] = "0 (all cores) to 1024",
     [KILN_OPT_VAE_TILING] = "on, off",
-    [KILN_OPT_VAE_TILE] = "0 (automatic) or 64 to 4096 pixels",
+    [KILN_OPT_VAE_TILE] = "0 (automatic: 256) or 64 to 2048 pixels in multiples of 8",
 };
 _Static_assert(sizeof opt_allowed / sizeof opt_allowed[0] == KILN_OPT_COUNT, "allowed values per switch");
+_Static_assert(VAE_TILE_DEFAULT == 256 && VAE_TILE_MIN == 64 && MAX_VAE_TILE == 2048 && VAE_TILE_MULTIPLE == 8,
+               "the vae_tile text above states these");
 
 static const char *const precision_names[KILN_PRECISION_COUNT] = {"f32", "f16", "bf16"};
 static const char *const attention_names[KILN_ATTENTION_COUNT] = {"tiled", "plain"};
@@ -113,6 +117,13 @@ static int parse_switch(const char *value)
     return -1;
 }
 
+/* 0, or a tile of whole latent pixels for any SD VAE (factor 8 or below;
+ * a larger factor is checked against the model when a request is) */
+static int vae_tile_valid(int tile)
+{
+    return tile == 0 || (tile >= VAE_TILE_MIN && tile <= MAX_VAE_TILE && tile % VAE_TILE_MULTIPLE == 0);
+}
+
 static int parse_count(const char *value, long lo, long hi, int *out)
 {
     char *end;
@@ -177,7 +188,7 @@ kiln_status kiln_optimizations_set(kiln_optimizations *o, const char *name, cons
         ok = (v.vae_tiling = parse_switch(value)) >= 0;
         break;
     case KILN_OPT_VAE_TILE:
-        ok = parse_count(value, 0, MAX_VAE_TILE, &v.vae_tile) == 0 && (v.vae_tile == 0 || v.vae_tile >= 64);
+        ok = parse_count(value, 0, MAX_VAE_TILE, &v.vae_tile) == 0 && vae_tile_valid(v.vae_tile);
         break;
     case KILN_OPT_COUNT:
         break;
@@ -260,7 +271,7 @@ kiln_status opt_validate(const kiln_optimizations *o)
         bad = "threads";
     else if (o->vae_tiling != 0 && o->vae_tiling != 1)
         bad = "vae_tiling";
-    else if (o->vae_tile < 0 || o->vae_tile > MAX_VAE_TILE || (o->vae_tile > 0 && o->vae_tile < 64))
+    else if (!vae_tile_valid(o->vae_tile))
         bad = "vae_tile";
     if (!bad)
         return KILN_OK;
@@ -388,15 +399,16 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
     a.threads = engine_threads;
 
     if (a.vae_tiling) {
-        rep[KILN_OPT_VAE_TILING].available = -1;
-        note(&rep[KILN_OPT_VAE_TILING], "not available in this build: the VAE decoder runs on the whole latent at "
-                                        "once (tiled decoding is not built yet)");
-        a.vae_tiling = 0;
-    }
-    if (a.vae_tile) {
-        rep[KILN_OPT_VAE_TILE].available = -1;
-        note(&rep[KILN_OPT_VAE_TILE], "not available in this build: there is no VAE tiling to size");
-        a.vae_tile = 0;
+        if (a.vae_tile == 0)
+            a.vae_tile = VAE_TILE_DEFAULT;
+        note(&rep[KILN_OPT_VAE_TILING],
+             "the latent decoded in %d-pixel tiles overlapping by a quarter, blended linearly, group norms with "
+             "the whole's statistics: the decoder's arena is a tile's; attention sees one tile, pixels differ slightly",
+             a.vae_tile);
+    } else {
+        note(&rep[KILN_OPT_VAE_TILING], "the VAE decoder runs on the whole latent at once");
+        if (a.vae_tile)
+            note(&rep[KILN_OPT_VAE_TILE], "not used: vae_tiling is off");
     }
 
     for (int i = 0; i < KILN_OPT_COUNT; i++) {
@@ -406,6 +418,8 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
     }
     if (a.attention == KILN_ATTENTION_PLAIN)
         snprintf(rep[KILN_OPT_ATTENTION_TILE].active, sizeof rep[KILN_OPT_ATTENTION_TILE].active, "-");
+    if (!a.vae_tiling)
+        snprintf(rep[KILN_OPT_VAE_TILE].active, sizeof rep[KILN_OPT_VAE_TILE].active, "-");
     if (asked->threads == 0)
         snprintf(rep[KILN_OPT_THREADS].asked, sizeof rep[KILN_OPT_THREADS].asked, "0 (all)");
 

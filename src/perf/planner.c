@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "models/model_graphs.h"
+#include "models/vae_tiles.h"
 
 /* The process without its tensors: code, libc, the tokenizer's tables,
  * the PNG and JSON buffers of a request. Measured on this build as under
@@ -98,6 +99,24 @@ static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batc
     return st;
 }
 
+/* The VAE decoder's bytes when decoding in tiles of tile_px (0: whole):
+ * the plan of its graph at one tile's shape, and the blend buffers beside
+ * it; *tiles (may be NULL) is the tile count. */
+static kiln_status plan_decoder(const sd_model *m, int lh, int lw, int tile_px, kiln_dtype pack, int nr,
+                                weight_tally *t, size_t *bytes, size_t *plain, int *tiles)
+{
+    vae_tiles vt;
+    vae_tiles_layout(lh, lw, vae_factor(&m->vae), tile_px, &vt);
+    size_t arena = 0;
+    kiln_status st = plan_graph(m, MODEL_GRAPH_DECODER, 1, vt.tile_h, vt.tile_w, pack, nr, t, &arena, plain);
+    if (st != KILN_OK)
+        return st;
+    *bytes = arena + vae_tiles_buffer_bytes(&vt, m->vae.z_channels, m->vae.image_channels);
+    if (tiles)
+        *tiles = vae_tiles_count(&vt);
+    return KILN_OK;
+}
+
 static double mb(size_t bytes)
 {
     return (double)bytes / 1048576.0;
@@ -122,7 +141,7 @@ kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *o
     if (st == KILN_OK)
         st = plan_graph(m, MODEL_GRAPH_UNET, 2 * rows_per_image, lh, lw, r->pack_dtype, nr, NULL, &unet2, NULL);
     if (st == KILN_OK)
-        st = plan_graph(m, MODEL_GRAPH_DECODER, 1, lh, lw, r->pack_dtype, nr, tally, &p.decoder_bytes, pl);
+        st = plan_decoder(m, lh, lw, r->vae_tile, r->pack_dtype, nr, tally, &p.decoder_bytes, pl, &p.vae_tiles);
     if (st == KILN_OK && r->img2img)
         st = plan_graph(m, MODEL_GRAPH_ENCODER, 1, r->height, r->width, r->pack_dtype, nr, tally, &p.encoder_bytes,
                         pl);
@@ -151,13 +170,27 @@ kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *o
         if (base + p.unet_bytes_per_image > r->budget_bytes) {
             size_t need = base + p.unet_bytes_per_image;
             double f32_extra = r->pack_dtype != KILN_DTYPE_F32 ? 0.0 : mb(p.weight_bytes) / 2.0;
+            /* what tiles of the default size would save: the decoder of a
+             * large image is often the largest arena of all */
+            char tiling[160] = "";
+            size_t tiled = 0;
+            int tiles = 1;
+            if (!r->vae_tile &&
+                plan_decoder(m, lh, lw, VAE_TILE_DEFAULT, r->pack_dtype, nr, NULL, &tiled, NULL, &tiles) == KILN_OK &&
+                tiles > 1 && tiled < p.decoder_bytes) {
+                size_t saved = p.decoder_bytes - tiled;
+                snprintf(tiling, sizeof tiling, "vae_tiling on (--vae-tiling on) would save %.0f MB of the VAE "
+                                                "decoder's %.0f%s; ",
+                         mb(saved), mb(p.decoder_bytes), need - saved <= r->budget_bytes ? ", enough to fit" : "");
+            }
             return err_set(KILN_ERR_INVALID,
                            "max_memory: one %dx%d image needs %.0f MB (weights %.0f, UNet activations %.0f, "
-                           "VAE decoder %.0f, text %.0f, process %.0f) but the budget is %.0f MB; %s%s",
+                           "VAE decoder %.0f, text %.0f, process %.0f) but the budget is %.0f MB; %s%s%s",
                            r->width, r->height, mb(need), mb(p.weight_bytes), mb(p.unet_bytes_per_image + fixed_activation),
-                           mb(p.decoder_bytes), mb(p.text_bytes), mb(p.overhead_bytes), mb(r->budget_bytes),
+                           mb(p.decoder_bytes), mb(p.text_bytes), mb(p.overhead_bytes), mb(r->budget_bytes), tiling,
                            f32_extra > 0 ? "precision f16 or bf16 would save about half the weights' bytes; " : "",
-                           "a smaller width and height shrink the activations (VAE tiling is not built yet)");
+                           r->vae_tile ? "a smaller vae_tile, width or height shrinks the activations"
+                                       : "a smaller width and height shrink the activations");
         }
         while (batch < limit && base + (size_t)(batch + 1) * p.unet_bytes_per_image <= r->budget_bytes)
             batch++;

@@ -5,7 +5,8 @@
  * The bytes a generation needs are: the prepared weights (matrix weights
  * packed in the chosen precision, every other weight as f32), the
  * activation arenas of the graphs that stay alive together (text encoder,
- * UNet at the batch, VAE decoder), the kernels' per-thread scratch, and a
+ * UNet at the batch, VAE decoder: one tile's, with the blend buffers, when
+ * decoding in tiles), the kernels' per-thread scratch, and a
  * fixed allowance for the process itself. Each arena is the static
  * plan's peak (graph_plan_bytes), computed without allocating anything, so
  * a request that cannot fit is refused before the first large allocation.
@@ -22,6 +23,7 @@ typedef struct batch_plan {
     int micro_batches;   /* evaluations of the sampler loop: ceil(images / batch) */
     size_t weight_bytes; /* prepared weights */
     size_t text_bytes, unet_bytes, decoder_bytes, encoder_bytes; /* activation arenas at this batch */
+    int vae_tiles;               /* tiles the VAE decodes an image in; 1: whole */
     size_t unet_bytes_per_image; /* what one more image in the batch costs */
     size_t overhead_bytes;       /* the process, tokenizer, scratch */
     size_t total_bytes;
@@ -37,12 +39,17 @@ typedef struct plan_request {
     kiln_dtype pack_dtype;
     int threads;
     int plain_attention; /* the plain path's score matrix is allowed for */
+    int vae_tile;        /* decoding in tiles of this many pixels a side (models/vae_tiles.h); 0: whole */
     size_t budget_bytes; /* 0: no limit */
 } plan_request;
 
 /* Plans the largest batch (up to max_batch and images) whose total fits the
  * budget. Errors: KILN_ERR_INVALID when even one image does not fit, with
- * the bytes needed and what would make it fit; the builders' errors. */
+ * the bytes needed and what would make it fit (with the bytes tiled VAE
+ * decoding would save, when it is off and would save some); the builders'
+ * errors. Tiling is suggested, never turned on here: a request's
+ * vae_tiling 0 cannot tell "off" from "not asked", and an ablation or
+ * debug mode's reference asks for off and must get it. */
 kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *out);
 
 /* The default budget: 80% of the memory the OS reports available now

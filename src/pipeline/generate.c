@@ -2,7 +2,7 @@
  * generate.c - the engine, the loaded model and kiln_generate: prompt to
  * pixels. Text encoding with the negative prompt batched beside the
  * prompt, the sampler loop with classifier-free guidance in one UNet batch,
- * VAE decoding one image at a time.
+ * VAE decoding one image at a time (whole, or in tiles: models/vae_tiles.h).
  *
  * Graphs are built once per shape and replayed: each step only binds
  * buffers and runs.
@@ -23,6 +23,7 @@
 #include "perf/planner.h"
 #include "pipeline/image_io.h"
 #include "models/model_graphs.h"
+#include "models/vae_tiles.h"
 #include "pipeline/parameters.h"
 #include "pipeline/rng.h"
 #include "pipeline/samplers.h"
@@ -204,6 +205,21 @@ static void model_defaults(const kiln_model *m, kiln_optimizations *o)
     o->threads = 0;
 }
 
+/* The switches' ranges, and what depends on the model: a VAE tile of
+ * whole latent pixels (opt_validate holds it to multiples of 8, enough for
+ * SD's factor of 8 and smaller ones). */
+static kiln_status check_optimizations(const sd_model *sd, const kiln_optimizations *o)
+{
+    kiln_status st = opt_validate(o);
+    if (st != KILN_OK)
+        return st;
+    int factor = vae_factor(&sd->vae);
+    if (o->vae_tile % factor != 0)
+        return err_set(KILN_ERR_INVALID, "optimizations.vae_tile is %d; this model's VAE needs a multiple of %d pixels",
+                       o->vae_tile, factor);
+    return KILN_OK;
+}
+
 kiln_status kiln_model_optimizations(const kiln_model *m, const kiln_optimizations *asked,
                                      kiln_optimizations *active, kiln_opt_report *report)
 {
@@ -212,7 +228,7 @@ kiln_status kiln_model_optimizations(const kiln_model *m, const kiln_optimizatio
         model_defaults(m, &d);
         asked = &d;
     }
-    kiln_status st = opt_validate(asked);
+    kiln_status st = check_optimizations(m->sd, asked);
     if (st != KILN_OK)
         return st;
     opt_resolve(asked, m->precision, m->engine->threads, active, report, NULL);
@@ -246,6 +262,7 @@ typedef struct plan {
     kiln_optimizations asked, active;
     kiln_opt_report report[KILN_OPT_COUNT];
     graph_exec_options exec;
+    vae_tiles tiles; /* how the VAE decodes an image: one tile when whole */
     struct debug_run *dbg; /* debug mode: what this run collects; NULL otherwise */
 } plan;
 
@@ -287,6 +304,15 @@ static void debug_note(const plan *p, graph_exec *exec, const char *graph_name, 
     r->count = nf.count;
     r->first_index = nf.first_index;
     r->first_value = nf.first_value;
+}
+
+/* The memory plan as the public API reports it. */
+static kiln_plan public_plan(const batch_plan *b)
+{
+    return (kiln_plan){.batch = b->batch, .micro_batches = b->micro_batches, .weight_bytes = b->weight_bytes,
+                       .activation_bytes = b->text_bytes + b->unet_bytes + b->decoder_bytes + b->encoder_bytes,
+                       .bytes_per_image = b->unet_bytes_per_image, .total_bytes = b->total_bytes,
+                       .budget_bytes = b->budget_bytes, .decoder_bytes = b->decoder_bytes, .vae_tiles = b->vae_tiles};
 }
 
 static kiln_status check_request(const kiln_model *m, const kiln_request *r, plan *p)
@@ -350,15 +376,22 @@ static kiln_status check_request(const kiln_model *m, const kiln_request *r, pla
         p->asked = *r->optimizations;
     else
         model_defaults(m, &p->asked);
-    kiln_status vst = opt_validate(&p->asked);
+    kiln_status vst = check_optimizations(sd, &p->asked);
     if (vst != KILN_OK)
         return vst;
     opt_resolve(&p->asked, m->precision, m->engine->threads, &p->active, p->report, &p->exec);
+    vae_tiles_layout(p->lat_h, p->lat_w, factor, p->active.vae_tiling ? p->active.vae_tile : 0, &p->tiles);
+    if (p->active.vae_tiling && vae_tiles_count(&p->tiles) == 1) {
+        kiln_opt_report *rep = &p->report[KILN_OPT_VAE_TILING];
+        snprintf(rep->note, sizeof rep->note, "a %dx%d image is within one %d-pixel tile: decoded whole", p->width,
+                 p->height, p->active.vae_tile);
+    }
 
     /* the batch from the memory plan: the largest that fits the budget */
     plan_request pr = {.width = p->width, .height = p->height, .images = r->num_images, .max_batch = r->batch_size,
                        .guided = p->guided, .img2img = r->init_rgb != NULL, .pack_dtype = m->pack_dtype,
                        .threads = m->engine->threads, .plain_attention = p->exec.plain_attention,
+                       .vae_tile = p->active.vae_tiling ? p->active.vae_tile : 0,
                        .budget_bytes = m->engine->max_memory == SIZE_MAX ? 0 : m->engine->max_memory};
     kiln_status st = planner_plan(sd, &pr, &p->memory);
     if (st != KILN_OK)
@@ -628,35 +661,56 @@ static uint8_t to_byte(float v)
     return (uint8_t)lrintf(x);
 }
 
+/* After each decoder run (each tile of a tiled decode): debug mode's NaN/Inf check. */
+static void decoder_ran(void *ctx, graph_exec *exec)
+{
+    const plan *p = ctx;
+    debug_note(p, exec, "vae_decoder", -1, p->dbg ? p->dbg->first_image : -1);
+}
+
+/* The image of one latent: decoded whole, or tile by tile (p->tiles) with
+ * the decoder graph built for one tile. */
 static kiln_status decode_image(kiln_model *m, const plan *p, const float *latent, kiln_image *img)
 {
-    kiln_status st =
-        model_graph_get_with(m->sd, m->weights, &m->decoder, MODEL_GRAPH_DECODER, 1, p->lat_h, p->lat_w, &p->exec);
+    const vae_tiles *t = &p->tiles;
+    int tiled = vae_tiles_count(t) > 1;
+    kiln_status st = model_graph_get_with(m->sd, m->weights, &m->decoder, MODEL_GRAPH_DECODER, 1, t->tile_h,
+                                          t->tile_w, &p->exec);
     if (st != KILN_OK)
         return st;
     watch(p->perf, &m->decoder, TAG_DECODER);
+    size_t n = (size_t)p->width * p->height * 3;
     float *z = malloc(p->latent_values * sizeof *z);
-    img->rgb = malloc((size_t)p->width * p->height * 3);
-    if (!z || !img->rgb) {
+    float *blended = tiled ? malloc(n * sizeof *blended) : NULL; /* [H, W, 3] */
+    img->rgb = malloc(n);
+    if (!z || !img->rgb || (tiled && !blended)) {
         free(z);
+        free(blended);
         return err_set(KILN_ERR_NOMEM, "cannot allocate a %dx%d image", p->width, p->height);
     }
     for (size_t i = 0; i < p->latent_values; i++)
         z[i] = latent[i] / m->sd->latent_scale;
-    graph_exec_bind(m->decoder.exec, m->decoder.in[0], z);
-    st = graph_exec_run(m->decoder.exec, m->engine->pool);
+    const float *pixels; /* [1, H, W, 3] in [-1, 1] */
+    if (tiled) {
+        st = vae_tiles_decode(t, &m->decoder, m->engine->pool, z, blended, decoder_ran, (void *)p);
+        pixels = blended;
+    } else {
+        graph_exec_bind(m->decoder.exec, m->decoder.in[0], z);
+        st = graph_exec_run(m->decoder.exec, m->engine->pool);
+        if (st == KILN_OK)
+            decoder_ran((void *)p, m->decoder.exec);
+        pixels = graph_exec_output(m->decoder.exec, m->decoder.out);
+    }
     free(z);
-    if (st != KILN_OK)
-        return st;
-    debug_note(p, m->decoder.exec, "vae_decoder", -1, p->dbg ? p->dbg->first_image : -1);
-    const float *pixels = graph_exec_output(m->decoder.exec, m->decoder.out); /* [1, H, W, 3] in [-1, 1] */
-    size_t n = (size_t)p->width * p->height * 3;
-    for (size_t i = 0; i < n; i++)
-        img->rgb[i] = to_byte(pixels[i]);
-    img->width = p->width;
-    img->height = p->height;
+    if (st == KILN_OK) {
+        for (size_t i = 0; i < n; i++)
+            img->rgb[i] = to_byte(pixels[i]);
+        img->width = p->width;
+        img->height = p->height;
+    }
+    free(blended);
     graph_exec_release_pages(m->decoder.exec);
-    return KILN_OK;
+    return st;
 }
 
 /* Bilinear resampling of the init image to the requested size, as floats
@@ -916,12 +970,7 @@ static kiln_status generate_once(kiln_model *m, const kiln_request *r, debug_run
         goto fail;
     }
     res->width = p.width, res->height = p.height, res->steps = p.steps, res->cfg_scale = p.cfg;
-    res->plan = (kiln_plan){.batch = p.memory.batch, .micro_batches = p.memory.micro_batches,
-                            .weight_bytes = p.memory.weight_bytes,
-                            .activation_bytes = p.memory.text_bytes + p.memory.unet_bytes + p.memory.decoder_bytes +
-                                                p.memory.encoder_bytes,
-                            .bytes_per_image = p.memory.unet_bytes_per_image, .total_bytes = p.memory.total_bytes,
-                            .budget_bytes = p.memory.budget_bytes};
+    res->plan = public_plan(&p.memory);
     res->sampler = sampler_name(p.sampler.kind);
     res->optimizations = p.active;
     memcpy(res->optimization_report, p.report, sizeof p.report);
@@ -1159,11 +1208,6 @@ kiln_status kiln_model_plan(kiln_model *m, const kiln_request *r, kiln_plan *out
     if (st != KILN_OK)
         return st;
     sampler_plan_free(&p.sampler_plan);
-    *out = (kiln_plan){.batch = p.memory.batch, .micro_batches = p.memory.micro_batches,
-                       .weight_bytes = p.memory.weight_bytes,
-                       .activation_bytes = p.memory.text_bytes + p.memory.unet_bytes + p.memory.decoder_bytes +
-                                           p.memory.encoder_bytes,
-                       .bytes_per_image = p.memory.unet_bytes_per_image, .total_bytes = p.memory.total_bytes,
-                       .budget_bytes = p.memory.budget_bytes};
+    *out = public_plan(&p.memory);
     return KILN_OK;
 }

@@ -1,0 +1,56 @@
+/*
+ * norm_stats.c - group normalization with statistics gathered elsewhere:
+ * the sums, and the normalization with them.
+ */
+#include "kernels/norm_stats.h"
+
+#include <math.h>
+
+void group_norm_sums_f32(const float *x, int64_t h, int64_t w, int64_t c, int64_t groups, int64_t y0, int64_t y1,
+                         int64_t x0, int64_t x1, double *sums, int64_t i0, int64_t i1)
+{
+    const int64_t cg = c / groups;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t b = i / groups, g = i % groups;
+        /* one pass: the sums are kept in double, and the variance comes out
+         * of them once every region is in */
+        double sum = 0.0, sq = 0.0;
+        for (int64_t y = y0; y < y1; y++)
+            for (int64_t xx = x0; xx < x1; xx++) {
+                const float *p = x + ((b * h + y) * w + xx) * c + g * cg;
+                for (int64_t j = 0; j < cg; j++) {
+                    sum += p[j];
+                    sq += (double)p[j] * p[j];
+                }
+            }
+        sums[3 * i] += sum;
+        sums[3 * i + 1] += sq;
+        sums[3 * i + 2] += (double)((y1 - y0) * (x1 - x0) * cg);
+    }
+}
+
+void group_norm_affine_f32(const double *sums, int64_t c, int64_t groups, float eps, const float *gamma,
+                           const float *beta, float *scale, float *shift)
+{
+    const int64_t cg = c / groups;
+    for (int64_t g = 0; g < groups; g++) {
+        double n = sums[3 * g + 2] > 0 ? sums[3 * g + 2] : 1.0;
+        double mean = sums[3 * g] / n, var = sums[3 * g + 1] / n - mean * mean;
+        double inv = 1.0 / sqrt((var > 0 ? var : 0.0) + eps);
+        for (int64_t ch = g * cg; ch < (g + 1) * cg; ch++) {
+            scale[ch] = (float)(inv * gamma[ch]);
+            shift[ch] = (float)(beta[ch] - mean * inv * gamma[ch]);
+        }
+    }
+}
+
+void channel_affine_f32(const float *x, float *y, int64_t c, const float *scale, const float *shift, int64_t r0,
+                        int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * c;
+        float *yr = y + r * c;
+        for (int64_t j = 0; j < c; j++)
+            yr[j] = xr[j] * scale[j] + shift[j];
+    }
+}
