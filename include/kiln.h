@@ -489,8 +489,13 @@ typedef struct kiln_op_profile {
 typedef struct kiln_plan {
     int batch, micro_batches;
     size_t weight_bytes, activation_bytes, bytes_per_image, total_bytes, budget_bytes;
-    size_t decoder_bytes; /* the VAE decoder's part of activation_bytes: its arena (one tile's under
-                             vae_tiling, with the buffers the tiles are blended in) */
+    /* activation_bytes: the largest graph's arena and kernel scratch (text
+     * encoder, UNet at the batch, VAE decoder or encoder): they run one
+     * after another and each gives its pages back when done, so the peak is
+     * the largest, not the sum. total_bytes: weights + activation_bytes +
+     * the process's allowance. */
+    size_t decoder_bytes; /* the VAE decoder's arena and scratch (one tile's under vae_tiling, with the
+                             buffers the tiles are blended in) */
     int vae_tiles;        /* tiles the VAE decodes each image in; 1: whole */
 } kiln_plan;
 

@@ -362,7 +362,10 @@ static int open_budgeted(model_session *s, size_t budget)
 
 /* The batch comes from the memory plan: everything at once when it fits,
  * never more than batch_size asks, as many as a budget holds, and a
- * request that cannot fit is refused up front naming max_memory. */
+ * request that cannot fit is refused up front naming max_memory. The
+ * graphs run one at a time, so the peak is the largest one's: the request
+ * decodes in small tiles so that the UNet's arena, which grows with the
+ * batch, is the largest and the budget decides the batch. */
 static void test_memory_plan(void)
 {
     model_session s;
@@ -370,16 +373,28 @@ static void test_memory_plan(void)
         return;
     kiln_request r = base_request();
     r.num_images = 4;
+    r.width = r.height = 256;
+    kiln_optimizations o;
+    kiln_optimizations_defaults(&o);
+    o.vae_tiling = 1;
+    o.vae_tile = 64;
+    r.optimizations = &o;
     kiln_result *res = NULL;
     CHECK(kiln_generate(s.model, &r, &res) == KILN_OK, "generate: %s", kiln_last_error());
     size_t base = 0, per_image = 0;
     if (res) {
-        CHECK(res->plan.batch == 4 && res->plan.micro_batches == 1, "unlimited: batch %d x %d", res->plan.batch,
-              res->plan.micro_batches);
-        per_image = res->plan.bytes_per_image;
-        base = res->plan.total_bytes - 4 * per_image;
-        CHECK(per_image > 0 && res->plan.total_bytes > res->plan.weight_bytes, "plan bytes: per image %zu, total %zu",
-              per_image, res->plan.total_bytes);
+        const kiln_plan *p = &res->plan;
+        CHECK(p->batch == 4 && p->micro_batches == 1, "unlimited: batch %d x %d", p->batch, p->micro_batches);
+        per_image = p->bytes_per_image;
+        base = p->total_bytes - 4 * per_image;
+        CHECK(per_image > 0 && p->total_bytes > p->weight_bytes + p->activation_bytes &&
+                  p->activation_bytes >= p->decoder_bytes,
+              "plan bytes: per image %zu, weights %zu, activations %zu, decoder %zu, total %zu", per_image,
+              p->weight_bytes, p->activation_bytes, p->decoder_bytes, p->total_bytes);
+        /* the premise: one image's UNet arena outweighs a tile's decoder */
+        CHECK(p->activation_bytes - 3 * per_image > p->decoder_bytes,
+              "the UNet must be the largest graph: activations %zu (per image %zu), decoder %zu", p->activation_bytes,
+              per_image, p->decoder_bytes);
     }
     kiln_result_destroy(res);
     res = NULL;

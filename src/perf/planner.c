@@ -78,10 +78,12 @@ static size_t max_size(size_t a, size_t b)
     return a > b ? a : b;
 }
 
-/* Builds a graph (weights are not prepared) for its plan's bytes; *plain
- * (may be NULL) is raised to its plain attention block. */
+/* Builds a graph (weights are not prepared) for its plan's bytes, with the
+ * Winograd convolutions' scratch when winograd_threads > 0 (the threads
+ * that run it); *plain (may be NULL) is raised to its plain attention
+ * block. */
 static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batch, int h, int w, kiln_dtype pack,
-                              int nr, weight_tally *t, size_t *bytes, size_t *plain)
+                              int nr, int winograd_threads, weight_tally *t, size_t *bytes, size_t *plain)
 {
     graph *g;
     kiln_status st = graph_create(&g);
@@ -91,6 +93,8 @@ static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batc
     graph_id out = model_graph_build(m, g, kind, batch, h, w, in);
     graph_mark_output(g, out);
     st = graph_plan_bytes(g, bytes);
+    if (st == KILN_OK && winograd_threads > 0)
+        *bytes += graph_winograd_bytes(g, kernels_get(), winograd_threads);
     if (st == KILN_OK && t)
         tally_weights(g, pack, nr, t);
     if (st == KILN_OK && plain)
@@ -100,15 +104,17 @@ static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batc
 }
 
 /* The VAE decoder's bytes when decoding in tiles of tile_px (0: whole):
- * the plan of its graph at one tile's shape, and the blend buffers beside
- * it; *tiles (may be NULL) is the tile count. */
+ * the plan of its graph at one tile's shape (with its Winograd scratch),
+ * and the blend buffers beside it; *tiles (may be NULL) is the tile
+ * count. */
 static kiln_status plan_decoder(const sd_model *m, int lh, int lw, int tile_px, kiln_dtype pack, int nr,
-                                weight_tally *t, size_t *bytes, size_t *plain, int *tiles)
+                                int winograd_threads, weight_tally *t, size_t *bytes, size_t *plain, int *tiles)
 {
     vae_tiles vt;
     vae_tiles_layout(lh, lw, vae_factor(&m->vae), tile_px, &vt);
     size_t arena = 0;
-    kiln_status st = plan_graph(m, MODEL_GRAPH_DECODER, 1, vt.tile_h, vt.tile_w, pack, nr, t, &arena, plain);
+    kiln_status st =
+        plan_graph(m, MODEL_GRAPH_DECODER, 1, vt.tile_h, vt.tile_w, pack, nr, winograd_threads, t, &arena, plain);
     if (st != KILN_OK)
         return st;
     *bytes = arena + vae_tiles_buffer_bytes(&vt, m->vae.z_channels, m->vae.image_channels);
@@ -135,30 +141,36 @@ kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *o
 
     size_t unet1 = 0, unet2 = 0, plain = 0;
     size_t *pl = r->plain_attention ? &plain : NULL;
-    kiln_status st = plan_graph(m, MODEL_GRAPH_TEXT, 2, 0, 0, r->pack_dtype, nr, tally, &p.text_bytes, pl);
+    int wt = r->winograd ? (r->threads > 0 ? r->threads : 1) : 0;
+    kiln_status st = plan_graph(m, MODEL_GRAPH_TEXT, 2, 0, 0, r->pack_dtype, nr, 0, tally, &p.text_bytes, pl);
     if (st == KILN_OK)
-        st = plan_graph(m, MODEL_GRAPH_UNET, rows_per_image, lh, lw, r->pack_dtype, nr, tally, &unet1, pl);
+        st = plan_graph(m, MODEL_GRAPH_UNET, rows_per_image, lh, lw, r->pack_dtype, nr, wt, tally, &unet1, pl);
     if (st == KILN_OK)
-        st = plan_graph(m, MODEL_GRAPH_UNET, 2 * rows_per_image, lh, lw, r->pack_dtype, nr, NULL, &unet2, NULL);
+        st = plan_graph(m, MODEL_GRAPH_UNET, 2 * rows_per_image, lh, lw, r->pack_dtype, nr, wt, NULL, &unet2, NULL);
     if (st == KILN_OK)
-        st = plan_decoder(m, lh, lw, r->vae_tile, r->pack_dtype, nr, tally, &p.decoder_bytes, pl, &p.vae_tiles);
+        st = plan_decoder(m, lh, lw, r->vae_tile, r->pack_dtype, nr, wt, tally, &p.decoder_bytes, pl, &p.vae_tiles);
     if (st == KILN_OK && r->img2img)
-        st = plan_graph(m, MODEL_GRAPH_ENCODER, 1, r->height, r->width, r->pack_dtype, nr, tally, &p.encoder_bytes,
-                        pl);
+        st = plan_graph(m, MODEL_GRAPH_ENCODER, 1, r->height, r->width, r->pack_dtype, nr, wt, tally,
+                        &p.encoder_bytes, pl);
     p.weight_bytes = tally->bytes;
     free(tally);
     if (st != KILN_OK)
         return st;
 
     /* the UNet's arena grows linearly with the batch: its plan at two sizes
-     * gives the slope */
+     * gives the slope (the Winograd scratch, the same at both, cancels) */
     p.unet_bytes_per_image = unet2 > unet1 ? unet2 - unet1 : unet1;
     size_t fixed_activation = unet1 - (unet2 > unet1 ? unet2 - unet1 : 0);
     /* attention scratch: a tile's output and a key block, per thread */
     size_t scratch = (size_t)(r->threads > 0 ? r->threads : 1) * ((size_t)4 << 20) + plain;
     p.overhead_bytes = PROCESS_OVERHEAD_BYTES + scratch;
-    size_t base = p.weight_bytes + p.text_bytes + p.decoder_bytes + p.encoder_bytes + p.overhead_bytes +
-                  fixed_activation;
+    /* The graphs run one after another and each gives its pages back when
+     * it is done (graph_exec_release_pages): the text encoder, then per
+     * micro-batch the UNet's steps, then the decoder image by image (the
+     * encoder first, for img2img). So the activations' peak is the largest
+     * of them, not their sum; the UNet's grows with the batch. */
+    size_t others = max_size(max_size(p.text_bytes, p.decoder_bytes), p.encoder_bytes);
+    size_t base = p.weight_bytes + p.overhead_bytes;
 
     int limit = r->images;
     if (r->max_batch > 0 && r->max_batch < limit)
@@ -167,32 +179,39 @@ kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *o
         limit = 1;
     int batch = 1;
     if (r->budget_bytes) {
-        if (base + p.unet_bytes_per_image > r->budget_bytes) {
-            size_t need = base + p.unet_bytes_per_image;
+        if (base + max_size(others, fixed_activation + p.unet_bytes_per_image) > r->budget_bytes) {
+            size_t need = base + max_size(others, fixed_activation + p.unet_bytes_per_image);
             double f32_extra = r->pack_dtype != KILN_DTYPE_F32 ? 0.0 : mb(p.weight_bytes) / 2.0;
             /* what tiles of the default size would save: the decoder of a
              * large image is often the largest arena of all */
             char tiling[160] = "";
             size_t tiled = 0;
             int tiles = 1;
+            size_t rest = max_size(max_size(p.text_bytes, p.encoder_bytes), fixed_activation + p.unet_bytes_per_image);
             if (!r->vae_tile &&
-                plan_decoder(m, lh, lw, VAE_TILE_DEFAULT, r->pack_dtype, nr, NULL, &tiled, NULL, &tiles) == KILN_OK &&
-                tiles > 1 && tiled < p.decoder_bytes) {
-                size_t saved = p.decoder_bytes - tiled;
-                snprintf(tiling, sizeof tiling, "vae_tiling on (--vae-tiling on) would save %.0f MB of the VAE "
-                                                "decoder's %.0f%s; ",
-                         mb(saved), mb(p.decoder_bytes), need - saved <= r->budget_bytes ? ", enough to fit" : "");
+                plan_decoder(m, lh, lw, VAE_TILE_DEFAULT, r->pack_dtype, nr, wt, NULL, &tiled, NULL, &tiles) ==
+                    KILN_OK &&
+                tiles > 1 && tiled < p.decoder_bytes && p.decoder_bytes > rest) {
+                size_t saved = p.decoder_bytes - max_size(tiled, rest);
+                snprintf(tiling, sizeof tiling,
+                         "vae_tiling on (--vae-tiling on) would save %.0f MB (the VAE decoder's %.0f MB down to "
+                         "%.0f)%s; ",
+                         mb(saved), mb(p.decoder_bytes), mb(tiled), need - saved <= r->budget_bytes ? ", enough to fit" : "");
             }
             return err_set(KILN_ERR_INVALID,
-                           "max_memory: one %dx%d image needs %.0f MB (weights %.0f, UNet activations %.0f, "
-                           "VAE decoder %.0f, text %.0f, process %.0f) but the budget is %.0f MB; %s%s%s",
-                           r->width, r->height, mb(need), mb(p.weight_bytes), mb(p.unet_bytes_per_image + fixed_activation),
-                           mb(p.decoder_bytes), mb(p.text_bytes), mb(p.overhead_bytes), mb(r->budget_bytes), tiling,
+                           "max_memory: one %dx%d image needs %.0f MB (weights %.0f, process %.0f, and the "
+                           "largest of the activations of the UNet %.0f, the VAE decoder %.0f, the text encoder "
+                           "%.0f%s) but the budget is %.0f MB; %s%s%s",
+                           r->width, r->height, mb(need), mb(p.weight_bytes), mb(p.overhead_bytes),
+                           mb(p.unet_bytes_per_image + fixed_activation), mb(p.decoder_bytes), mb(p.text_bytes),
+                           r->img2img ? ", the VAE encoder" : "", mb(r->budget_bytes), tiling,
                            f32_extra > 0 ? "precision f16 or bf16 would save about half the weights' bytes; " : "",
                            r->vae_tile ? "a smaller vae_tile, width or height shrinks the activations"
                                        : "a smaller width and height shrink the activations");
         }
-        while (batch < limit && base + (size_t)(batch + 1) * p.unet_bytes_per_image <= r->budget_bytes)
+        while (batch < limit &&
+               base + max_size(others, fixed_activation + (size_t)(batch + 1) * p.unet_bytes_per_image) <=
+                   r->budget_bytes)
             batch++;
     } else {
         batch = limit;
@@ -200,7 +219,8 @@ kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *o
     p.batch = batch;
     p.micro_batches = (r->images + batch - 1) / batch;
     p.unet_bytes = fixed_activation + (size_t)batch * p.unet_bytes_per_image;
-    p.total_bytes = base + (size_t)batch * p.unet_bytes_per_image;
+    p.activation_bytes = max_size(others, p.unet_bytes);
+    p.total_bytes = base + p.activation_bytes;
     *out = p;
     return KILN_OK;
 }

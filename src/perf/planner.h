@@ -3,11 +3,12 @@
  * plan's exact bytes instead of guessed constants.
  *
  * The bytes a generation needs are: the prepared weights (matrix weights
- * packed in the chosen precision, every other weight as f32), the
- * activation arenas of the graphs that stay alive together (text encoder,
- * UNet at the batch, VAE decoder: one tile's, with the blend buffers, when
- * decoding in tiles), the kernels' per-thread scratch, and a
- * fixed allowance for the process itself. Each arena is the static
+ * packed in the chosen precision, every other weight as f32), the largest
+ * of the graphs' activations (text encoder, UNet at the batch, VAE decoder:
+ * one tile's, with the blend buffers, when decoding in tiles; each with its
+ * Winograd scratch), as they run one after another and each gives its pages
+ * back when done, the kernels' per-thread scratch, and a fixed allowance
+ * for the process itself. Each arena is the static
  * plan's peak (graph_plan_bytes), computed without allocating anything, so
  * a request that cannot fit is refused before the first large allocation.
  */
@@ -22,7 +23,8 @@ typedef struct batch_plan {
     int batch;           /* images per UNet evaluation (CFG runs twice as many rows) */
     int micro_batches;   /* evaluations of the sampler loop: ceil(images / batch) */
     size_t weight_bytes; /* prepared weights */
-    size_t text_bytes, unet_bytes, decoder_bytes, encoder_bytes; /* activation arenas at this batch */
+    size_t text_bytes, unet_bytes, decoder_bytes, encoder_bytes; /* arenas and scratch at this batch */
+    size_t activation_bytes;     /* the largest of the four: they are never resident together */
     int vae_tiles;               /* tiles the VAE decodes an image in; 1: whole */
     size_t unet_bytes_per_image; /* what one more image in the batch costs */
     size_t overhead_bytes;       /* the process, tokenizer, scratch */
@@ -39,6 +41,7 @@ typedef struct plan_request {
     kiln_dtype pack_dtype;
     int threads;
     int plain_attention; /* the plain path's score matrix is allowed for */
+    int winograd;        /* Winograd convolutions' transformed weights and tile scratch are allowed for */
     int vae_tile;        /* decoding in tiles of this many pixels a side (models/vae_tiles.h); 0: whole */
     size_t budget_bytes; /* 0: no limit */
 } plan_request;

@@ -310,7 +310,7 @@ static void debug_note(const plan *p, graph_exec *exec, const char *graph_name, 
 static kiln_plan public_plan(const batch_plan *b)
 {
     return (kiln_plan){.batch = b->batch, .micro_batches = b->micro_batches, .weight_bytes = b->weight_bytes,
-                       .activation_bytes = b->text_bytes + b->unet_bytes + b->decoder_bytes + b->encoder_bytes,
+                       .activation_bytes = b->activation_bytes,
                        .bytes_per_image = b->unet_bytes_per_image, .total_bytes = b->total_bytes,
                        .budget_bytes = b->budget_bytes, .decoder_bytes = b->decoder_bytes, .vae_tiles = b->vae_tiles};
 }
@@ -391,6 +391,7 @@ static kiln_status check_request(const kiln_model *m, const kiln_request *r, pla
     plan_request pr = {.width = p->width, .height = p->height, .images = r->num_images, .max_batch = r->batch_size,
                        .guided = p->guided, .img2img = r->init_rgb != NULL, .pack_dtype = m->pack_dtype,
                        .threads = m->engine->threads, .plain_attention = p->exec.plain_attention,
+                       .winograd = !p->exec.direct_conv,
                        .vae_tile = p->active.vae_tiling ? p->active.vae_tile : 0,
                        .budget_bytes = m->engine->max_memory == SIZE_MAX ? 0 : m->engine->max_memory};
     kiln_status st = planner_plan(sd, &pr, &p->memory);
