@@ -260,7 +260,8 @@ typedef struct kiln_optimizations {
     kiln_attention attention;
     int attention_tile;       /* queries per tile of the tiled kernel; 0: the kernel's own choice */
     kiln_layout layout;
-    int fusion;               /* 1: fused ops (group norm + SiLU in one pass); 0: separate passes */
+    int fusion;               /* 1: fused ops (group norm + SiLU in one pass, residual adds and nearest
+                                 upsampling inside the convolutions); 0: separate passes */
     int winograd;             /* 1: 3x3 stride-1 convolutions with enough 4x4 output tiles by
                                  Winograd F(4x4, 3x3), a quarter of the multiplies; 0: every
                                  convolution by the direct kernel */

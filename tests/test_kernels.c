@@ -219,6 +219,64 @@ static void test_winograd_matches_direct(void)
     printf("    winograd: worst rel err %.2e (tolerance %.0e)\n", worst, WINOGRAD_TOL);
 }
 
+/* A convolution that reads its input upsampled (conv2d_geom.upsample: the
+ * graph's folded nearest x2 upsampling) reads the same values as one given
+ * the upsampled tensor: the same bits, direct and Winograd, every level. */
+static void test_upsampled_read_matches_upsampled_input(void)
+{
+    typedef struct up_case {
+        int batch, h, w, in_c, out_c, stride;
+    } up_case;
+    const up_case cases[] = {{1, 3, 5, 7, 9, 1}, {2, 8, 8, 32, 40, 1}, {1, 5, 4, 70, 33, 1}, {1, 6, 7, 16, 20, 2}};
+    test_rng r = test_rng_seed(11);
+    for (int isa = KILN_ISA_SCALAR; isa <= (int)cpu_get()->best_isa; isa++)
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            const up_case *cc = &cases[i];
+            const kernel_table *k = kernels_for((kiln_isa)isa);
+            conv2d_geom g = {.batch = cc->batch, .in_h = 2 * cc->h, .in_w = 2 * cc->w, .in_c = cc->in_c,
+                             .out_c = cc->out_c, .kernel = 3, .stride = cc->stride, .pad_top = 1, .pad_left = 1};
+            g.out_h = (g.in_h + 2 - 3) / g.stride + 1;
+            g.out_w = (g.in_w + 2 - 3) / g.stride + 1;
+            int64_t pixels = g.batch * g.out_h * g.out_w;
+            size_t out_n = (size_t)(pixels * g.out_c), half_n = (size_t)(g.batch * cc->h * cc->w * g.in_c);
+            float *half = random_floats(&r, half_n), *full = malloc(4 * half_n * sizeof *full);
+            for (int64_t b = 0; b < g.batch; b++)
+                for (int64_t y = 0; y < g.in_h; y++)
+                    for (int64_t x = 0; x < g.in_w; x++)
+                        memcpy(full + ((b * g.in_h + y) * g.in_w + x) * g.in_c,
+                               half + ((b * cc->h + y / 2) * cc->w + x / 2) * g.in_c, (size_t)g.in_c * sizeof *full);
+            float *w = random_floats(&r, (size_t)(g.out_c * g.in_c * 9)), *bias = random_floats(&r, (size_t)g.out_c);
+            float *y0 = calloc(out_n, sizeof *y0), *y1 = calloc(out_n, sizeof *y1);
+            packed_weights pw = pack_as(w, KILN_DTYPE_F32, k->gemm_nr, g.out_c, g.in_c, 9);
+            conv2d_geom folded = g;
+            folded.upsample = 1;
+            k->conv2d_f32(&g, full, &pw, bias, NULL, y0, 0, pixels, 0, g.out_c);
+            k->conv2d_f32(&folded, half, &pw, bias, NULL, y1, 0, pixels, 0, g.out_c);
+            double abs_err;
+            CHECK(memcmp(y0, y1, out_n * sizeof *y0) == 0, "direct %s case %zu: upsampled read differs (rel %.3g)",
+                  kiln_isa_name((kiln_isa)isa), i, max_rel_err(y1, y0, out_n, &abs_err));
+            if (g.stride == 1 && winograd_fits(&g)) {
+                int64_t tiles = winograd_tiles(&g);
+                float *u = NULL;
+                void *scratch = NULL;
+                if (posix_memalign((void **)&u, 64,
+                                   (size_t)(36 * winograd_point_elements(pw.nr, g.out_c, g.in_c)) * 4) == 0 &&
+                    posix_memalign(&scratch, 64, winograd_scratch_bytes(&g, tiles, g.out_c)) == 0) {
+                    k->winograd_weights_f32(&pw, 0, g.out_c, u, 0, g.out_c);
+                    k->winograd_conv_f32(&g, full, &pw, u, 0, g.out_c, bias, NULL, y0, 0, tiles, scratch);
+                    k->winograd_conv_f32(&folded, half, &pw, u, 0, g.out_c, bias, NULL, y1, 0, tiles, scratch);
+                    CHECK(memcmp(y0, y1, out_n * sizeof *y0) == 0,
+                          "winograd %s case %zu: upsampled read differs (rel %.3g)", kiln_isa_name((kiln_isa)isa),
+                          i, max_rel_err(y1, y0, out_n, &abs_err));
+                } else {
+                    CHECK(0, "winograd buffers");
+                }
+                free(u), free(scratch);
+            }
+            free(half), free(full), free(w), free(bias), free(y0), free(y1), free((void *)pw.data);
+        }
+}
+
 static void test_attention_matches_scalar(void)
 {
     kiln_isa levels[KILN_ISA_COUNT];
@@ -370,5 +428,6 @@ static void test_f16_weights(void)
 }
 
 TEST_MAIN(TEST(test_packing_layouts), TEST(test_linear_matches_scalar), TEST(test_conv_matches_scalar), TEST(test_winograd_matches_direct),
+          TEST(test_upsampled_read_matches_upsampled_input),
           TEST(test_f16_weights),
           TEST(test_attention_matches_scalar), TEST(test_norms_and_elementwise))

@@ -288,8 +288,8 @@ static void test_fast_math_kernels(void)
     free(x), free(want), free(got);
 }
 
-/* ---- group norm + SiLU, conv + residual: fused, unfused, planned,
- * allocated ---- */
+/* ---- group norm + SiLU, conv + residual, upsample + conv: fused,
+ * unfused, planned, allocated ---- */
 
 static void test_fusion_and_memory_same_bits(void)
 {
@@ -299,6 +299,7 @@ static void test_fusion_and_memory_same_bits(void)
     float *gamma = random_floats(&r, (size_t)c, 1.0f), *beta = random_floats(&r, (size_t)c, 1.0f);
     float *conv_w = random_floats(&r, (size_t)(c * c * 9), 0.1f), *conv_b = random_floats(&r, (size_t)c, 0.1f);
     float *first = malloc((size_t)(2 * hw * c) * sizeof *first);
+    float *first_up = malloc((size_t)(2 * 4 * hw * c) * sizeof *first_up);
     tpool *pool = NULL;
     if (tpool_create(2, &pool) != KILN_OK)
         return;
@@ -321,6 +322,10 @@ static void test_fusion_and_memory_same_bits(void)
         graph_id res = graph_add(g, "residual", in, conv);
         graph_id out = graph_add(g, "add", n1, res);
         graph_mark_output(g, out);
+        /* a decoder's way up: conv(upsample(x)); 18x14 out, 40 tiles: Winograd */
+        graph_id up = graph_conv2d(g, "up_conv", graph_upsample_nearest(g, "up", res), graph_weight(g, "w2", &tw),
+                                   graph_weight(g, "b2", &tcb), 1, 1, 1, 1, 1);
+        graph_mark_output(g, up);
         graph_exec_options o;
         graph_exec_options_defaults(&o);
         o.unfused = variant & 1;
@@ -332,9 +337,10 @@ static void test_fusion_and_memory_same_bits(void)
         }
         graph_exec_bind(e, in, x);
         CHECK(graph_exec_run(e, pool) == KILN_OK && graph_exec_run(e, pool) == KILN_OK, "run: %s", kiln_last_error());
-        const float *y = graph_exec_output(e, out);
+        const float *y = graph_exec_output(e, out), *y_up = graph_exec_output(e, up);
         if (variant == 0) {
             memcpy(first, y, (size_t)(2 * hw * c) * sizeof *first);
+            memcpy(first_up, y_up, (size_t)(2 * 4 * hw * c) * sizeof *first_up);
             CHECK(graph_exec_peak_bytes(e) == graph_exec_arena_bytes(e) && graph_exec_arena_bytes(e) > 0,
                   "planned: peak %zu must be the arena's %zu bytes", graph_exec_peak_bytes(e),
                   graph_exec_arena_bytes(e));
@@ -346,9 +352,16 @@ static void test_fusion_and_memory_same_bits(void)
                   "%s, %s: output differs from fused + planned (max abs %.3g); expected the same bits",
                   o.unfused ? "unfused" : "fused", o.alloc_as_you_go ? "alloc" : "plan",
                   max_abs_diff(first, y, (size_t)(2 * hw * c)));
+            /* the folded convolution reads the same values at half resolution */
+            CHECK(memcmp(first_up, y_up, (size_t)(2 * 4 * hw * c) * sizeof *first_up) == 0,
+                  "%s, %s: upsample + conv differs from fused + planned (max abs %.3g); expected the same bits",
+                  o.unfused ? "unfused" : "fused", o.alloc_as_you_go ? "alloc" : "plan",
+                  max_abs_diff(first_up, y_up, (size_t)(2 * 4 * hw * c)));
         }
         CHECK(graph_exec_fused_adds(e) == (o.unfused ? 0u : 1u), "%s: %zu residual adds fused, expected %d",
               o.unfused ? "unfused" : "fused", graph_exec_fused_adds(e), o.unfused ? 0 : 1);
+        CHECK(graph_exec_folded_upsamples(e) == (o.unfused ? 0u : 1u), "%s: %zu upsamplings folded, expected %d",
+              o.unfused ? "unfused" : "fused", graph_exec_folded_upsamples(e), o.unfused ? 0 : 1);
         if (o.alloc_as_you_go)
             CHECK(graph_exec_arena_bytes(e) == 0 && graph_exec_peak_bytes(e) >= (size_t)(2 * 2 * hw * c * 4),
                   "alloc: no arena (got %zu) and a peak of at least two live activations (got %zu)",
@@ -357,7 +370,7 @@ static void test_fusion_and_memory_same_bits(void)
         graph_destroy(g);
     }
     tpool_destroy(pool);
-    free(x), free(gamma), free(beta), free(first), free(conv_w), free(conv_b);
+    free(x), free(gamma), free(beta), free(first), free(first_up), free(conv_w), free(conv_b);
 }
 
 /* ---- kiln_generate with each switch ---- */

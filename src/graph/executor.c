@@ -43,10 +43,12 @@ struct graph_exec {
     graph_id *free_head, *free_next;
     /* fusion: an ADD folded into the convolution before it (the conv adds
      * the other operand as its residual and the ADD reads as its storage):
-     * alias[add] = conv, residual[conv] = the other operand; GRAPH_NONE
-     * elsewhere. NULL when nothing was fused. */
+     * alias[add] = conv, residual[conv] = the other operand; a nearest
+     * upsampling folded into the convolution after it (which reads the
+     * upsampling's input at half resolution): alias[upsample] = its input;
+     * GRAPH_NONE elsewhere. NULL when nothing was fused. */
     graph_id *alias, *residual;
-    size_t fused;
+    size_t fused, folded;
     size_t live_bytes, peak_bytes;
     graph_profile *profile;
     graph_trace_fn trace;
@@ -281,15 +283,23 @@ static kiln_status prepare_weights(graph_exec *e, weight_cache *cache)
  * reads and the other was computed before it becomes the convolution's
  * residual (its kernel adds it as it stores each tile), saving the ADD's
  * pass over memory and its buffer. The sum is the same in every bit:
- * (conv + bias) + other, one rounding, either way. */
-/* *alias and *residual: NULL when nothing fuses. */
-static kiln_status plan_fusion(const graph *g, graph_id **alias_out, graph_id **residual_out, size_t *fused_out)
+ * (conv + bias) + other, one rounding, either way.
+ *
+ * A nearest x2 upsampling read only by a convolution is not run: the
+ * convolution reads its input at half resolution (conv2d_geom.upsample),
+ * so the upsampled tensor, four times its input, is neither written nor
+ * read back. The same values are read: bit for bit the same result. (It
+ * saves a pass over memory, not the peak: in SD's decoder the resnet after
+ * the last upsampling holds more.) */
+/* *alias and *residual: NULL when nothing fuses; *folded: upsamplings. */
+static kiln_status plan_fusion(const graph *g, graph_id **alias_out, graph_id **residual_out, size_t *fused_out,
+                               size_t *folded_out)
 {
     size_t count = graph_node_count(g), n = count ? count : 1;
     int *readers = calloc(n, sizeof *readers);
     graph_id *alias = malloc(n * sizeof *alias), *residual = malloc(n * sizeof *residual);
     *alias_out = *residual_out = NULL;
-    *fused_out = 0;
+    *fused_out = *folded_out = 0;
     if (!readers || !alias || !residual) {
         free(readers), free(alias), free(residual);
         return err_set(KILN_ERR_NOMEM, "cannot allocate the fusion plan for %zu nodes", count);
@@ -316,12 +326,27 @@ static kiln_status plan_fusion(const graph *g, graph_id **alias_out, graph_id **
         residual[conv] = other;
         fused++;
     }
+    size_t folded = 0;
+    for (size_t i = 0; i < count; i++) {
+        const graph_node *conv = graph_node_at(g, (graph_id)i);
+        if (conv->op != GRAPH_OP_CONV2D)
+            continue;
+        graph_id up = conv->inputs[0];
+        const graph_node *u = graph_node_at(g, up);
+        if (u->op != GRAPH_OP_UPSAMPLE_NEAREST || readers[up] != 1 || graph_is_output(g, up))
+            continue;
+        const tensor *half = &graph_node_at(g, u->inputs[0])->out;
+        if (u->out.shape[1] != 2 * half->shape[1] || u->out.shape[2] != 2 * half->shape[2])
+            continue; /* upsampling to a size, not x2 (graph_upsample_nearest_to) */
+        alias[up] = u->inputs[0];
+        folded++;
+    }
     free(readers);
-    if (!fused) {
+    if (!fused && !folded) {
         free(alias), free(residual);
         return KILN_OK;
     }
-    *alias_out = alias, *residual_out = residual, *fused_out = fused;
+    *alias_out = alias, *residual_out = residual, *fused_out = fused, *folded_out = folded;
     return KILN_OK;
 }
 
@@ -402,7 +427,7 @@ kiln_status graph_exec_create_with(const graph *g, weight_cache *cache, const gr
     }
     if ((st = prepare_weights(e, cache)) != KILN_OK)
         goto fail;
-    if (!e->opt.unfused && (st = plan_fusion(g, &e->alias, &e->residual, &e->fused)) != KILN_OK)
+    if (!e->opt.unfused && (st = plan_fusion(g, &e->alias, &e->residual, &e->fused, &e->folded)) != KILN_OK)
         goto fail;
     if (e->opt.alloc_as_you_go) {
         if ((st = prepare_frees(e)) != KILN_OK)
@@ -460,8 +485,8 @@ kiln_status graph_plan_bytes(const graph *g, size_t *bytes)
         return graph_status(g);
     /* as a default executor runs it: fused */
     graph_id *alias = NULL, *residual = NULL;
-    size_t fused = 0;
-    kiln_status st = plan_fusion(g, &alias, &residual, &fused);
+    size_t fused = 0, folded = 0;
+    kiln_status st = plan_fusion(g, &alias, &residual, &fused, &folded);
     if (st == KILN_OK)
         st = plan_memory(g, alias, NULL, bytes);
     free(alias);
@@ -556,6 +581,11 @@ size_t graph_exec_winograd_convs(const graph_exec *e)
 size_t graph_exec_fused_adds(const graph_exec *e)
 {
     return e->fused;
+}
+
+size_t graph_exec_folded_upsamples(const graph_exec *e)
+{
+    return e->folded;
 }
 
 const graph_exec_options *graph_exec_get_options(const graph_exec *e)
@@ -1042,6 +1072,8 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         if (e->residual && e->residual[id] != GRAPH_NONE)
             c.residual = e->data[e->residual[id]];
         c.conv = conv_geometry(e->g, node);
+        c.conv.upsample = e->alias && e->alias[node->inputs[0]] != GRAPH_NONE &&
+                          graph_node_at(e->g, node->inputs[0])->op == GRAPH_OP_UPSAMPLE_NEAREST;
         if (winograd_chosen(e->k, e->opt.direct_conv, &c.conv)) {
             int64_t lanes = c.w->nr > 0 ? c.w->nr : 1, tiles = winograd_tiles(&c.conv);
             int64_t group = winograd_group_channels(&c.conv, c.w->nr);
@@ -1137,6 +1169,10 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         tpool_for(pool, rows_of(out), 64, TPOOL_STATIC, run_concat, &c);
         break;
     case GRAPH_OP_UPSAMPLE_NEAREST:
+        if (e->alias && e->alias[id] != GRAPH_NONE) {
+            e->data[id] = e->data[e->alias[id]]; /* its convolution reads it at half resolution */
+            break;
+        }
         tpool_for(pool, out->shape[0] * out->shape[1], 4, TPOOL_STATIC, run_upsample, &c);
         break;
     case GRAPH_OP_TIMESTEP_EMBED:

@@ -30,9 +30,11 @@ typedef struct graph_exec_options {
      * last reader (outputs are kept until the next run) */
     int alloc_as_you_go;
     int fast_math; /* 1: polynomial exp and erf; 0: libm's (kernels_for_math) */
-    /* 1: group norm + SiLU as two passes over memory, and residual adds as
-     * their own pass; 0: SiLU inside the norm's last pass, an add whose
-     * operand is a convolution read by nothing else inside that conv */
+    /* 1: group norm + SiLU as two passes over memory, residual adds and
+     * nearest x2 upsamplings as their own passes; 0: SiLU inside the norm's
+     * last pass, an add whose operand is a convolution read by nothing else
+     * inside that conv, an upsampling read only by a convolution folded
+     * into its input indexing */
     int unfused;
     /* 1: after each node runs, count the NaN and Inf values of its output;
      * the first node of a run that made one is recorded (graph_exec_nonfinite)
@@ -70,6 +72,11 @@ const graph_exec_options *graph_exec_get_options(const graph_exec *e);
  * the conv kernel adds the other operand as it stores each tile, so the
  * add's pass over memory and its buffer are gone. */
 size_t graph_exec_fused_adds(const graph_exec *e);
+
+/* Nearest upsamplings folded into the convolution after them (0 when
+ * unfused): the convolution reads the half-resolution input, so the
+ * upsampled tensor is never stored. */
+size_t graph_exec_folded_upsamples(const graph_exec *e);
 
 /* Convolutions that run by Winograd F(4x4, 3x3) under the executor's
  * options (3x3 stride 1, enough tiles, bounded transformed weights); the

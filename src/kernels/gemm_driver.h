@@ -69,7 +69,7 @@ static void GEMM_CONV2D(const conv2d_geom *g, const float *x, const packed_weigh
                         int64_t iy = oy * g->stride + ky - g->pad_top, ix = ox * g->stride + kx - g->pad_left;
                         a[r] = iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w
                                    ? zero_row
-                                   : x + ((ob * g->in_h + iy) * g->in_w + ix) * g->in_c + k0;
+                                   : conv2d_input_at(g, x, ob, iy, ix) + k0;
                         out[r] = y + q * g->out_c + n;
                         res[r] = residual ? residual + q * g->out_c + n : NULL;
                     }

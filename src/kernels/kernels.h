@@ -44,7 +44,17 @@ typedef struct conv2d_geom {
     int64_t out_h, out_w, out_c;
     int kernel, stride;
     int pad_top, pad_left; /* bottom and right follow from the output size */
+    int upsample;          /* 1: x is stored at half of in_h x in_w (both even), each stored pixel
+                              standing for a 2x2 block: nearest upsampling read, never written */
 } conv2d_geom;
+
+/* Where the input pixel (b, iy, ix) of a convolution lies in x, for iy and
+ * ix inside in_h and in_w. */
+static inline const float *conv2d_input_at(const conv2d_geom *g, const float *x, int64_t b, int64_t iy, int64_t ix)
+{
+    int s = g->upsample;
+    return x + ((b * (g->in_h >> s) + (iy >> s)) * (g->in_w >> s) + (ix >> s)) * g->in_c;
+}
 
 /* Multi-head attention over token-major tensors: token t of batch b starts
  * at b * len * stride + t * stride, and head h is channels

@@ -54,7 +54,7 @@ static void conv2d_f32_scalar(const conv2d_geom *g, const float *x, const packed
                     int64_t ix = ox * g->stride + kx - g->pad_left;
                     if (ix < 0 || ix >= g->in_w)
                         continue;
-                    const float *xp = x + ((b * g->in_h + iy) * g->in_w + ix) * g->in_c;
+                    const float *xp = conv2d_input_at(g, x, b, iy, ix);
                     int64_t wp = ((oc * ksize + ky) * ksize + kx) * g->in_c;
                     for (int64_t ic = 0; ic < g->in_c; ic++)
                         sum += xp[ic] * weight_at(pw, wp + ic);

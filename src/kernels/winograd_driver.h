@@ -120,7 +120,7 @@ static void wg_input_tile(const conv2d_geom *g, const float *x, int64_t tile, fl
             int64_t iy = ty * 4 + r - g->pad_top, ix = tx * 4 + s - g->pad_left;
             d[r * 6 + s] = iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w
                                ? wg_zero_row
-                               : x + ((b * g->in_h + iy) * g->in_w + ix) * g->in_c;
+                               : conv2d_input_at(g, x, b, iy, ix);
         }
     for (int64_t c0 = 0; c0 < g->in_c; c0 += WG_CHANNELS) {
         int64_t cc = wg_min(WG_CHANNELS, g->in_c - c0);

@@ -346,10 +346,10 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
     }
 
     note(&rep[KILN_OPT_FUSION],
-         a.fusion ? "group norm + SiLU in one pass; residual adds inside the convolution before them; GEGLU and "
-                    "attention are single ops"
-                  : "group norm and SiLU as two passes, residual adds as their own pass; GEGLU and attention stay "
-                    "single ops (no unfused path for them in this build)");
+         a.fusion ? "group norm + SiLU in one pass; residual adds inside the convolution before them; nearest "
+                    "upsampling read by the convolution after it; GEGLU and attention are single ops"
+                  : "group norm and SiLU as two passes, residual adds and upsampling as their own passes; GEGLU and "
+                    "attention stay single ops (no unfused path for them in this build)");
 
     note(&rep[KILN_OPT_WINOGRAD],
          a.winograd ? "3x3 stride-1 convolutions of at least 32 output tiles of 4x4 (and at most 64 MB of "
