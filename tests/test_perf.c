@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "perf/recorder.h"
@@ -257,5 +258,128 @@ static void test_append_failure_names_path(void)
     CHECK(strstr(msg, blocker) != NULL, "the message must name the path: '%s'", msg);
 }
 
+/* ---- trimming ---- */
+
+/* Reads path's lines as JSON objects: each writer's ("w") record numbers
+ * ("n") in file order into seq[w] (up to cap each, count in len[w]), and
+ * the number of lines; -1 on a line that does not parse. */
+static int read_numbered(const char *path, int writers, int cap, int seq[][400], int *len)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[1024];
+    int lines = 0;
+    memset(len, 0, (size_t)writers * sizeof *len);
+    while (fgets(line, sizeof line, f)) {
+        json_t *o = json_loads(line, 0, NULL);
+        int w = o ? (int)json_integer_value(json_object_get(o, "w")) : -1;
+        int n = o ? (int)json_integer_value(json_object_get(o, "n")) : -1;
+        json_decref(o);
+        if (!o || w < 0 || w >= writers || n < 0) {
+            fclose(f);
+            return -1;
+        }
+        if (len[w] < cap)
+            seq[w][len[w]++] = n;
+        lines++;
+    }
+    fclose(f);
+    return lines;
+}
+
+static int append_numbered(const char *path, int w, int n, size_t max_bytes)
+{
+    char line[256], msg[512];
+    int len = snprintf(line, sizeof line, "{\"w\": %d, \"n\": %d, \"pad\": \"%080d\"}\n", w, n, n);
+    int rc = perf_history_append_line(path, line, (size_t)len, max_bytes, msg, sizeof msg);
+    if (rc != 0 || msg[0])
+        fprintf(stderr, "append %d/%d: %s\n", w, n, msg);
+    return rc != 0 || msg[0] ? -1 : 0;
+}
+
+/* Past max_bytes the file keeps its newest whole lines, half of it, and
+ * never more than max_bytes; nothing but the lock file is left beside it. */
+static void test_history_is_trimmed(void)
+{
+    char path[4200], dir[4096];
+    snprintf(dir, sizeof dir, "%s/trim", test_tmp_dir());
+    snprintf(path, sizeof path, "%s/history.jsonl", dir);
+    const size_t max_bytes = 4096; /* about 35 lines of 118 bytes */
+    size_t largest = 0;
+    for (int i = 0; i < 300; i++) {
+        if (append_numbered(path, 0, i, max_bytes) != 0) {
+            CHECK(0, "append %d", i);
+            return;
+        }
+        struct stat st;
+        if (stat(path, &st) == 0 && (size_t)st.st_size > largest)
+            largest = (size_t)st.st_size;
+    }
+    static int seq[1][400];
+    int len[1];
+    int lines = read_numbered(path, 1, 400, seq, len);
+    CHECK(lines > 10 && (size_t)lines * 118 <= max_bytes, "after trimming: %d whole lines expected within %zu bytes",
+          lines, max_bytes);
+    CHECK(largest <= max_bytes, "the file reached %zu bytes; at most %zu expected", largest, max_bytes);
+    int contiguous = lines > 0 && seq[0][lines - 1] == 299;
+    for (int i = 1; i < lines; i++)
+        contiguous &= seq[0][i] == seq[0][i - 1] + 1;
+    CHECK(contiguous, "the newest records, in order, ending at 299: first %d, last %d of %d", lines ? seq[0][0] : -1,
+          lines ? seq[0][lines - 1] : -1, lines);
+    char cmd[8300];
+    snprintf(cmd, sizeof cmd, "test \"$(ls -A '%s' | tr '\\n' ' ')\" = 'history.jsonl history.jsonl.lock '", dir);
+    CHECK(system(cmd) == 0, "only history.jsonl and its lock file must be left in %s", dir);
+}
+
+/* Writers in four processes, trimming as they go: every line whole, and
+ * each writer's records that are left a run without holes (a trim that
+ * raced an append would drop a line in the middle). */
+static void test_history_writers_take_turns(void)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/turns/history.jsonl", test_tmp_dir());
+    enum { WRITERS = 4, EACH = 300 };
+    pid_t pids[WRITERS];
+    int start[2];
+    if (pipe(start) != 0) {
+        CHECK(0, "pipe: %s", strerror(errno));
+        return;
+    }
+    for (int w = 0; w < WRITERS; w++) {
+        pids[w] = fork();
+        if (pids[w] == 0) {
+            char c;
+            close(start[1]);
+            if (read(start[0], &c, 1) != 0) /* all start together, when the parent closes its end */
+                _exit(1);
+            for (int i = 0; i < EACH; i++)
+                if (append_numbered(path, w, i, 8192) != 0)
+                    _exit(1);
+            _exit(0);
+        }
+    }
+    close(start[0]);
+    close(start[1]);
+    int failed = 0;
+    for (int w = 0; w < WRITERS; w++) {
+        int status = 0;
+        failed |= pids[w] < 0 || waitpid(pids[w], &status, 0) != pids[w] || !WIFEXITED(status) ||
+                  WEXITSTATUS(status) != 0;
+    }
+    CHECK(!failed, "every writer must append all its lines");
+    static int seq[WRITERS][400];
+    int len[WRITERS];
+    int lines = read_numbered(path, WRITERS, 400, seq, len);
+    CHECK(lines > 0, "every line must parse (%d)", lines);
+    for (int w = 0; w < WRITERS && lines > 0; w++) {
+        int holes = 0;
+        for (int i = 1; i < len[w]; i++)
+            holes += seq[w][i] != seq[w][i - 1] + 1;
+        CHECK(holes == 0, "writer %d: %d holes in its %d records left", w, holes, len[w]);
+    }
+    CHECK(lines > 0 && len[0] + len[1] + len[2] + len[3] == lines, "lines %d", lines);
+}
+
 TEST_MAIN(TEST(test_percentiles_by_hand), TEST(test_median), TEST(test_sample), TEST(test_default_path), TEST(test_history_and_summary),
-          TEST(test_append_failure_names_path))
+          TEST(test_append_failure_names_path), TEST(test_history_is_trimmed), TEST(test_history_writers_take_turns))

@@ -239,18 +239,14 @@ void perf_log_add(perf_log *log, const perf_record *r)
     if (strcmp(r->status, "ok") == 0)
         observe(&log->job_s, job_bounds, JOB_BUCKETS, r->total_s, 1);
     if (log->path && line) {
-        /* one write of a whole line to an O_APPEND file: lines never interleave */
         size_t n = strlen(line);
-        line[n] = '\n';
-        int fd = open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-        int ok = fd >= 0 && write(fd, line, n + 1) == (ssize_t)(n + 1);
-        if (fd >= 0)
-            close(fd);
+        line[n] = '\n'; /* over the terminator: the line is written by its length */
+        char msg[512] = "";
+        int ok = perf_history_append_line(log->path, line, n + 1, PERF_HISTORY_MAX_BYTES, msg, sizeof msg) == 0;
         line[n] = '\0';
-        if (!ok && !log->write_warned) {
+        if ((!ok || msg[0]) && !log->write_warned) {
             log->write_warned = 1;
-            fprintf(stderr, "kiln serve: cannot append to %s: %s (history is kept in memory only)\n", log->path,
-                    strerror(errno));
+            fprintf(stderr, "kiln serve: %s%s\n", msg, ok ? "" : " (history is kept in memory only)");
         }
     }
     pthread_mutex_unlock(&log->mu);

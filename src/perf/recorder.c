@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -217,10 +218,132 @@ static int make_parents(const char *path, char *msg, size_t size)
     return rc;
 }
 
-int perf_history_append(const char *path, json_t *record, char *msg, size_t msg_size)
+/* An exclusive flock on path's lock file, path + ".lock" beside it: the
+ * history itself is replaced by a trim, and a lock on a replaced file
+ * would guard nothing. Returns the lock's descriptor (closing it unlocks),
+ * or -1 with errno set. */
+static int lock_history(const char *path)
 {
+    size_t size = strlen(path) + sizeof ".lock";
+    char *name = malloc(size);
+    if (!name) {
+        errno = ENOMEM;
+        return -1;
+    }
+    snprintf(name, size, "%s.lock", path);
+    int fd = open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int saved = errno;
+    free(name);
+    if (fd < 0) {
+        errno = saved;
+        return -1;
+    }
+    while (flock(fd, LOCK_EX) != 0) {
+        if (errno == EINTR)
+            continue;
+        saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+static int write_all(int fd, const char *buf, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, buf, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        buf += w, n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Replaces the file at path (locked, open as fd, size bytes) by its newest
+ * whole lines within keep bytes: written beside it and renamed over it, so
+ * a reader sees the old file or the new one, never half of either. */
+static int trim_history(int fd, const char *path, off_t size, off_t keep)
+{
+    char *buf = malloc((size_t)keep + 1);
+    size_t tmp_size = strlen(path) + 32;
+    char *tmp = malloc(tmp_size);
+    if (!buf || !tmp) {
+        free(buf), free(tmp);
+        errno = ENOMEM;
+        return -1;
+    }
+    int rc = -1, saved = 0;
+    ssize_t got = pread(fd, buf, (size_t)keep, size - keep);
+    if (got == (ssize_t)keep) {
+        /* the first line is cut unless the cut fell just after a newline */
+        char before = '\n';
+        if (size > keep && pread(fd, &before, 1, size - keep - 1) != 1)
+            before = 0;
+        size_t from = 0;
+        if (before != '\n') {
+            char *nl = memchr(buf, '\n', (size_t)keep);
+            from = nl ? (size_t)(nl - buf) + 1 : (size_t)keep;
+        }
+        struct stat st;
+        snprintf(tmp, tmp_size, "%s.trim.%ld", path, (long)getpid());
+        int out = fstat(fd, &st) == 0 ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 0777) : -1;
+        if (out >= 0) {
+            rc = write_all(out, buf + from, (size_t)keep - from) == 0 && fsync(out) == 0 ? 0 : -1;
+            saved = errno;
+            if (close(out) != 0 && rc == 0)
+                rc = -1, saved = errno;
+            if (rc == 0 && rename(tmp, path) != 0)
+                rc = -1, saved = errno;
+            if (rc != 0)
+                unlink(tmp);
+        } else {
+            saved = errno;
+        }
+    } else {
+        saved = got < 0 ? errno : EIO;
+    }
+    free(buf), free(tmp);
+    errno = saved;
+    return rc;
+}
+
+int perf_history_append_line(const char *path, const char *line, size_t n, size_t max_bytes, char *msg,
+                             size_t msg_size)
+{
+    if (msg && msg_size)
+        msg[0] = '\0';
     if (make_parents(path, msg, msg_size) != 0)
         return -1;
+    int lock = lock_history(path);
+    int fd = lock >= 0 ? open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644) : -1;
+    int saved = 0, rc = 0;
+    struct stat st;
+    if (fd < 0 || write_all(fd, line, n) != 0) {
+        saved = errno ? errno : EIO;
+        rc = -1;
+    } else if (max_bytes > 0 && fstat(fd, &st) == 0 && (size_t)st.st_size > max_bytes &&
+               trim_history(fd, path, st.st_size, (off_t)(max_bytes / 2)) != 0) {
+        /* the line is in: a failed trim only leaves the file long */
+        message(msg, msg_size, "cannot trim %s: %s", path, strerror(errno));
+    }
+    if (fd >= 0 && close(fd) != 0 && rc == 0) {
+        saved = errno;
+        rc = -1;
+    }
+    if (lock >= 0)
+        close(lock);
+    if (rc != 0) {
+        message(msg, msg_size, "cannot append to %s: %s", path, strerror(saved));
+        errno = saved;
+    }
+    return rc;
+}
+
+int perf_history_append(const char *path, json_t *record, char *msg, size_t msg_size)
+{
     char *line = json_dumps(record, JSON_COMPACT);
     if (!line) {
         message(msg, msg_size, "cannot format the record for %s", path);
@@ -237,21 +360,8 @@ int perf_history_append(const char *path, json_t *record, char *msg, size_t msg_
     }
     buf[n] = '\n';
     buf[n + 1] = '\0';
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    int saved = 0, rc = 0;
-    if (fd < 0 || write(fd, buf, n + 1) != (ssize_t)(n + 1)) {
-        saved = errno ? errno : EIO;
-        rc = -1;
-    }
-    if (fd >= 0 && close(fd) != 0 && rc == 0) {
-        saved = errno;
-        rc = -1;
-    }
+    int rc = perf_history_append_line(path, buf, n + 1, PERF_HISTORY_MAX_BYTES, msg, msg_size);
     free(buf);
-    if (rc != 0) {
-        message(msg, msg_size, "cannot append to %s: %s", path, strerror(saved));
-        errno = saved;
-    }
     return rc;
 }
 

@@ -102,11 +102,29 @@ char *perf_history_default_path(void);
  * reference); the caller may add fields before appending. */
 json_t *perf_record_create(const char *source, const perf_sample *samples, int count);
 
+/* The history is kept under this size: an append that takes the file past
+ * it rewrites the file with its newest lines, half of it (some thousands
+ * of runs), so a server's history does not grow without end and its
+ * summary stays quick to read. */
+#define PERF_HISTORY_MAX_BYTES ((size_t)8 << 20)
+
 /* Appends record as one line to path, creating the file's folders as
- * `mkdir -p` would. The line goes out in one write to an O_APPEND file, so
- * concurrent writers never interleave. Returns 0, or -1 with errno set and
- * a message naming the path in msg (when msg is not NULL). */
+ * `mkdir -p` would, and trims the file to PERF_HISTORY_MAX_BYTES. Returns
+ * 0, or -1 with errno set and a message naming the path in msg (when msg
+ * is not NULL). */
 int perf_history_append(const char *path, json_t *record, char *msg, size_t msg_size);
+
+/* Appends line (n bytes, ending in a newline) to path, as above, and when
+ * the file is then over max_bytes (0: no limit) replaces it by its newest
+ * whole lines within max_bytes / 2. Writers of the same file, in this
+ * process or others, take turns by an flock on path + ".lock" (an empty
+ * file left beside it), so lines never interleave and a trim never drops
+ * another writer's line; readers need no lock: they see the file before
+ * or after a trim (it is renamed into place). A failed
+ * trim leaves the file long and says so in msg, returning 0: the line is
+ * in. */
+int perf_history_append_line(const char *path, const char *line, size_t n, size_t max_bytes, char *msg,
+                             size_t msg_size);
 
 /* ---- summaries ---- */
 
