@@ -91,7 +91,8 @@ size_t graph_exec_arena_bytes(const graph_exec *e);
 size_t graph_exec_peak_bytes(const graph_exec *e);
 
 /* Bytes of kernel scratch held (attention tiles per thread; the plain
- * attention's score matrix and packed operands). */
+ * attention's score matrix and packed operands; an NCHW convolution's
+ * block of gathered patches per thread). */
 size_t graph_exec_scratch_bytes(const graph_exec *e);
 
 /* Bytes of the Winograd convolutions' scratch a run of g with `threads`
