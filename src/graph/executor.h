@@ -44,6 +44,10 @@ typedef struct graph_exec_options {
     /* 1: every convolution by the direct kernel (conv2d_f32); 0: 3x3
      * stride-1 convolutions with enough tiles by Winograd F(4x4, 3x3) */
     int direct_conv;
+    /* 1: the model's graphs are rewritten to hold their images channels
+     * first (graph/layout.h) before an executor is made for them; the
+     * executor itself runs whatever layout each node's output says */
+    int nchw;
 } graph_exec_options;
 
 /* The fastest: tiled attention at its default tile, the static plan, fast

@@ -80,8 +80,8 @@ static size_t max_size(size_t a, size_t b)
 
 /* Builds a graph (weights are not prepared) for its plan's bytes; *plain
  * (may be NULL) is raised to its plain attention block. */
-static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batch, int h, int w, kiln_dtype pack,
-                              int nr, weight_tally *t, size_t *bytes, size_t *plain)
+static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batch, int h, int w, int nchw,
+                              kiln_dtype pack, int nr, weight_tally *t, size_t *bytes, size_t *plain)
 {
     graph *g;
     kiln_status st = graph_create(&g);
@@ -90,6 +90,16 @@ static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batc
     graph_id in[3];
     graph_id out = model_graph_build(m, g, kind, batch, h, w, in);
     graph_mark_output(g, out);
+    if (nchw && kind != MODEL_GRAPH_TEXT) {
+        /* the transposes the rewrite adds hold activations too */
+        model_graph mg = {.g = g, .kind = kind, .in = {in[0], in[1], in[2]}, .out = out};
+        st = model_graph_to_nchw(&mg);
+        g = mg.g;
+        if (st != KILN_OK) {
+            graph_destroy(g);
+            return st;
+        }
+    }
     st = graph_plan_bytes(g, bytes);
     if (st == KILN_OK && t)
         tally_weights(g, pack, nr, t);
@@ -102,13 +112,13 @@ static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batc
 /* The VAE decoder's bytes when decoding in tiles of tile_px (0: whole):
  * the plan of its graph at one tile's shape, and the blend buffers beside
  * it; *tiles (may be NULL) is the tile count. */
-static kiln_status plan_decoder(const sd_model *m, int lh, int lw, int tile_px, kiln_dtype pack, int nr,
+static kiln_status plan_decoder(const sd_model *m, int lh, int lw, int tile_px, int nchw, kiln_dtype pack, int nr,
                                 weight_tally *t, size_t *bytes, size_t *plain, int *tiles)
 {
     vae_tiles vt;
     vae_tiles_layout(lh, lw, vae_factor(&m->vae), tile_px, &vt);
     size_t arena = 0;
-    kiln_status st = plan_graph(m, MODEL_GRAPH_DECODER, 1, vt.tile_h, vt.tile_w, pack, nr, t, &arena, plain);
+    kiln_status st = plan_graph(m, MODEL_GRAPH_DECODER, 1, vt.tile_h, vt.tile_w, nchw, pack, nr, t, &arena, plain);
     if (st != KILN_OK)
         return st;
     *bytes = arena + vae_tiles_buffer_bytes(&vt, m->vae.z_channels, m->vae.image_channels);
@@ -135,15 +145,15 @@ kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *o
 
     size_t unet1 = 0, unet2 = 0, plain = 0;
     size_t *pl = r->plain_attention ? &plain : NULL;
-    kiln_status st = plan_graph(m, MODEL_GRAPH_TEXT, 2, 0, 0, r->pack_dtype, nr, tally, &p.text_bytes, pl);
+    kiln_status st = plan_graph(m, MODEL_GRAPH_TEXT, 2, 0, 0, 0, r->pack_dtype, nr, tally, &p.text_bytes, pl);
     if (st == KILN_OK)
-        st = plan_graph(m, MODEL_GRAPH_UNET, rows_per_image, lh, lw, r->pack_dtype, nr, tally, &unet1, pl);
+        st = plan_graph(m, MODEL_GRAPH_UNET, rows_per_image, lh, lw, r->nchw, r->pack_dtype, nr, tally, &unet1, pl);
     if (st == KILN_OK)
-        st = plan_graph(m, MODEL_GRAPH_UNET, 2 * rows_per_image, lh, lw, r->pack_dtype, nr, NULL, &unet2, NULL);
+        st = plan_graph(m, MODEL_GRAPH_UNET, 2 * rows_per_image, lh, lw, r->nchw, r->pack_dtype, nr, NULL, &unet2, NULL);
     if (st == KILN_OK)
-        st = plan_decoder(m, lh, lw, r->vae_tile, r->pack_dtype, nr, tally, &p.decoder_bytes, pl, &p.vae_tiles);
+        st = plan_decoder(m, lh, lw, r->vae_tile, r->nchw, r->pack_dtype, nr, tally, &p.decoder_bytes, pl, &p.vae_tiles);
     if (st == KILN_OK && r->img2img)
-        st = plan_graph(m, MODEL_GRAPH_ENCODER, 1, r->height, r->width, r->pack_dtype, nr, tally, &p.encoder_bytes,
+        st = plan_graph(m, MODEL_GRAPH_ENCODER, 1, r->height, r->width, r->nchw, r->pack_dtype, nr, tally, &p.encoder_bytes,
                         pl);
     p.weight_bytes = tally->bytes;
     free(tally);
@@ -176,7 +186,7 @@ kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *o
             size_t tiled = 0;
             int tiles = 1;
             if (!r->vae_tile &&
-                plan_decoder(m, lh, lw, VAE_TILE_DEFAULT, r->pack_dtype, nr, NULL, &tiled, NULL, &tiles) == KILN_OK &&
+                plan_decoder(m, lh, lw, VAE_TILE_DEFAULT, r->nchw, r->pack_dtype, nr, NULL, &tiled, NULL, &tiles) == KILN_OK &&
                 tiles > 1 && tiled < p.decoder_bytes) {
                 size_t saved = p.decoder_bytes - tiled;
                 snprintf(tiling, sizeof tiling, "vae_tiling on (--vae-tiling on) would save %.0f MB of the VAE "
