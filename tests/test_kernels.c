@@ -455,8 +455,8 @@ static void test_nchw_ops_match_nhwc(void)
     for (int silu = 0; silu < 2; silu++) {
         ref->group_norm_f32(x, want, hw, c, groups, 1e-6f, gamma, beta, silu, 0, b * groups);
         float *want_c = to_planes(want, b, hw, c);
-        nchw_group_norm_f32(xc, got, hw, c, groups, 1e-6f, gamma, beta, silu, 0, 3);
-        nchw_group_norm_f32(xc, got, hw, c, groups, 1e-6f, gamma, beta, silu, 3, b * groups);
+        nchw_group_norm_f32(ref, xc, got, hw, c, groups, 1e-6f, gamma, beta, silu, 0, 3);
+        nchw_group_norm_f32(ref, xc, got, hw, c, groups, 1e-6f, gamma, beta, silu, 3, b * groups);
         double abs_err, rel = max_rel_err(got, want_c, n, &abs_err);
         CHECK(rel <= TOL, "nchw group norm (silu %d): rel err %.3e (abs %.3e)", silu, rel, abs_err);
         free(want_c);

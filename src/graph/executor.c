@@ -708,7 +708,7 @@ static void run_group_norm(void *p, int64_t begin, int64_t end, int thread)
     norm_sizes(c->in[0], &ch, &hw);
     const graph_params *prm = &c->node->params;
     if (is_nchw(c->in[0]))
-        nchw_group_norm_f32(c->x[0], c->y, hw, ch, prm->norm.groups, prm->norm.eps, c->x[1], c->x[2], c->silu,
+        nchw_group_norm_f32(c->k, c->x[0], c->y, hw, ch, prm->norm.groups, prm->norm.eps, c->x[1], c->x[2], c->silu,
                             begin, end);
     else
         c->k->group_norm_f32(c->x[0], c->y, hw, ch, prm->norm.groups, prm->norm.eps, c->x[1], c->x[2], c->silu,

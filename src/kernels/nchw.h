@@ -38,10 +38,12 @@ void nchw_conv2d_f32(const kernel_table *k, const conv2d_geom *g, const float *x
 
 /* Group normalization of x [batch, c, hw] for the (batch, group) items [i0,
  * i1) of batch * groups: each group is one contiguous run of c / groups *
- * hw values. Then y = norm * gamma + beta, then SiLU if silu is set. y may
- * be x. Sums in double, two passes, as the table's reference. */
-void nchw_group_norm_f32(const float *x, float *y, int64_t hw, int64_t c, int64_t groups, float eps,
-                         const float *gamma, const float *beta, int silu, int64_t i0, int64_t i1);
+ * hw values. Then y = norm * gamma + beta, then SiLU if silu is set, by
+ * k's silu_f32 on each channel plane while it is in cache (the same exp as
+ * the NHWC kernels of that table). y may be x. Sums in double, two
+ * passes, as the table's reference. */
+void nchw_group_norm_f32(const kernel_table *k, const float *x, float *y, int64_t hw, int64_t c, int64_t groups,
+                         float eps, const float *gamma, const float *beta, int silu, int64_t i0, int64_t i1);
 
 /* y = x + bias[b, ch] over the channel planes [r0, r1) of batch * c, each
  * hw long. y may be x. */
