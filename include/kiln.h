@@ -246,7 +246,7 @@ typedef enum kiln_attention {
 
 typedef enum kiln_layout {
     KILN_LAYOUT_NHWC, /* channels last: kiln's activations and kernels */
-    KILN_LAYOUT_NCHW, /* channels first: not available in this build (reported) */
+    KILN_LAYOUT_NCHW, /* channels first, as PyTorch by default: graphs rewritten, im2col convolutions, no Winograd */
     KILN_LAYOUT_COUNT
 } kiln_layout;
 

@@ -2,7 +2,9 @@
  * The SIMD kernels against the scalar reference (kernels/ops_scalar.c) on
  * random data and on the shapes that break tiling: 1, primes, one past a
  * tile, padding on every side, stride 2. Each level this CPU has is
- * compared; max-abs and relative errors are printed.
+ * compared; max-abs and relative errors are printed. The channels-first
+ * kernels (kernels/nchw.h) are compared with the scalar NHWC reference on
+ * transposed tensors.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 
 #include "core/cpu.h"
 #include "kernels/kernels.h"
+#include "kernels/nchw.h"
 #include "kernels/winograd.h"
 #include "test_support.h"
 
@@ -417,6 +420,146 @@ static void test_packing_layouts(void)
           panel[1], panel[2], panel[3], panel[4]);
 }
 
+/* [b, hw, c] <-> [b, c, hw] */
+static float *to_planes(const float *x, int64_t b, int64_t hw, int64_t c)
+{
+    float *y = malloc((size_t)(b * hw * c) * sizeof *y);
+    for (int64_t i = 0; i < b; i++)
+        for (int64_t p = 0; p < hw; p++)
+            for (int64_t j = 0; j < c; j++)
+                y[(i * c + j) * hw + p] = x[(i * hw + p) * c + j];
+    return y;
+}
+
+/* im2col + GEMM from NCHW at every level, f32 and f16 weights, against the
+ * scalar NHWC convolution on the same data transposed: 3x3 stride 1 and 2,
+ * 1x1, uneven padding, odd sizes, a batch crossing a pixel block, bias and
+ * residual; the work in pixel blocks and channel runs as the executor
+ * splits it. */
+static void test_nchw_conv_matches_nhwc(void)
+{
+    typedef struct conv_case {
+        int batch, h, w, in_c, out_c, kernel, stride, pad_top, pad_left, pad_bottom, pad_right, residual;
+    } conv_case;
+    const conv_case cases[] = {
+        {1, 5, 7, 3, 8, 3, 1, 1, 1, 1, 1, 0},   {2, 9, 11, 32, 40, 3, 1, 1, 1, 1, 1, 1},
+        {1, 9, 4, 17, 45, 3, 2, 1, 1, 1, 1, 0}, {1, 8, 10, 16, 33, 3, 2, 0, 0, 1, 1, 1},
+        {2, 3, 5, 64, 70, 1, 1, 0, 0, 0, 0, 1}, {1, 1, 1, 5, 1, 3, 1, 1, 1, 1, 1, 0},
+        {3, 13, 7, 24, 17, 1, 1, 0, 0, 0, 0, 0},
+    };
+    kiln_isa levels[KILN_ISA_COUNT + 1];
+    int n_levels = levels_to_test(levels + 1) + 1;
+    levels[0] = KILN_ISA_SCALAR;
+    test_rng r = test_rng_seed(21);
+    double worst = 0;
+    for (int dt = 0; dt < 2; dt++) {
+        kiln_dtype dtype = dt ? KILN_DTYPE_F16 : KILN_DTYPE_F32;
+        for (int l = 0; l < n_levels; l++)
+            for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+                const conv_case *cc = &cases[i];
+                const kernel_table *k = kernels_for(levels[l]), *ref = kernels_for(KILN_ISA_SCALAR);
+                conv2d_geom g = {.batch = cc->batch, .in_h = cc->h, .in_w = cc->w, .in_c = cc->in_c,
+                                 .out_c = cc->out_c, .kernel = cc->kernel, .stride = cc->stride,
+                                 .pad_top = cc->pad_top, .pad_left = cc->pad_left};
+                g.out_h = (cc->h + cc->pad_top + cc->pad_bottom - cc->kernel) / cc->stride + 1;
+                g.out_w = (cc->w + cc->pad_left + cc->pad_right - cc->kernel) / cc->stride + 1;
+                int64_t taps = (int64_t)cc->kernel * cc->kernel, out_hw = g.out_h * g.out_w;
+                int64_t pixels = g.batch * out_hw;
+                size_t out_n = (size_t)(pixels * g.out_c);
+                float *x = random_floats(&r, (size_t)(g.batch * g.in_h * g.in_w * g.in_c));
+                float *w = random_floats(&r, (size_t)(g.out_c * g.in_c * taps));
+                float *bias = random_floats(&r, (size_t)g.out_c);
+                float *res = cc->residual ? random_floats(&r, out_n) : NULL;
+                float *want = calloc(out_n, sizeof *want), *got = calloc(out_n, sizeof *got);
+                float *scratch = malloc(nchw_conv2d_scratch_floats(&g) * sizeof *scratch);
+                packed_weights p0 = pack_as(w, dtype, 0, g.out_c, g.in_c, taps);
+                packed_weights p1 = pack_as(w, dtype, k->gemm_nr, g.out_c, g.in_c, taps);
+                ref->conv2d_f32(&g, x, &p0, bias, res, want, 0, pixels, 0, g.out_c);
+                float *xc = to_planes(x, g.batch, g.in_h * g.in_w, g.in_c);
+                float *rc = res ? to_planes(res, g.batch, out_hw, g.out_c) : NULL;
+                float *want_c = to_planes(want, g.batch, out_hw, g.out_c);
+                /* channel runs of one panel (or 7 channels at the scalar level) */
+                int64_t run = k->gemm_nr > 0 ? k->gemm_nr : 7;
+                for (int64_t p = 0; p < pixels; p += NCHW_CONV_BLOCK)
+                    for (int64_t c0 = 0; c0 < g.out_c; c0 += run)
+                        nchw_conv2d_f32(k, &g, xc, &p1, bias, rc, got, p,
+                                        p + NCHW_CONV_BLOCK < pixels ? p + NCHW_CONV_BLOCK : pixels, c0,
+                                        c0 + run < g.out_c ? c0 + run : g.out_c, scratch);
+                double abs_err, rel = max_rel_err(got, want_c, out_n, &abs_err);
+                worst = fmax(worst, rel);
+                CHECK(rel <= TOL, "nchw conv %s %s case %zu: rel err %.3e (abs %.3e) against NHWC scalar",
+                      kiln_isa_name(levels[l]), dt ? "f16" : "f32", i, rel, abs_err);
+                free(x), free(w), free(bias), free(res), free(want), free(got), free(scratch);
+                free(xc), free(rc), free(want_c);
+                free((void *)p0.data), free((void *)p1.data);
+            }
+    }
+    printf("    nchw conv: worst rel err %.2e over %d levels, f32 and f16\n", worst, n_levels);
+}
+
+/* The other channels-first kernels against their NHWC reference on the
+ * same data transposed: group norm with and without SiLU, the transpose
+ * both ways, channel bias, concat, nearest upsampling. */
+static void test_nchw_ops_match_nhwc(void)
+{
+    const kernel_table *ref = kernels_for(KILN_ISA_SCALAR);
+    test_rng r = test_rng_seed(22);
+    const int64_t b = 2, h = 7, w = 5, hw = h * w, c = 24, groups = 6;
+    size_t n = (size_t)(b * hw * c);
+    float *x = random_floats(&r, n), *gamma = random_floats(&r, (size_t)c), *beta = random_floats(&r, (size_t)c);
+    for (size_t i = 0; i < n; i++)
+        x[i] = 3.0f * x[i] + 1.5f; /* a mean far from 0 */
+    float *xc = to_planes(x, b, hw, c), *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
+    for (int silu = 0; silu < 2; silu++) {
+        ref->group_norm_f32(x, want, hw, c, groups, 1e-6f, gamma, beta, silu, 0, b * groups);
+        float *want_c = to_planes(want, b, hw, c);
+        nchw_group_norm_f32(ref, xc, got, hw, c, groups, 1e-6f, gamma, beta, silu, 0, 3);
+        nchw_group_norm_f32(ref, xc, got, hw, c, groups, 1e-6f, gamma, beta, silu, 3, b * groups);
+        double abs_err, rel = max_rel_err(got, want_c, n, &abs_err);
+        CHECK(rel <= TOL, "nchw group norm (silu %d): rel err %.3e (abs %.3e)", silu, rel, abs_err);
+        free(want_c);
+    }
+    /* the transpose: NHWC to NCHW is [hw, c]^T per image, and back */
+    int64_t blocks = (hw + TRANSPOSE_BLOCK - 1) / TRANSPOSE_BLOCK;
+    transpose_f32(x, got, hw, c, 0, b * blocks);
+    CHECK(memcmp(got, xc, n * sizeof *got) == 0, "transpose NHWC to NCHW: not the planes expected");
+    blocks = (c + TRANSPOSE_BLOCK - 1) / TRANSPOSE_BLOCK;
+    transpose_f32(xc, want, c, hw, 0, 1);
+    transpose_f32(xc, want, c, hw, 1, b * blocks);
+    CHECK(memcmp(want, x, n * sizeof *want) == 0, "transpose NCHW to NHWC: not the input back");
+    /* channel bias [b, c] */
+    float *bias = random_floats(&r, (size_t)(b * c));
+    ref->add_channel_bias_f32(x, bias, want, hw, c, 0, b * hw);
+    nchw_add_channel_bias_f32(xc, bias, got, hw, 0, b * c);
+    float *want_c = to_planes(want, b, hw, c);
+    CHECK(memcmp(got, want_c, n * sizeof *got) == 0, "nchw channel bias differs from NHWC");
+    free(want_c);
+    /* concat [b, c, hw] and [b, c / 2, hw] (the start of xc) along channels */
+    float *cat = malloc(n * 2 * sizeof *cat), *cat_ref = malloc(n * 2 * sizeof *cat_ref);
+    nchw_concat_f32(xc, xc, cat, c, c / 2, hw, 0, b);
+    for (int64_t i = 0; i < b; i++)
+        for (int64_t ch = 0; ch < c + c / 2; ch++)
+            for (int64_t p = 0; p < hw; p++)
+                cat_ref[(i * (c + c / 2) + ch) * hw + p] =
+                    ch < c ? xc[(i * c + ch) * hw + p] : xc[(i * (c / 2) + ch - c) * hw + p];
+    CHECK(memcmp(cat, cat_ref, (size_t)(b * (c + c / 2) * hw) * sizeof *cat) == 0, "nchw concat");
+    /* nearest upsampling, x2 and to an odd size */
+    const int64_t sizes[2][2] = {{2 * h, 2 * w}, {2 * h + 1, 2 * w - 1}};
+    for (int s = 0; s < 2; s++) {
+        int64_t oh = sizes[s][0], ow = sizes[s][1];
+        float *up = malloc((size_t)(b * c * oh * ow) * sizeof *up);
+        nchw_upsample_nearest_f32(xc, up, h, w, oh, ow, 0, b * c * oh);
+        int ok = 1;
+        for (int64_t pl = 0; pl < b * c; pl++)
+            for (int64_t y = 0; y < oh; y++)
+                for (int64_t xx = 0; xx < ow; xx++)
+                    ok &= up[(pl * oh + y) * ow + xx] == xc[(pl * h + y * h / oh) * w + xx * w / ow];
+        CHECK(ok, "nchw upsample to %lldx%lld: not PyTorch's nearest", (long long)oh, (long long)ow);
+        free(up);
+    }
+    free(x), free(gamma), free(beta), free(xc), free(want), free(got), free(bias), free(cat), free(cat_ref);
+}
+
 /* The same kernels on weights packed as f16, against the scalar kernels on
  * the same f16 weights. */
 static void test_f16_weights(void)
@@ -430,4 +573,5 @@ static void test_f16_weights(void)
 TEST_MAIN(TEST(test_packing_layouts), TEST(test_linear_matches_scalar), TEST(test_conv_matches_scalar), TEST(test_winograd_matches_direct),
           TEST(test_upsampled_read_matches_upsampled_input),
           TEST(test_f16_weights),
-          TEST(test_attention_matches_scalar), TEST(test_norms_and_elementwise))
+          TEST(test_attention_matches_scalar), TEST(test_norms_and_elementwise), TEST(test_nchw_conv_matches_nhwc),
+          TEST(test_nchw_ops_match_nhwc))

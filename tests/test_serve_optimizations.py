@@ -41,8 +41,10 @@ def test_switches_run_and_report(s):
     status, _, r = s.json("POST", POST, dict(base, layout="nchw", vae_tiling=True, vae_tile=256, threads=99))
     if check(status == 200, "nchw, vae tiling: %s %s" % (status, r)):
         rep = report_of(r)
-        check(not rep["layout"]["available"] and rep["layout"]["active"] == "nhwc" and "NHWC" in rep["layout"]["note"],
+        check(rep["layout"]["available"] and rep["layout"]["active"] == "nchw" and "im2col" in rep["layout"]["note"],
               "layout: %s" % rep["layout"])
+        check(not rep["winograd"]["available"] and "layout nchw" in rep["winograd"]["note"],
+              "winograd: %s" % rep["winograd"])
         # tiled decoding runs (the 64x64 picture is within one 256-pixel tile: decoded whole)
         check(rep["vae_tiling"]["available"] and rep["vae_tiling"]["active"] == "on" and
               "decoded whole" in rep["vae_tiling"]["note"] and rep["vae_tile"]["active"] == "256",

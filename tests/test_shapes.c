@@ -222,10 +222,14 @@ static void describe_verdict(const image_verdict *v, char *out, size_t size)
 
 /* The request for held-out row i: everything but prompt and seed left to
  * the model's defaults. */
+/* The optimizations the held-out requests run with (NULL: the defaults). */
+static const kiln_optimizations *heldout_opt;
+
 static kiln_request heldout_request(const heldout_row *row, int i)
 {
     kiln_request r;
     kiln_request_defaults(&r);
+    r.optimizations = heldout_opt;
     r.prompt = row->prompt;
     r.negative_prompt = "";
     r.seed = SEED_BASE + (uint64_t)i;
@@ -385,6 +389,18 @@ static void test_heldout_accuracy_f16(void)
 static void test_heldout_accuracy_bf16(void)
 {
     heldout_accuracy("bf16");
+}
+
+/* Channels first (layout nchw, Winograd off with it): the same floors.
+ * The images differ from NHWC's by float rounding only. */
+static void test_heldout_accuracy_nchw(void)
+{
+    kiln_optimizations o;
+    kiln_optimizations_defaults(&o);
+    o.layout = KILN_LAYOUT_NCHW;
+    heldout_opt = &o;
+    heldout_accuracy("f32");
+    heldout_opt = NULL;
 }
 
 /* ---- 2. parity with PyTorch ---- */
@@ -632,4 +648,5 @@ done:
 }
 
 TEST_MAIN(TEST(test_heldout_accuracy), TEST(test_heldout_accuracy_f16), TEST(test_heldout_accuracy_bf16),
+          TEST(test_heldout_accuracy_nchw),
           TEST(test_parity_with_pytorch))

@@ -44,7 +44,7 @@ void cli_optimization_usage(FILE *out)
     fprintf(out, "optimizations (default: the best configuration for this machine):\n"
                  "      --attention A      tiled (fused, online softmax) or plain (score matrix per head)\n"
                  "      --attention-tile N queries per tile of the tiled kernel (0: the kernel's own)\n"
-                 "      --layout L         nhwc or nchw (kiln is NHWC only: nchw is reported unavailable)\n"
+                 "      --layout L         nhwc (channels last) or nchw (channels first: im2col convolutions, no Winograd)\n"
                  "      --fusion on|off    group norm + SiLU in one pass, or two\n"
                  "      --winograd on|off  3x3 convolutions by Winograd F(4x4, 3x3) where they pay, or all direct\n"
                  "      --memory M         plan (one arena planned per graph) or alloc (malloc per node)\n"

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "kernels/kernels.h"
+#include "kernels/nchw.h"
 #include "kernels/norm_stats.h"
 #include "kernels/winograd.h"
 
@@ -80,10 +81,15 @@ static conv2d_geom conv_geometry(const graph *g, const graph_node *node)
 {
     const tensor *x = &graph_node_at(g, node->inputs[0])->out, *out = &node->out;
     const graph_params *p = &node->params;
-    return (conv2d_geom){.batch = x->shape[0], .in_h = x->shape[1], .in_w = x->shape[2], .in_c = x->shape[3],
-                         .out_h = out->shape[1], .out_w = out->shape[2], .out_c = out->shape[3],
-                         .kernel = p->conv.kernel, .stride = p->conv.stride, .pad_top = p->conv.pad_top,
-                         .pad_left = p->conv.pad_left};
+    return (conv2d_geom){.batch = tensor_batch(x), .in_h = tensor_height(x), .in_w = tensor_width(x),
+                         .in_c = tensor_channels(x), .out_h = tensor_height(out), .out_w = tensor_width(out),
+                         .out_c = tensor_channels(out), .kernel = p->conv.kernel, .stride = p->conv.stride,
+                         .pad_top = p->conv.pad_top, .pad_left = p->conv.pad_left};
+}
+
+static int is_nchw(const tensor *t)
+{
+    return t->layout == TENSOR_LAYOUT_NCHW;
 }
 
 /* Winograd pays where there are enough tiles to share each transformed
@@ -91,9 +97,11 @@ static conv2d_geom conv_geometry(const graph *g, const graph_node *node)
  * channels, slower at 8 tiles of 1280). */
 #define WINOGRAD_MIN_TILES 32
 
-static int winograd_chosen(const kernel_table *k, int direct_conv, const conv2d_geom *g)
+/* Winograd's kernels are NHWC: channels-first convolutions run direct. */
+static int winograd_chosen(const kernel_table *k, int direct_conv, const graph_node *node, const conv2d_geom *g)
 {
-    return !direct_conv && k->winograd_conv_f32 && winograd_fits(g) && winograd_tiles(g) >= WINOGRAD_MIN_TILES;
+    return !direct_conv && !is_nchw(&node->out) && k->winograd_conv_f32 && winograd_fits(g) &&
+           winograd_tiles(g) >= WINOGRAD_MIN_TILES;
 }
 
 /* What a Winograd convolution holds: its group's transformed weights
@@ -106,7 +114,7 @@ static void winograd_needs(const kernel_table *k, const conv2d_geom *g, size_t *
     *thread_bytes = arena_round_up(winograd_scratch_bytes(g, winograd_block_tiles(g, 1), group));
 }
 
-size_t graph_winograd_bytes(const graph *g, const kernel_table *k, int threads)
+size_t graph_conv_scratch_bytes(const graph *g, const kernel_table *k, int winograd, int threads)
 {
     size_t weights = 0, per_thread = 0;
     for (size_t i = 0; i < graph_node_count(g); i++) {
@@ -114,7 +122,11 @@ size_t graph_winograd_bytes(const graph *g, const kernel_table *k, int threads)
         if (node->op != GRAPH_OP_CONV2D)
             continue;
         conv2d_geom cg = conv_geometry(g, node);
-        if (!winograd_chosen(k, 0, &cg))
+        if (is_nchw(&node->out)) {
+            size_t bytes = arena_round_up(nchw_conv2d_scratch_floats(&cg) * sizeof(float));
+            per_thread = bytes > per_thread ? bytes : per_thread;
+        }
+        if (!winograd || !winograd_chosen(k, 0, node, &cg))
             continue;
         size_t u, t;
         winograd_needs(k, &cg, &u, &t);
@@ -271,7 +283,8 @@ static kiln_status prepare_weights(graph_exec *e, weight_cache *cache)
         if (node->op != GRAPH_OP_LINEAR && node->op != GRAPH_OP_CONV2D)
             continue;
         const tensor *w = &graph_node_at(g, node->inputs[1])->out;
-        int64_t taps = node->op == GRAPH_OP_CONV2D ? w->shape[2] * w->shape[3] : 1;
+        /* a 1x1 convolution may hold its weight as the matrix [out, in] */
+        int64_t taps = node->op == GRAPH_OP_CONV2D && w->ndim == 4 ? w->shape[2] * w->shape[3] : 1;
         kiln_status st = weight_cache_packed(cache, w, w->shape[0], w->shape[1], taps, e->k->gemm_nr, &e->packed[i]);
         if (st != KILN_OK)
             return err_wrap(st, "weight of '%s': ", node->name);
@@ -333,8 +346,8 @@ static kiln_status plan_fusion(const graph *g, graph_id **alias_out, graph_id **
             continue;
         graph_id up = conv->inputs[0];
         const graph_node *u = graph_node_at(g, up);
-        if (u->op != GRAPH_OP_UPSAMPLE_NEAREST || readers[up] != 1 || graph_is_output(g, up))
-            continue;
+        if (u->op != GRAPH_OP_UPSAMPLE_NEAREST || readers[up] != 1 || graph_is_output(g, up) || is_nchw(&u->out))
+            continue; /* the channels-first convolution gathers its own input (kernels/nchw.c) */
         const tensor *half = &graph_node_at(g, u->inputs[0])->out;
         if (u->out.shape[1] != 2 * half->shape[1] || u->out.shape[2] != 2 * half->shape[2])
             continue; /* upsampling to a size, not x2 (graph_upsample_nearest_to) */
@@ -516,7 +529,8 @@ kiln_status graph_exec_set_norm_stats(graph_exec *e, graph_norm_mode mode, doubl
             if (node->op != GRAPH_OP_GROUP_NORM)
                 continue;
             const tensor *x = &graph_node_at(e->g, node->inputs[0])->out;
-            size_t need = 2 * (size_t)x->shape[0] * (size_t)x->shape[x->ndim - 1];
+            int64_t ch = is_nchw(x) ? x->shape[1] : x->shape[x->ndim - 1];
+            size_t need = 2 * (size_t)x->shape[0] * (size_t)ch;
             floats = need > floats ? need : floats;
         }
         if (!(e->norm_affine = malloc((floats ? floats : 1) * sizeof *e->norm_affine)))
@@ -572,7 +586,7 @@ size_t graph_exec_winograd_convs(const graph_exec *e)
         const graph_node *node = graph_node_at(e->g, (graph_id)i);
         if (node->op == GRAPH_OP_CONV2D) {
             conv2d_geom cg = conv_geometry(e->g, node);
-            count += (size_t)winograd_chosen(e->k, e->opt.direct_conv, &cg);
+            count += (size_t)winograd_chosen(e->k, e->opt.direct_conv, node, &cg);
         }
     }
     return count;
@@ -675,6 +689,21 @@ static void run_conv2d(void *p, int64_t begin, int64_t end, int thread)
     }
 }
 
+/* Channels first: an item is a block of output pixels and a run of output
+ * channels; each gathers its block's patches into its thread's scratch. */
+static void run_conv2d_nchw(void *p, int64_t begin, int64_t end, int thread)
+{
+    op_ctx *c = p;
+    int64_t pixels = c->conv.batch * c->conv.out_h * c->conv.out_w;
+    int64_t blocks = (pixels + NCHW_CONV_BLOCK - 1) / NCHW_CONV_BLOCK;
+    float *scratch = (float *)(c->scratch + (size_t)thread * c->scratch_stride);
+    for (int64_t item = begin; item < end; item++) {
+        int64_t p0 = (item % blocks) * NCHW_CONV_BLOCK, c0 = (item / blocks) * c->tile_n;
+        nchw_conv2d_f32(c->k, &c->conv, c->x[0], c->w, c->x[2], c->residual, c->y, p0,
+                        min64(p0 + NCHW_CONV_BLOCK, pixels), c0, min64(c0 + c->tile_n, c->conv.out_c), scratch);
+    }
+}
+
 /* Winograd, first phase: the weights of a panel of output channels per
  * item. */
 static void run_winograd_weights(void *p, int64_t begin, int64_t end, int thread)
@@ -698,24 +727,53 @@ static void run_winograd_tiles(void *p, int64_t begin, int64_t end, int thread)
     }
 }
 
+/* Channels and pixels per batch element of a group norm's input: an
+ * image in either layout, or [b, .., c]. */
+static void norm_sizes(const tensor *x, int64_t *ch, int64_t *hw)
+{
+    *ch = is_nchw(x) ? x->shape[1] : last_dim(x);
+    *hw = tensor_numel(x) / x->shape[0] / *ch;
+}
+
 static void run_group_norm(void *p, int64_t begin, int64_t end, int thread)
 {
     op_ctx *c = p;
-    const tensor *x = c->in[0];
-    int64_t ch = last_dim(x), hw = rows_of(x) / x->shape[0];
+    int64_t ch, hw;
+    norm_sizes(c->in[0], &ch, &hw);
     const graph_params *prm = &c->node->params;
-    c->k->group_norm_f32(c->x[0], c->y, hw, ch, prm->norm.groups, prm->norm.eps, c->x[1], c->x[2], c->silu, begin,
-                         end);
+    if (is_nchw(c->in[0]))
+        nchw_group_norm_f32(c->k, c->x[0], c->y, hw, ch, prm->norm.groups, prm->norm.eps, c->x[1], c->x[2], c->silu,
+                            begin, end);
+    else
+        c->k->group_norm_f32(c->x[0], c->y, hw, ch, prm->norm.groups, prm->norm.eps, c->x[1], c->x[2], c->silu,
+                             begin, end);
 }
 
 static void run_group_norm_sums(void *p, int64_t begin, int64_t end, int thread)
 {
     op_ctx *c = p;
     const tensor *x = c->in[0];
-    int64_t ch = last_dim(x), hw = rows_of(x) / x->shape[0];
+    int64_t ch, hw;
+    norm_sizes(x, &ch, &hw);
+    if (is_nchw(x)) {
+        group_norm_sums_nchw_f32(c->x[0], x->shape[2], x->shape[3], ch, c->node->params.norm.groups,
+                                 c->norm_rows[0], c->norm_rows[1], c->norm_cols[0], c->norm_cols[1], c->norm_sums,
+                                 begin, end);
+        return;
+    }
     int64_t h = x->ndim == 4 ? x->shape[1] : 1, w = x->ndim == 4 ? x->shape[2] : hw;
     group_norm_sums_f32(c->x[0], h, w, ch, c->node->params.norm.groups, c->norm_rows[0], c->norm_rows[1],
                         c->norm_cols[0], c->norm_cols[1], c->norm_sums, begin, end);
+}
+
+/* NCHW: channel planes of [batch * c, hw], each with its batch element's
+ * scale and shift. */
+static void run_group_norm_shared_nchw(void *p, int64_t begin, int64_t end, int thread)
+{
+    op_ctx *c = p;
+    int64_t ch, hw;
+    norm_sizes(c->in[0], &ch, &hw);
+    channel_affine_nchw_f32(c->x[0], c->y, ch, hw, c->norm_affine, begin, end);
 }
 
 /* Rows of [batch * hw, c]: each batch element's scale and shift. */
@@ -737,13 +795,15 @@ static void run_group_norm_shared(void *p, int64_t begin, int64_t end, int threa
 static void norm_region_of(const graph_exec *e, const tensor *x, op_ctx *c)
 {
     const graph_norm_region *r = &e->norm_region;
-    if (x->ndim != 4 || r->h <= 0 || r->w <= 0) {
-        c->norm_rows[0] = 0, c->norm_rows[1] = x->ndim == 4 ? x->shape[1] : 1;
-        c->norm_cols[0] = 0, c->norm_cols[1] = x->ndim == 4 ? x->shape[2] : rows_of(x) / x->shape[0];
+    int image = x->ndim == 4 && x->layout != TENSOR_LAYOUT_PLAIN;
+    int64_t h = image ? tensor_height(x) : 1, w = image ? tensor_width(x) : rows_of(x) / x->shape[0];
+    if (!image || r->h <= 0 || r->w <= 0) {
+        c->norm_rows[0] = 0, c->norm_rows[1] = h;
+        c->norm_cols[0] = 0, c->norm_cols[1] = w;
         return;
     }
-    c->norm_rows[0] = r->y0 * x->shape[1] / r->h, c->norm_rows[1] = r->y1 * x->shape[1] / r->h;
-    c->norm_cols[0] = r->x0 * x->shape[2] / r->w, c->norm_cols[1] = r->x1 * x->shape[2] / r->w;
+    c->norm_rows[0] = r->y0 * h / r->h, c->norm_rows[1] = r->y1 * h / r->h;
+    c->norm_cols[0] = r->x0 * w / r->w, c->norm_cols[1] = r->x1 * w / r->w;
 }
 
 static void run_layer_norm(void *p, int64_t begin, int64_t end, int thread)
@@ -784,7 +844,10 @@ static void run_add_channel_bias(void *p, int64_t begin, int64_t end, int thread
 {
     op_ctx *c = p;
     const tensor *x = c->in[0];
-    c->k->add_channel_bias_f32(c->x[0], c->x[1], c->y, rows_of(x) / x->shape[0], last_dim(x), begin, end);
+    if (is_nchw(x))
+        nchw_add_channel_bias_f32(c->x[0], c->x[1], c->y, x->shape[2] * x->shape[3], begin, end);
+    else
+        c->k->add_channel_bias_f32(c->x[0], c->x[1], c->y, rows_of(x) / x->shape[0], last_dim(x), begin, end);
 }
 
 static void run_geglu(void *p, int64_t begin, int64_t end, int thread)
@@ -796,6 +859,11 @@ static void run_geglu(void *p, int64_t begin, int64_t end, int thread)
 static void run_concat(void *p, int64_t begin, int64_t end, int thread)
 {
     op_ctx *c = p;
+    if (is_nchw(c->in[0])) {
+        int64_t hw = c->in[0]->shape[2] * c->in[0]->shape[3];
+        nchw_concat_f32(c->x[0], c->x[1], c->y, c->in[0]->shape[1], c->in[1]->shape[1], hw, begin, end);
+        return;
+    }
     int64_t ca = last_dim(c->in[0]), cb = last_dim(c->in[1]);
     for (int64_t r = begin; r < end; r++) {
         memcpy(c->y + r * (ca + cb), c->x[0] + r * ca, (size_t)ca * sizeof(float));
@@ -809,6 +877,11 @@ static void run_upsample(void *p, int64_t begin, int64_t end, int thread)
 {
     op_ctx *c = p;
     const tensor *x = c->in[0];
+    if (is_nchw(x)) {
+        nchw_upsample_nearest_f32(c->x[0], c->y, x->shape[2], x->shape[3], c->node->out.shape[2],
+                                  c->node->out.shape[3], begin, end);
+        return;
+    }
     int64_t h = x->shape[1], w = x->shape[2], ch = x->shape[3];
     int64_t out_h = c->node->out.shape[1], out_w = c->node->out.shape[2];
     for (int64_t r = begin; r < end; r++) {
@@ -818,6 +891,19 @@ static void run_upsample(void *p, int64_t begin, int64_t end, int thread)
         for (int64_t ox = 0; ox < out_w; ox++)
             memcpy(dst + ox * ch, src + (ox * w / out_w) * ch, (size_t)ch * sizeof(float));
     }
+}
+
+/* (batch, row block) items: NHWC to NCHW transposes [h*w, c] per batch
+ * element, the way back [c, h*w] */
+static void run_transpose(void *p, int64_t begin, int64_t end, int thread)
+{
+    op_ctx *c = p;
+    const tensor *x = c->in[0];
+    int64_t hw = tensor_height(x) * tensor_width(x), ch = tensor_channels(x);
+    if (is_nchw(x))
+        transpose_f32(c->x[0], c->y, ch, hw, begin, end);
+    else
+        transpose_f32(c->x[0], c->y, hw, ch, begin, end);
 }
 
 /* LDM's timestep_embedding: [cos(t f_i), sin(t f_i)] with
@@ -1074,7 +1160,7 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         c.conv = conv_geometry(e->g, node);
         c.conv.upsample = e->alias && e->alias[node->inputs[0]] != GRAPH_NONE &&
                           graph_node_at(e->g, node->inputs[0])->op == GRAPH_OP_UPSAMPLE_NEAREST;
-        if (winograd_chosen(e->k, e->opt.direct_conv, &c.conv)) {
+        if (winograd_chosen(e->k, e->opt.direct_conv, node, &c.conv)) {
             int64_t lanes = c.w->nr > 0 ? c.w->nr : 1, tiles = winograd_tiles(&c.conv);
             int64_t group = winograd_group_channels(&c.conv, c.w->nr);
             c.winograd_u = e->winograd_u;
@@ -1089,6 +1175,17 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
             break;
         }
         int64_t pixels = c.conv.batch * c.conv.out_h * c.conv.out_w;
+        if (is_nchw(out)) {
+            /* whole blocks of channels; split them only when there are too
+             * few pixel blocks to go round the threads */
+            int64_t blocks = (pixels + NCHW_CONV_BLOCK - 1) / NCHW_CONV_BLOCK, lanes = c.w->nr > 0 ? c.w->nr : 1;
+            int64_t splits = blocks >= 2 * threads ? 1 : (2 * threads + blocks - 1) / blocks;
+            int64_t per = (c.conv.out_c + splits - 1) / splits;
+            c.tile_n = (per + lanes - 1) / lanes * lanes;
+            int64_t runs = (c.conv.out_c + c.tile_n - 1) / c.tile_n;
+            tpool_for(pool, blocks * runs, 1, TPOOL_DYNAMIC, run_conv2d_nchw, &c);
+            break;
+        }
         set_tiles(&c, pixels, c.conv.out_c, threads);
         tpool_for(pool, ((pixels + c.tile_m - 1) / c.tile_m) * c.tiles_n, 1, TPOOL_DYNAMIC, run_conv2d, &c);
         break;
@@ -1097,7 +1194,8 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         /* a few groups per item: long contiguous channel runs per pixel, and
          * still several items per thread */
         int64_t groups = node->params.norm.groups, grain = groups / 4 > 0 ? groups / 4 : 1;
-        int64_t items = c.in[0]->shape[0] * groups;
+        int64_t items = c.in[0]->shape[0] * groups, norm_ch, norm_hw;
+        norm_sizes(c.in[0], &norm_ch, &norm_hw);
         int silu = node->params.norm.silu, shared = 0;
         if (e->opt.unfused)
             c.silu = 0;
@@ -1113,12 +1211,15 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         if (shared) {
             /* the statistics folded into a scale and shift per channel,
              * then one pass over contiguous rows */
-            int64_t ch = last_dim(c.in[0]), batch = c.in[0]->shape[0];
+            int64_t ch = norm_ch, batch = c.in[0]->shape[0];
             for (int64_t b = 0; b < batch; b++)
                 group_norm_affine_f32(c.norm_sums + 3 * b * groups, ch, groups, node->params.norm.eps, c.x[1],
                                       c.x[2], e->norm_affine + 2 * b * ch, e->norm_affine + (2 * b + 1) * ch);
             c.norm_affine = e->norm_affine;
-            tpool_for(pool, rows_of(c.in[0]), 64, TPOOL_STATIC, run_group_norm_shared, &c);
+            if (is_nchw(c.in[0]))
+                tpool_for(pool, batch * ch, 4, TPOOL_STATIC, run_group_norm_shared_nchw, &c);
+            else
+                tpool_for(pool, rows_of(c.in[0]), 64, TPOOL_STATIC, run_group_norm_shared, &c);
         } else
             tpool_for(pool, items, grain, TPOOL_DYNAMIC, run_group_norm, &c);
         if (silu && (e->opt.unfused || shared)) {
@@ -1160,21 +1261,36 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         tpool_for(pool, tensor_numel(out), 16384, TPOOL_STATIC, run_elementwise, &c);
         break;
     case GRAPH_OP_ADD_CHANNEL_BIAS:
-        tpool_for(pool, rows_of(out), 64, TPOOL_STATIC, run_add_channel_bias, &c);
+        if (is_nchw(out))
+            tpool_for(pool, out->shape[0] * out->shape[1], 4, TPOOL_STATIC, run_add_channel_bias, &c);
+        else
+            tpool_for(pool, rows_of(out), 64, TPOOL_STATIC, run_add_channel_bias, &c);
         break;
     case GRAPH_OP_GEGLU:
         tpool_for(pool, rows_of(out), 16, TPOOL_STATIC, run_geglu, &c);
         break;
     case GRAPH_OP_CONCAT_CHANNELS:
-        tpool_for(pool, rows_of(out), 64, TPOOL_STATIC, run_concat, &c);
+        if (is_nchw(out))
+            tpool_for(pool, out->shape[0], 1, TPOOL_STATIC, run_concat, &c);
+        else
+            tpool_for(pool, rows_of(out), 64, TPOOL_STATIC, run_concat, &c);
         break;
     case GRAPH_OP_UPSAMPLE_NEAREST:
         if (e->alias && e->alias[id] != GRAPH_NONE) {
             e->data[id] = e->data[e->alias[id]]; /* its convolution reads it at half resolution */
             break;
         }
-        tpool_for(pool, out->shape[0] * out->shape[1], 4, TPOOL_STATIC, run_upsample, &c);
+        /* NHWC: (batch, row); NCHW: (plane, row) */
+        tpool_for(pool, is_nchw(out) ? out->shape[0] * out->shape[1] * out->shape[2] : out->shape[0] * out->shape[1],
+                  4, TPOOL_STATIC, run_upsample, &c);
         break;
+    case GRAPH_OP_TRANSPOSE: {
+        const tensor *x = c.in[0];
+        int64_t rows = is_nchw(x) ? tensor_channels(x) : tensor_height(x) * tensor_width(x);
+        tpool_for(pool, x->shape[0] * ((rows + TRANSPOSE_BLOCK - 1) / TRANSPOSE_BLOCK), 1, TPOOL_STATIC,
+                  run_transpose, &c);
+        break;
+    }
     case GRAPH_OP_TIMESTEP_EMBED:
         timestep_embed(&c);
         break;
@@ -1203,7 +1319,12 @@ static kiln_status ensure_scratch(graph_exec *e, int threads)
         if (node->op != GRAPH_OP_CONV2D)
             continue;
         conv2d_geom cg = conv_geometry(e->g, node);
-        if (winograd_chosen(e->k, e->opt.direct_conv, &cg)) {
+        if (is_nchw(&node->out)) {
+            size_t bytes = arena_round_up(nchw_conv2d_scratch_floats(&cg) * sizeof(float));
+            if (bytes > per_thread)
+                per_thread = bytes;
+        }
+        if (winograd_chosen(e->k, e->opt.direct_conv, node, &cg)) {
             size_t u, bytes;
             winograd_needs(e->k, &cg, &u, &bytes);
             if (bytes > per_thread)

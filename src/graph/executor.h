@@ -46,6 +46,10 @@ typedef struct graph_exec_options {
     /* 1: every convolution by the direct kernel (conv2d_f32); 0: 3x3
      * stride-1 convolutions with enough tiles by Winograd F(4x4, 3x3) */
     int direct_conv;
+    /* 1: the model's graphs are rewritten to hold their images channels
+     * first (graph/layout.h) before an executor is made for them; the
+     * executor itself runs whatever layout each node's output says */
+    int nchw;
 } graph_exec_options;
 
 /* The fastest: tiled attention at its default tile, the static plan, fast
@@ -98,13 +102,15 @@ size_t graph_exec_arena_bytes(const graph_exec *e);
 size_t graph_exec_peak_bytes(const graph_exec *e);
 
 /* Bytes of kernel scratch held (attention tiles per thread; the plain
- * attention's score matrix and packed operands). */
+ * attention's score matrix and packed operands; an NCHW convolution's
+ * block of gathered patches per thread). */
 size_t graph_exec_scratch_bytes(const graph_exec *e);
 
-/* Bytes of the Winograd convolutions' scratch a run of g with `threads`
- * threads holds (the default options; kernel level k): the largest
- * transformed weights and each thread's tile blocks. */
-size_t graph_winograd_bytes(const graph *g, const kernel_table *k, int threads);
+/* Bytes of kernel scratch a run of g with `threads` threads holds for its
+ * convolutions (kernel level k): with winograd, the largest transformed
+ * weights, and per thread the largest of the Winograd tile blocks and the
+ * channels-first gather (kernels/nchw.h). */
+size_t graph_conv_scratch_bytes(const graph *g, const kernel_table *k, int winograd, int threads);
 
 /* Gives the pages of the arena and the kernel scratch back to the OS
  * between runs (memory_release_pages): a model's graphs run one after

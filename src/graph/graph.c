@@ -34,6 +34,7 @@ static const char *const op_names[GRAPH_OP_COUNT] = {
     [GRAPH_OP_UPSAMPLE_NEAREST] = "upsample_nearest",
     [GRAPH_OP_TIMESTEP_EMBED] = "timestep_embed",
     [GRAPH_OP_EMBED_TOKENS] = "embed_tokens",
+    [GRAPH_OP_TRANSPOSE] = "transpose",
 };
 _Static_assert(sizeof op_names / sizeof op_names[0] == GRAPH_OP_COUNT, "one name per op");
 
@@ -458,6 +459,35 @@ graph_id graph_embed_tokens(graph *g, const char *name, graph_id ids, graph_id t
     return add_node(g, GRAPH_OP_EMBED_TOKENS, name, 3, in, &out);
 }
 
+graph_id graph_transpose(graph *g, const char *name, graph_id x, tensor_layout to)
+{
+    REQUIRE_INPUTS(g, name, x);
+    const tensor *xt = shape_of(g, x);
+    tensor_layout from = to == TENSOR_LAYOUT_NCHW ? TENSOR_LAYOUT_NHWC : TENSOR_LAYOUT_NCHW;
+    if ((to != TENSOR_LAYOUT_NCHW && to != TENSOR_LAYOUT_NHWC) || xt->ndim != 4 || xt->layout != from)
+        return fail(g, KILN_ERR_SHAPE, name, "a transpose takes an NHWC image to NCHW or back", NULL);
+    tensor out = tensor_image(KILN_DTYPE_F32, to, tensor_batch(xt), tensor_channels(xt), tensor_height(xt),
+                              tensor_width(xt), NULL);
+    return add_node(g, GRAPH_OP_TRANSPOSE, name, 1, &x, &out);
+}
+
+graph_id graph_append_like(graph *g, const graph_node *proto, const graph_id *inputs, const tensor *out)
+{
+    if (g->status != KILN_OK)
+        return GRAPH_NONE;
+    /* the full name as it is: no scope put before it again */
+    char *scope = g->scope;
+    g->scope = NULL;
+    graph_id id = add_node(g, proto->op, proto->name, proto->n_inputs, inputs, out);
+    g->scope = scope;
+    if (id != GRAPH_NONE) {
+        g->nodes[id].params = proto->params;
+        if (proto->op == GRAPH_OP_WEIGHT)
+            g->nodes[id].out.data = proto->out.data;
+    }
+    return id;
+}
+
 double graph_node_flops(const graph *g, graph_id id)
 {
     const graph_node *n = graph_node_at(g, id);
@@ -471,7 +501,7 @@ double graph_node_flops(const graph *g, graph_id id)
     }
     case GRAPH_OP_CONV2D: {
         const tensor *w = &graph_node_at(g, n->inputs[1])->out;
-        return 2.0 * (double)tensor_numel(out) * (double)(w->shape[1] * w->shape[2] * w->shape[3]);
+        return 2.0 * (double)tensor_numel(out) * (double)(w->shape[1] * n->params.conv.kernel * n->params.conv.kernel);
     }
     case GRAPH_OP_ATTENTION: {
         const tensor *q = &graph_node_at(g, n->inputs[0])->out, *k = &graph_node_at(g, n->inputs[1])->out;

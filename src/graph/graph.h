@@ -9,7 +9,9 @@
  * GRAPH_NONE, and the caller checks once at the end.
  *
  * Activations are f32, NHWC for images ([batch, h, w, c]) and token-major
- * for sequences ([batch, tokens, c]). Weights are graph constants that point
+ * for sequences ([batch, tokens, c]); graph/layout.h rewrites a built graph
+ * to hold its images NCHW ([batch, c, h, w]), the tensor's layout tag
+ * saying which a node's output is. Weights are graph constants that point
  * at memory the model owns (F32, F16 or BF16, in PyTorch's layout); the
  * executor's weight cache prepares them for the kernels.
  */
@@ -33,7 +35,7 @@ typedef enum graph_op {
     GRAPH_OP_VIEW,   /* the input's data under another shape, no copy */
 
     GRAPH_OP_LINEAR,           /* x [.., k] . w[n, k]^T + b */
-    GRAPH_OP_CONV2D,           /* NHWC x, w [out, in, k, k] as PyTorch stores it, + b */
+    GRAPH_OP_CONV2D,           /* NHWC (or NCHW) x, w [out, in, k, k] as PyTorch stores it ([out, in] for 1x1), + b */
     GRAPH_OP_GROUP_NORM,       /* optionally followed by SiLU */
     GRAPH_OP_LAYER_NORM,       /* over the last dim */
     GRAPH_OP_ATTENTION,        /* softmax(q k^T s) v, heads interleaved in channels */
@@ -47,6 +49,7 @@ typedef enum graph_op {
     GRAPH_OP_UPSAMPLE_NEAREST, /* NHWC, x2 */
     GRAPH_OP_TIMESTEP_EMBED,   /* [b] timesteps -> [b, dim] sinusoids */
     GRAPH_OP_EMBED_TOKENS,     /* [b, t] ids (as f32) -> table rows + positions */
+    GRAPH_OP_TRANSPOSE,        /* an image NHWC <-> NCHW, copied: the output's layout says which way */
     GRAPH_OP_COUNT
 } graph_op;
 
@@ -133,6 +136,17 @@ graph_id graph_timestep_embed(graph *g, const char *name, graph_id t, int dim, f
 /* ids [b, t] (token ids stored as f32, exact below 2^24), table [vocab, c],
  * positions [max_t, c] -> [b, t, c]. */
 graph_id graph_embed_tokens(graph *g, const char *name, graph_id ids, graph_id table, graph_id positions);
+
+/* An image [b, h, w, c] NHWC to [b, c, h, w] NCHW, or the way back: a
+ * copy with the other layout. */
+graph_id graph_transpose(graph *g, const char *name, graph_id x, tensor_layout to);
+
+/* For passes that rewrite a graph into another: appends a node like proto
+ * (op, params, its full name, a weight's data) with the given inputs
+ * (proto->n_inputs of them, ids in g) and output tensor out (data ignored
+ * except for weights, where proto's is kept). Shapes are the caller's to
+ * get right. Returns the id or GRAPH_NONE (the error sticks to g). */
+graph_id graph_append_like(graph *g, const graph_node *proto, const graph_id *inputs, const tensor *out);
 
 const char *graph_op_name(graph_op op);
 

@@ -54,3 +54,37 @@ void channel_affine_f32(const float *x, float *y, int64_t c, const float *scale,
             yr[j] = xr[j] * scale[j] + shift[j];
     }
 }
+
+void group_norm_sums_nchw_f32(const float *x, int64_t h, int64_t w, int64_t c, int64_t groups, int64_t y0,
+                              int64_t y1, int64_t x0, int64_t x1, double *sums, int64_t i0, int64_t i1)
+{
+    const int64_t cg = c / groups;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t b = i / groups, g = i % groups;
+        double sum = 0.0, sq = 0.0;
+        for (int64_t ch = g * cg; ch < (g + 1) * cg; ch++)
+            for (int64_t y = y0; y < y1; y++) {
+                const float *p = x + ((b * c + ch) * h + y) * w;
+                for (int64_t xx = x0; xx < x1; xx++) {
+                    sum += p[xx];
+                    sq += (double)p[xx] * p[xx];
+                }
+            }
+        sums[3 * i] += sum;
+        sums[3 * i + 1] += sq;
+        sums[3 * i + 2] += (double)((y1 - y0) * (x1 - x0) * cg);
+    }
+}
+
+void channel_affine_nchw_f32(const float *x, float *y, int64_t c, int64_t hw, const float *affine, int64_t r0,
+                             int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t b = r / c, ch = r % c;
+        float scale = affine[2 * b * c + ch], shift = affine[(2 * b + 1) * c + ch];
+        const float *xr = x + r * hw;
+        float *yr = y + r * hw;
+        for (int64_t j = 0; j < hw; j++)
+            yr[j] = xr[j] * scale + shift;
+    }
+}

@@ -33,4 +33,14 @@ void group_norm_affine_f32(const double *sums, int64_t c, int64_t groups, float 
 void channel_affine_f32(const float *x, float *y, int64_t c, const float *scale, const float *shift, int64_t r0,
                         int64_t r1);
 
+/* The same two halves for channels-first x [batch, c, h, w] (graph/layout.h):
+ * sums as group_norm_sums_f32, and y = x * scale + shift over the channel
+ * planes [r0, r1) of batch * c, each hw long, plane (b, ch) taking
+ * affine[2 * b * c + ch] as its scale and affine[(2 * b + 1) * c + ch] as
+ * its shift (one batch element's scales, then its shifts). */
+void group_norm_sums_nchw_f32(const float *x, int64_t h, int64_t w, int64_t c, int64_t groups, int64_t y0,
+                              int64_t y1, int64_t x0, int64_t x1, double *sums, int64_t i0, int64_t i1);
+void channel_affine_nchw_f32(const float *x, float *y, int64_t c, int64_t hw, const float *affine, int64_t r0,
+                             int64_t r1);
+
 #endif

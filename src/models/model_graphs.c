@@ -1,6 +1,10 @@
 #include "models/model_graphs.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "core/error.h"
+#include "graph/layout.h"
 
 graph_id model_graph_build(const sd_model *m, graph *g, model_graph_kind kind, int batch, int h, int w, graph_id in[3])
 {
@@ -39,6 +43,29 @@ graph_id model_graph_build(const sd_model *m, graph *g, model_graph_kind kind, i
     }
 }
 
+kiln_status model_graph_to_nchw(model_graph *c)
+{
+    kiln_status st = graph_status(c->g);
+    if (st != KILN_OK)
+        return st;
+    graph *nchw = NULL;
+    size_t n = graph_node_count(c->g);
+    graph_id *map = malloc((n ? n : 1) * sizeof *map);
+    if (!map)
+        return err_set(KILN_ERR_NOMEM, "cannot allocate the layout rewrite of %zu nodes", n);
+    if ((st = graph_create(&nchw)) == KILN_OK && (st = graph_to_nchw(c->g, nchw, map)) == KILN_OK) {
+        for (int i = 0; i < 3; i++)
+            c->in[i] = c->in[i] == GRAPH_NONE ? GRAPH_NONE : map[c->in[i]];
+        c->out = map[c->out];
+        graph_destroy(c->g);
+        c->g = nchw;
+        nchw = NULL;
+    }
+    graph_destroy(nchw);
+    free(map);
+    return st;
+}
+
 void model_graph_clear(model_graph *c)
 {
     graph_exec_destroy(c->exec);
@@ -70,6 +97,10 @@ kiln_status model_graph_get_with(const sd_model *m, weight_cache *cache, model_g
     c->in[0] = c->in[1] = c->in[2] = GRAPH_NONE;
     c->out = model_graph_build(m, c->g, kind, batch, h, w, c->in);
     graph_mark_output(c->g, c->out);
+    if (opt.nchw && kind != MODEL_GRAPH_TEXT && (st = model_graph_to_nchw(c)) != KILN_OK) {
+        model_graph_clear(c);
+        return st;
+    }
     /* preparing reads weights from the mapped file: not from one cut short
      * since it was opened (a SIGBUS) or rewritten (mixed weights) */
     st = wstore_check_files(m->ws);

@@ -38,6 +38,11 @@ kiln_status model_graph_get(const sd_model *m, weight_cache *cache, model_graph 
  * held with other options gets a new executor. */
 kiln_status model_graph_get_with(const sd_model *m, weight_cache *cache, model_graph *c, model_graph_kind kind,
                                  int batch, int h, int w, const graph_exec_options *o);
+/* Replaces c's graph (built, no executor yet) by its channels-first form
+ * (graph/layout.h), its inputs and output renumbered: what
+ * graph_exec_options.nchw asks of model_graph_get_with. Errors: the
+ * graph's own, KILN_ERR_NOMEM. */
+kiln_status model_graph_to_nchw(model_graph *c);
 void model_graph_clear(model_graph *c);
 
 #endif

@@ -4,9 +4,10 @@
  *
  * Every switch maps onto a real alternative path (graph/executor.h:
  * graph_exec_options, the kernel tables with fast math off, the packing
- * dtype, the tiled VAE decode of models/vae_tiles.h); a switch with no
- * alternative in this build (NCHW) is accepted and reported as not
- * available, with the reason, never faked.
+ * dtype, the tiled VAE decode of models/vae_tiles.h, the channels-first
+ * rewrite of graph/layout.h); a value this machine, model or engine cannot
+ * run is accepted and reported as not available, with the reason, never
+ * faked.
  */
 #include "perf/optimizations.h"
 
@@ -19,6 +20,7 @@
 #include "core/cpu.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
+#include "kernels/nchw.h"
 #include "models/vae_tiles.h"
 
 #define MAX_ATTENTION_TILE 1024
@@ -338,12 +340,15 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
         a.attention_tile = t;
     }
 
-    if (a.layout != KILN_LAYOUT_NHWC) {
-        rep[KILN_OPT_LAYOUT].available = -1;
-        note(&rep[KILN_OPT_LAYOUT], "not available in this build: kiln's graphs and kernels are NHWC (channels "
-                                    "last) only, there is no NCHW path");
-        a.layout = KILN_LAYOUT_NHWC;
-    }
+    int nchw = a.layout == KILN_LAYOUT_NCHW;
+    if (nchw)
+        note(&rep[KILN_OPT_LAYOUT], "activations channels first: convolutions as im2col + GEMM per block of %d "
+                                    "pixels, transposes around every transformer block and VAE attention; "
+                                    "Winograd off (its kernels are NHWC)",
+             NCHW_CONV_BLOCK);
+    else
+        note(&rep[KILN_OPT_LAYOUT], "activations channels last: convolutions read each pixel's channels "
+                                    "contiguously, tokens are a view of the image");
 
     note(&rep[KILN_OPT_FUSION],
          a.fusion ? "group norm + SiLU in one pass; residual adds inside the convolution before them; nearest "
@@ -351,10 +356,17 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
                   : "group norm and SiLU as two passes, residual adds and upsampling as their own passes; GEGLU and "
                     "attention stay single ops (no unfused path for them in this build)");
 
-    note(&rep[KILN_OPT_WINOGRAD],
-         a.winograd ? "3x3 stride-1 convolutions of at least 32 output tiles of 4x4 (and at most 64 MB of "
-                      "transformed weights) by Winograd F(4x4, 3x3); the others direct"
-                    : "every convolution by the direct kernel (implicit GEMM)");
+    if (nchw && a.winograd) {
+        rep[KILN_OPT_WINOGRAD].available = -1;
+        a.winograd = 0;
+        note(&rep[KILN_OPT_WINOGRAD], "not with layout nchw: the Winograd kernels read NHWC tiles, so every "
+                                      "convolution runs as im2col + GEMM");
+    } else {
+        note(&rep[KILN_OPT_WINOGRAD],
+             a.winograd ? "3x3 stride-1 convolutions of at least 32 output tiles of 4x4 (and at most 64 MB of "
+                          "transformed weights) by Winograd F(4x4, 3x3); the others direct"
+                        : "every convolution by the direct kernel (implicit GEMM)");
+    }
 
     if (a.memory == KILN_MEMORY_ALLOC)
         note(&rep[KILN_OPT_MEMORY], "each activation malloc'd before its node and freed after its last reader");
@@ -431,6 +443,7 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
         exec->fast_math = a.fast_math;
         exec->unfused = !a.fusion;
         exec->direct_conv = !a.winograd;
+        exec->nchw = nchw;
     }
     if (active_out)
         *active_out = a;

@@ -78,12 +78,13 @@ static size_t max_size(size_t a, size_t b)
     return a > b ? a : b;
 }
 
-/* Builds a graph (weights are not prepared) for its plan's bytes, with the
- * Winograd convolutions' scratch when winograd_threads > 0 (the threads
- * that run it); *plain (may be NULL) is raised to its plain attention
+/* Builds a graph (weights are not prepared) for its plan's bytes as r
+ * asks it run: channels-first (r->nchw), with the convolutions' kernel
+ * scratch (Winograd's when r->winograd, the channels-first gather's) for
+ * r->threads; *plain (may be NULL) is raised to its plain attention
  * block. */
-static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batch, int h, int w, kiln_dtype pack,
-                              int nr, int winograd_threads, weight_tally *t, size_t *bytes, size_t *plain)
+static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batch, int h, int w,
+                              const plan_request *r, int nr, weight_tally *t, size_t *bytes, size_t *plain)
 {
     graph *g;
     kiln_status st = graph_create(&g);
@@ -92,11 +93,21 @@ static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batc
     graph_id in[3];
     graph_id out = model_graph_build(m, g, kind, batch, h, w, in);
     graph_mark_output(g, out);
+    if (r->nchw && kind != MODEL_GRAPH_TEXT) {
+        /* the transposes the rewrite adds hold activations too */
+        model_graph mg = {.g = g, .kind = kind, .in = {in[0], in[1], in[2]}, .out = out};
+        st = model_graph_to_nchw(&mg);
+        g = mg.g;
+        if (st != KILN_OK) {
+            graph_destroy(g);
+            return st;
+        }
+    }
     st = graph_plan_bytes(g, bytes);
-    if (st == KILN_OK && winograd_threads > 0)
-        *bytes += graph_winograd_bytes(g, kernels_get(), winograd_threads);
+    if (st == KILN_OK)
+        *bytes += graph_conv_scratch_bytes(g, kernels_get(), r->winograd, r->threads > 0 ? r->threads : 1);
     if (st == KILN_OK && t)
-        tally_weights(g, pack, nr, t);
+        tally_weights(g, r->pack_dtype, nr, t);
     if (st == KILN_OK && plain)
         *plain = max_size(*plain, plain_attention_bytes(g, nr));
     graph_destroy(g);
@@ -104,17 +115,15 @@ static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batc
 }
 
 /* The VAE decoder's bytes when decoding in tiles of tile_px (0: whole):
- * the plan of its graph at one tile's shape (with its Winograd scratch),
- * and the blend buffers beside it; *tiles (may be NULL) is the tile
- * count. */
-static kiln_status plan_decoder(const sd_model *m, int lh, int lw, int tile_px, kiln_dtype pack, int nr,
-                                int winograd_threads, weight_tally *t, size_t *bytes, size_t *plain, int *tiles)
+ * the plan of its graph at one tile's shape (with its kernel scratch), and
+ * the blend buffers beside it; *tiles (may be NULL) is the tile count. */
+static kiln_status plan_decoder(const sd_model *m, int lh, int lw, int tile_px, const plan_request *r, int nr,
+                                weight_tally *t, size_t *bytes, size_t *plain, int *tiles)
 {
     vae_tiles vt;
     vae_tiles_layout(lh, lw, vae_factor(&m->vae), tile_px, &vt);
     size_t arena = 0;
-    kiln_status st =
-        plan_graph(m, MODEL_GRAPH_DECODER, 1, vt.tile_h, vt.tile_w, pack, nr, winograd_threads, t, &arena, plain);
+    kiln_status st = plan_graph(m, MODEL_GRAPH_DECODER, 1, vt.tile_h, vt.tile_w, r, nr, t, &arena, plain);
     if (st != KILN_OK)
         return st;
     *bytes = arena + vae_tiles_buffer_bytes(&vt, m->vae.z_channels, m->vae.image_channels);
@@ -141,24 +150,22 @@ kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *o
 
     size_t unet1 = 0, unet2 = 0, plain = 0;
     size_t *pl = r->plain_attention ? &plain : NULL;
-    int wt = r->winograd ? (r->threads > 0 ? r->threads : 1) : 0;
-    kiln_status st = plan_graph(m, MODEL_GRAPH_TEXT, 2, 0, 0, r->pack_dtype, nr, 0, tally, &p.text_bytes, pl);
+    kiln_status st = plan_graph(m, MODEL_GRAPH_TEXT, 2, 0, 0, r, nr, tally, &p.text_bytes, pl);
     if (st == KILN_OK)
-        st = plan_graph(m, MODEL_GRAPH_UNET, rows_per_image, lh, lw, r->pack_dtype, nr, wt, tally, &unet1, pl);
+        st = plan_graph(m, MODEL_GRAPH_UNET, rows_per_image, lh, lw, r, nr, tally, &unet1, pl);
     if (st == KILN_OK)
-        st = plan_graph(m, MODEL_GRAPH_UNET, 2 * rows_per_image, lh, lw, r->pack_dtype, nr, wt, NULL, &unet2, NULL);
+        st = plan_graph(m, MODEL_GRAPH_UNET, 2 * rows_per_image, lh, lw, r, nr, NULL, &unet2, NULL);
     if (st == KILN_OK)
-        st = plan_decoder(m, lh, lw, r->vae_tile, r->pack_dtype, nr, wt, tally, &p.decoder_bytes, pl, &p.vae_tiles);
+        st = plan_decoder(m, lh, lw, r->vae_tile, r, nr, tally, &p.decoder_bytes, pl, &p.vae_tiles);
     if (st == KILN_OK && r->img2img)
-        st = plan_graph(m, MODEL_GRAPH_ENCODER, 1, r->height, r->width, r->pack_dtype, nr, wt, tally,
-                        &p.encoder_bytes, pl);
+        st = plan_graph(m, MODEL_GRAPH_ENCODER, 1, r->height, r->width, r, nr, tally, &p.encoder_bytes, pl);
     p.weight_bytes = tally->bytes;
     free(tally);
     if (st != KILN_OK)
         return st;
 
     /* the UNet's arena grows linearly with the batch: its plan at two sizes
-     * gives the slope (the Winograd scratch, the same at both, cancels) */
+     * gives the slope (the kernel scratch, the same at both, cancels) */
     p.unet_bytes_per_image = unet2 > unet1 ? unet2 - unet1 : unet1;
     size_t fixed_activation = unet1 - (unet2 > unet1 ? unet2 - unet1 : 0);
     /* attention scratch: a tile's output and a key block, per thread */
@@ -189,8 +196,7 @@ kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *o
             int tiles = 1;
             size_t rest = max_size(max_size(p.text_bytes, p.encoder_bytes), fixed_activation + p.unet_bytes_per_image);
             if (!r->vae_tile &&
-                plan_decoder(m, lh, lw, VAE_TILE_DEFAULT, r->pack_dtype, nr, wt, NULL, &tiled, NULL, &tiles) ==
-                    KILN_OK &&
+                plan_decoder(m, lh, lw, VAE_TILE_DEFAULT, r, nr, NULL, &tiled, NULL, &tiles) == KILN_OK &&
                 tiles > 1 && tiled < p.decoder_bytes && p.decoder_bytes > rest) {
                 size_t saved = p.decoder_bytes - max_size(tiled, rest);
                 snprintf(tiling, sizeof tiling,

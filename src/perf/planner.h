@@ -43,6 +43,7 @@ typedef struct plan_request {
     int plain_attention; /* the plain path's score matrix is allowed for */
     int winograd;        /* Winograd convolutions' transformed weights and tile scratch are allowed for */
     int vae_tile;        /* decoding in tiles of this many pixels a side (models/vae_tiles.h); 0: whole */
+    int nchw;            /* the graphs rewritten channels first (graph/layout.h), transposes and all */
     size_t budget_bytes; /* 0: no limit */
 } plan_request;
 
