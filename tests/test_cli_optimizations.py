@@ -108,6 +108,45 @@ def plant_nan(model, tensor, path):
         f.write(data)
 
 
+def test_memory_budget(kiln, model, work):
+    """A budget of 60% of what an unconstrained run's process peaked at: the run completes inside it (decoding in
+    tiles, as the refusal without them suggests), and one below the minimum is refused before anything is made."""
+    if os.environ.get("KILN_ISA") == "scalar":
+        # the plan and the pages are the kernels' business at no level; the scalar kernels take minutes here
+        print("  memory budget: not run under KILN_ISA=scalar (its kernels take minutes at 512x512 x 8)")
+        return
+    out = os.path.join(work, "budget")
+    common = ["generate", "-m", model, "-p", "a red circle", "-W", "512", "-H", "512", "--num-images", "8",
+              "--steps", "1", "--seed", "3", "-o", out, "-q", "--overwrite", "--no-history", "--json"]
+    rc, stdout, stderr = run(kiln, *common)
+    if not check(rc == 0, "unconstrained run: rc %d, %s" % (rc, stderr)):
+        return
+    free = json.loads(stdout)
+    peak = free["memory"]["peak_rss_bytes"]
+    budget = int(peak * 0.6)
+    rc, stdout, stderr = run(kiln, *common, "--max-memory", str(budget))
+    if rc != 0:
+        # whole decoding does not fit: the refusal names the budget and tiling as the way in
+        check("max_memory" in stderr and "--vae-tiling on" in stderr, "refusal at 60%%: rc %d, %s" % (rc, stderr))
+        rc, stdout, stderr = run(kiln, *common, "--max-memory", str(budget), "--vae-tiling", "on")
+    if check(rc == 0, "a run with 60%% of %d bytes (%d): rc %d, %s" % (peak, budget, rc, stderr)):
+        d = json.loads(stdout)
+        got = d["memory"]["peak_rss_bytes"]
+        print("  unconstrained: batch %d, peak RSS %.1f MB; budget %.1f MB: batch %d x %d, %d tiles, planned %.1f MB, "
+              "peak RSS %.1f MB" % (free["plan"]["batch"], peak / 1048576, budget / 1048576, d["plan"]["batch"],
+                                    d["plan"]["micro_batches"], d["plan"]["vae_tiles"],
+                                    d["plan"]["total_bytes"] / 1048576, got / 1048576))
+        check(len(d["images"]) == 8 and d["plan"]["batch"] < 8 and d["plan"]["total_bytes"] <= budget and
+              0 < got <= budget,
+              "within the budget: %d images, planned %d, peak RSS %d, budget %d" %
+              (len(d["images"]), d["plan"]["total_bytes"], got, budget))
+    before = set(os.listdir(out)) if os.path.isdir(out) else set()
+    rc, stdout, stderr = run(kiln, *common, "--max-memory", "16M")
+    after = set(os.listdir(out)) if os.path.isdir(out) else set()
+    check(rc != 0 and "max_memory" in stderr and "budget is 16 MB" in stderr and after == before,
+          "16 MB must be refused up front, naming max_memory, writing nothing: rc %d, %s" % (rc, stderr))
+
+
 def test_generate_debug(kiln, model, work):
     out = os.path.join(work, "debug")
     common = ["generate", "-m", model, "-p", "a red circle", "--steps", "2", "--seed", "4", "-o", out, "-q",
@@ -149,7 +188,7 @@ def main():
     try:
         model = make_model(make_random_model, tokenizer, work)
         for name, fn in (("generate_flags", test_generate_flags), ("bench_ablate", test_bench_ablate),
-                         ("bench_vae_tiles", test_bench_vae_tiles),
+                         ("bench_vae_tiles", test_bench_vae_tiles), ("memory_budget", test_memory_budget),
                          ("generate_debug", test_generate_debug)):
             current[0] = name
             fn(kiln, model, work)
