@@ -39,16 +39,6 @@ static float *random_floats(test_rng *r, size_t n, float scale)
     return x;
 }
 
-static double max_abs_diff(const float *a, const float *b, size_t n)
-{
-    double worst = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]);
-        worst = isnan(e) ? INFINITY : fmax(worst, e);
-    }
-    return worst;
-}
-
 /* ---- attention through the executor ---- */
 
 typedef struct attn_case {
@@ -135,7 +125,7 @@ static void test_attention_paths_match_reference(void)
                     o.plain_attention = plain, o.fast_math = fast, o.alloc_as_you_go = alloc;
                     if (run_attention_graph(t, q, k, v, &o, got) != 0)
                         continue;
-                    double err = max_abs_diff(got, want, nq);
+                    double err = test_max_abs_diff(got, want, nq);
                     CHECK(err <= ATTENTION_TOL,
                           "case %zu (b%lld h%lld q%lld kv%lld d%lld%s) %s attention, fast math %s, %s: max abs "
                           "error %.3g against the scalar reference, allowed %.1g",
@@ -153,7 +143,7 @@ static void test_attention_paths_match_reference(void)
                 if (run_attention_graph(t, q, k, v, &o, got) == 0)
                     CHECK(memcmp(got, tiled, nq * sizeof *got) == 0,
                           "case %zu: tile %d differs from the default tile (max abs %.3g); expected the same bits", c,
-                          tiles[i], max_abs_diff(got, tiled, nq));
+                          tiles[i], test_max_abs_diff(got, tiled, nq));
             }
         free(q), free(k), free(v), free(want), free(got), free(tiled);
     }
@@ -235,7 +225,7 @@ static void test_winograd_through_executor(void)
             double scale = 0;
             for (size_t i = 0; i < OUT; i++)
                 scale = fmax(scale, fabs(want[i]));
-            double err = max_abs_diff(got, want, OUT) / scale;
+            double err = test_max_abs_diff(got, want, OUT) / scale;
             CHECK(err <= WINOGRAD_TOL, "%d threads: Winograd against direct, %.3g of the largest output; allowed %.0e",
                   threads, err, WINOGRAD_TOL);
         }
@@ -265,12 +255,12 @@ static void test_fast_math_kernels(void)
             double tol = fast ? 2e-6 : 1e-6;
             ref->silu_f32(x, want, 0, n);
             k->silu_f32(x, got, 0, n);
-            double e = max_abs_diff(got, want, (size_t)n);
+            double e = test_max_abs_diff(got, want, (size_t)n);
             CHECK(e <= tol, "%s silu, fast math %d: max abs error %.3g, allowed %.1g", kiln_isa_name((kiln_isa)isa), fast,
                   e, tol);
             ref->gelu_f32(x, want, 0, n);
             k->gelu_f32(x, got, 0, n);
-            e = max_abs_diff(got, want, (size_t)n);
+            e = test_max_abs_diff(got, want, (size_t)n);
             CHECK(e <= tol * 4, "%s gelu, fast math %d: max abs error %.3g, allowed %.1g", kiln_isa_name((kiln_isa)isa),
                   fast, e, tol * 4);
             /* softmax rows of 1 to 40 scores, causal and not */
@@ -281,7 +271,7 @@ static void test_fast_math_kernels(void)
                 memcpy(s2, s, (size_t)(rows * cols) * sizeof *s);
                 ref->softmax_f32(s, cols, cols, 0.7f, causal, 0, rows);
                 k->softmax_f32(s2, cols, cols, 0.7f, causal, 0, rows);
-                e = max_abs_diff(s2, s, (size_t)(rows * cols));
+                e = test_max_abs_diff(s2, s, (size_t)(rows * cols));
                 CHECK(e <= 1e-6, "%s softmax (causal %d), fast math %d: max abs error %.3g, allowed 1e-6",
                       kiln_isa_name((kiln_isa)isa), causal, fast, e);
                 if (causal)
@@ -356,12 +346,12 @@ static void test_fusion_and_memory_same_bits(void)
             CHECK(memcmp(first, y, (size_t)(2 * hw * c) * sizeof *first) == 0,
                   "%s, %s: output differs from fused + planned (max abs %.3g); expected the same bits",
                   o.unfused ? "unfused" : "fused", o.alloc_as_you_go ? "alloc" : "plan",
-                  max_abs_diff(first, y, (size_t)(2 * hw * c)));
+                  test_max_abs_diff(first, y, (size_t)(2 * hw * c)));
             /* the folded convolution reads the same values at half resolution */
             CHECK(memcmp(first_up, y_up, (size_t)(2 * 4 * hw * c) * sizeof *first_up) == 0,
                   "%s, %s: upsample + conv differs from fused + planned (max abs %.3g); expected the same bits",
                   o.unfused ? "unfused" : "fused", o.alloc_as_you_go ? "alloc" : "plan",
-                  max_abs_diff(first_up, y_up, (size_t)(2 * 4 * hw * c)));
+                  test_max_abs_diff(first_up, y_up, (size_t)(2 * 4 * hw * c)));
         }
         CHECK(graph_exec_fused_adds(e) == (o.unfused ? 0u : 1u), "%s: %zu residual adds fused, expected %d",
               o.unfused ? "unfused" : "fused", graph_exec_fused_adds(e), o.unfused ? 0 : 1);
@@ -483,7 +473,7 @@ static void test_layout_nchw_graphs(void)
                 CHECK(0, "%s nchw run: %s", graphs[i].name, kiln_last_error());
                 continue;
             }
-            double err = max_abs_diff(graph_exec_output(nchw.exec, nchw.out), want, out_n) / scale;
+            double err = test_max_abs_diff(graph_exec_output(nchw.exec, nchw.out), want, out_n) / scale;
             CHECK(err <= LAYOUT_TOL, "%s nchw (%s) against nhwc: max abs error %.3g of the largest output %.3g; "
                                      "allowed %.0e",
                   graphs[i].name, unfused ? "unfused" : "fused", err, scale, LAYOUT_TOL);

@@ -1,5 +1,6 @@
 #include "test_support.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,4 +113,14 @@ char *test_data_path(const char *name)
 char *test_shared_path(const char *name)
 {
     return join(KILN_SHARED_DATA, name);
+}
+
+double test_max_abs_diff(const float *a, const float *b, size_t n)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]);
+        worst = isnan(e) ? INFINITY : fmax(worst, e);
+    }
+    return worst;
 }

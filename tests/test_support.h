@@ -52,6 +52,9 @@ uint64_t test_rng_next(test_rng *r);
 /* uniform in [lo, hi) */
 float test_rng_uniform(test_rng *r, float lo, float hi);
 
+/* The largest |a[i] - b[i]|; infinity where either is NaN. */
+double test_max_abs_diff(const float *a, const float *b, size_t n);
+
 /* Path of a file in tests/data or ../shared/data (static buffer per call site
  * is not kept: copy if needed; each call returns a new malloc'd string the
  * caller frees). */

@@ -80,16 +80,6 @@ static void test_layout(void)
           sd.cols, sd.tile_h, sd.y[1]);
 }
 
-static double max_abs_diff(const float *a, const float *b, size_t n)
-{
-    double worst = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]);
-        worst = isnan(e) ? INFINITY : fmax(worst, e);
-    }
-    return worst;
-}
-
 /* ---- the blend, with a decoder that is local ---- */
 
 /* A stand-in decoder: nearest 2x upsampling of a [1, h, w, 3] latent, which
@@ -217,11 +207,11 @@ static void test_norm_stats_across_runs(void)
           "the counts must cover each norm's input once: %g of 48 and %g of 384", stats[2], stats[3 * 8 + 2]);
     CHECK(graph_exec_set_norm_stats(e, GRAPH_NORM_SHARED, stats, NULL) == KILN_OK, "%s", kiln_last_error());
     graph_exec_run(e, pool);
-    double worst = max_abs_diff(own, graph_exec_output(e, out), n);
+    double worst = test_max_abs_diff(own, graph_exec_output(e, out), n);
     CHECK(worst <= 1e-5, "shared statistics of the whole against each norm's own: %g apart; 1e-5 allowed", worst);
     graph_exec_set_norm_stats(e, GRAPH_NORM_OWN, NULL, NULL);
     graph_exec_run(e, pool);
-    CHECK(max_abs_diff(own, graph_exec_output(e, out), n) == 0, "back to its own statistics: the same bits");
+    CHECK(test_max_abs_diff(own, graph_exec_output(e, out), n) == 0, "back to its own statistics: the same bits");
 
     /* channels first (layout nchw): the same statistics from planes, the
      * same outputs; the second norm's input went through the first in
@@ -236,7 +226,7 @@ static void test_norm_stats_across_runs(void)
         memset(stats2, 0, sizeof stats2);
         graph_exec_bind(e2, map[in], x);
         graph_exec_run(e2, pool);
-        double own_err = max_abs_diff(own, graph_exec_output(e2, map[out]), n);
+        double own_err = test_max_abs_diff(own, graph_exec_output(e2, map[out]), n);
         graph_exec_set_norm_stats(e2, GRAPH_NORM_COLLECT, stats2, &top);
         graph_exec_run(e2, pool);
         graph_exec_set_norm_stats(e2, GRAPH_NORM_COLLECT, stats2, &bottom);
@@ -246,7 +236,7 @@ static void test_norm_stats_across_runs(void)
             stats_err = fmax(stats_err, fabs(stats2[i] - stats[i]) / fmax(1.0, fabs(stats[i])));
         graph_exec_set_norm_stats(e2, GRAPH_NORM_SHARED, stats2, NULL);
         graph_exec_run(e2, pool);
-        double shared_err = max_abs_diff(own, graph_exec_output(e2, map[out]), n);
+        double shared_err = test_max_abs_diff(own, graph_exec_output(e2, map[out]), n);
         CHECK(own_err <= 1e-5 && stats_err <= 1e-6 && shared_err <= 1e-5,
               "nchw against nhwc: own statistics %g apart, gathered sums %g (relative), shared %g; allowed 1e-5, "
               "1e-6, 1e-5",
