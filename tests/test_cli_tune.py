@@ -50,6 +50,7 @@ def test_tune_writes_cache(kiln, model, work, state):
     check({r["precision"] for r in rows} == {"f32", "bf16"}, "both precisions tried")
     check({r["batch_size"] for r in rows} == {1, 2}, "batch sizes 1 and 2 tried")
     check(any(r["attention"] == "plain" for r in rows), "the plain attention tried")
+    check(rows[0]["winograd"] == "on" and any(r["winograd"] == "off" for r in rows), "Winograd off tried")
     ok = [r for r in rows if r["ok"]]
     best = max(ok, key=lambda r: r["images_per_s"])
     check(table["best"] == best["index"], "best is the fastest row: %s vs %s" % (table["best"], best["index"]))
@@ -118,7 +119,8 @@ def test_generate_tuned(kiln, model, work, state):
     check("measuring" not in stderr, "no measuring under --tuned: %s" % stderr)
     d, act = active(stdout)
     check(act["precision"] == e["optimizations"]["precision"] and act["threads"] == e["optimizations"]["threads"] and
-          act["attention"] == e["optimizations"]["attention"], "runs the tuned switches: %s vs %s" % (act, e))
+          act["attention"] == e["optimizations"]["attention"] and act["winograd"] == e["optimizations"]["winograd"],
+          "runs the tuned switches: %s vs %s" % (act, e))
     check(d["plan"]["batch"] == min(2, e["batch_size"]), "the tuned batch: %s vs %d" % (d["plan"], e["batch_size"]))
     # a flag given beside --tuned wins over the cache
     other = "f32" if e["optimizations"]["precision"] != "f32" else "bf16"

@@ -8,8 +8,10 @@
  *             [--threads LIST] [--no-store] [--json]
  *
  * Candidates: threads (all cores, half) x precision (f32, f16, bf16: a
- * model load each) x attention (tiled at the kernel's own tile, the
- * smallest and largest tiles the kernel offers, plain) x batch sizes
+ * model load each) x kernel variants (attention tiled at the kernel's own
+ * tile, the smallest and largest tiles the kernel offers, plain; Winograd
+ * off, where the executor would otherwise pick it by its fixed tile
+ * threshold) x batch sizes
  * (the largest the memory plan fits in the budget, up to --max-batch, and
  * the powers of two below it). The default configuration (all cores, f32,
  * tiled at the kernel's tile, the largest batch that fits) is measured
@@ -69,9 +71,9 @@ static void tune_usage(FILE *out)
 {
     fprintf(out,
             "usage: kiln tune [-m MODEL] [-W N -H N] [options]\n"
-            "  measures batch size x precision x threads x attention variants on this machine, prints what\n"
-            "  it tried, and stores the fastest in the tuning cache for 'kiln generate --tuned' and\n"
-            "  'kiln serve --tuned' (%s)\n"
+            "  measures batch size x precision x threads x kernel variants (attention, Winograd) on this\n"
+            "  machine, prints what it tried, and stores the fastest in the tuning cache for\n"
+            "  'kiln generate --tuned' and 'kiln serve --tuned' (%s)\n"
             "  -m, --model PATH       .safetensors checkpoint or diffusers folder (default: the shipped model)\n"
             "  -W, --width N          pixels (default: the model's native size)\n"
             "  -H, --height N\n"
@@ -202,9 +204,10 @@ static int parse_args(int argc, char **argv, tune_args *a)
     return 0;
 }
 
-/* The attention variants: tiled at the kernel's own tile first (the
- * default), the smallest and largest tiles it offers, and plain. */
-static int attention_variants(kiln_optimizations *out, int max)
+/* The kernel variants: the default first (attention tiled at the kernel's
+ * own tile, Winograd on), the smallest and largest attention tiles the
+ * kernel offers, plain attention, and every convolution direct. */
+static int kernel_variants(kiln_optimizations *out, int max)
 {
     const kernel_table *k = kernels_get();
     int n = 0;
@@ -223,6 +226,10 @@ static int attention_variants(kiln_optimizations *out, int max)
     if (n < max) {
         out[n] = o;
         out[n++].attention = KILN_ATTENTION_PLAIN;
+    }
+    if (n < max && k->winograd_conv_f32) {
+        out[n] = o;
+        out[n++].winograd = 0;
     }
     return n;
 }
@@ -263,8 +270,8 @@ static void measure(const tune_args *a, kiln_model *m, int width, int height, tu
         }
         row->plan_bytes = res->plan.total_bytes;
         /* a switch that could not run as asked is not this candidate */
-        static const kiln_opt checked[] = {KILN_OPT_ATTENTION, KILN_OPT_ATTENTION_TILE, KILN_OPT_PRECISION,
-                                           KILN_OPT_THREADS};
+        static const kiln_opt checked[] = {KILN_OPT_ATTENTION, KILN_OPT_ATTENTION_TILE, KILN_OPT_WINOGRAD,
+                                           KILN_OPT_PRECISION, KILN_OPT_THREADS};
         for (size_t i = 0; i < sizeof checked / sizeof checked[0]; i++) {
             const kiln_opt_report *rep = &res->optimization_report[checked[i]];
             if (!rep->available) {
@@ -323,8 +330,8 @@ static int best_row(const tune_row *rows, int n)
 
 static void print_table(FILE *out, const tune_row *rows, int n, int best)
 {
-    fprintf(out, "\n  %-4s %5s %-9s %7s %-9s %6s %22s %9s  %s\n", "#", "batch", "precision", "threads", "attention",
-            "tile", "images/s [min-max]", "plan MiB", "status");
+    fprintf(out, "\n  %-4s %5s %-9s %7s %-9s %6s %-8s %22s %9s  %s\n", "#", "batch", "precision", "threads",
+            "attention", "tile", "winograd", "images/s [min-max]", "plan MiB", "status");
     for (int i = 0; i < n; i++) {
         const tune_row *r = &rows[i];
         char tile[16], rate[48];
@@ -340,9 +347,9 @@ static void print_table(FILE *out, const tune_row *rows, int n, int best)
             snprintf(rate, sizeof rate, "-");
         char mark[16];
         snprintf(mark, sizeof mark, "%d%s", i + 1, i == best ? "*" : "");
-        fprintf(out, "  %-4s %5d %-9s %7d %-9s %6s %22s %9.1f  %s%s\n", mark, r->batch,
+        fprintf(out, "  %-4s %5d %-9s %7d %-9s %6s %-8s %22s %9.1f  %s%s\n", mark, r->batch,
                 kiln_precision_name(r->opt.precision), r->opt.threads,
-                r->opt.attention == KILN_ATTENTION_PLAIN ? "plain" : "tiled", tile, rate,
+                r->opt.attention == KILN_ATTENTION_PLAIN ? "plain" : "tiled", tile, r->opt.winograd ? "on" : "off", rate,
                 (double)r->plan_bytes / 1048576.0, r->status, r->is_default ? " (default)" : "");
     }
 }
@@ -355,10 +362,11 @@ static json_t *row_json(const tune_row *r, int index)
         kiln_optimizations_get(&r->opt, (kiln_opt)k, v, sizeof v);
         json_object_set_new(opts, kiln_opt_name((kiln_opt)k), json_string(v));
     }
-    json_t *o = json_pack("{s:i, s:i, s:s, s:i, s:s, s:i, s:o, s:b, s:b, s:s, s:I}", "index", index, "batch_size",
-                          r->batch, "precision", kiln_precision_name(r->opt.precision), "threads", r->opt.threads,
-                          "attention", r->opt.attention == KILN_ATTENTION_PLAIN ? "plain" : "tiled", "attention_tile",
-                          r->opt.attention_tile, "optimizations", opts, "ok", r->ok, "default", r->is_default,
+    json_t *o = json_pack("{s:i, s:i, s:s, s:i, s:s, s:i, s:s, s:o, s:b, s:b, s:s, s:I}", "index", index,
+                          "batch_size", r->batch, "precision", kiln_precision_name(r->opt.precision), "threads",
+                          r->opt.threads, "attention", r->opt.attention == KILN_ATTENTION_PLAIN ? "plain" : "tiled",
+                          "attention_tile", r->opt.attention_tile, "winograd", r->opt.winograd ? "on" : "off",
+                          "optimizations", opts, "ok", r->ok, "default", r->is_default,
                           "status", r->status, "plan_bytes", (json_int_t)r->plan_bytes);
     if (r->ok) {
         json_object_set_new(o, "images_per_s", json_real(r->images_per_s));
@@ -389,8 +397,8 @@ int cmd_tune(int argc, char **argv)
     int n = 0, stopped = 0, width = a.width, height = a.height, load_failed = 0;
     char model_name[256] = "";
     size_t budget = 0;
-    kiln_optimizations variants[4];
-    int n_variants = attention_variants(variants, 4);
+    kiln_optimizations variants[5];
+    int n_variants = kernel_variants(variants, 5);
     for (int ti = 0; ti < a.n_threads && !stopped; ti++) {
         kiln_engine_options eo;
         kiln_engine_options_defaults(&eo);

@@ -464,8 +464,9 @@ void kiln_tuning_describe(const kiln_tuning *t, char *buf, size_t size)
         snprintf(attention, sizeof attention, "tiled (tile %s)", tile);
     else
         snprintf(attention, sizeof attention, "plain");
-    snprintf(buf, size, "batch %d, %s, %s thread%s, attention %s, %.3g images/s", t->batch_size,
-             kiln_precision_name(o->precision), threads, o->threads == 1 ? "" : "s", attention, t->images_per_s);
+    snprintf(buf, size, "batch %d, %s, %s thread%s, attention %s%s, %.3g images/s", t->batch_size,
+             kiln_precision_name(o->precision), threads, o->threads == 1 ? "" : "s", attention,
+             o->winograd ? "" : ", winograd off", t->images_per_s);
 }
 
 void tuning_explain(kiln_tuning_match match, const kiln_tuning *key, const kiln_tuning *entry, const char *cache_path,
