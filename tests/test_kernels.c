@@ -72,11 +72,12 @@ static void test_linear_matches_scalar(void)
     int n_levels = levels_to_test(levels);
     if (n_levels == 0)
         printf("    no SIMD matrix kernels on this cpu: nothing to compare\n");
-    const int64_t ms[] = {1, 2, 11, 12, 13, 37}, ns[] = {1, 7, 32, 33, 70}, ks[] = {1, 3, 64, 333};
+    /* 200 rows: more than 8 row tiles at every level */
+    const int64_t ms[] = {1, 2, 11, 12, 13, 37, 200}, ns[] = {1, 7, 32, 33, 70}, ks[] = {1, 3, 64, 333};
     test_rng r = test_rng_seed(1);
     double worst = 0;
     for (int l = 0; l < n_levels; l++)
-        for (size_t a = 0; a < 6; a++)
+        for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
             for (size_t b = 0; b < 5; b++)
                 for (size_t c = 0; c < 4; c++) {
                     int64_t m = ms[a], n = ns[b], k = ks[c];
@@ -85,11 +86,14 @@ static void test_linear_matches_scalar(void)
                     float *bias = random_floats(&r, (size_t)n);
                     float *y0 = calloc((size_t)(m * (n + 5)), sizeof *y0), *y1 = calloc((size_t)(m * (n + 5)), sizeof *y1);
                     packed_weights p0 = pack(w, 0, n, k, 1), p1 = pack(w, fast->gemm_nr, n, k, 1);
-                    /* strided rows (ldx = k + 3, ldy = n + 5) and a split in two column ranges */
+                    /* strided rows (ldx = k + 3, ldy = n + 5), split in two column ranges and
+                     * two row ranges, the second starting off a tile boundary */
                     ref->linear_f32(x, k + 3, &p0, bias, y0, n + 5, 0, m, 0, n);
-                    int64_t split = n > fast->gemm_nr ? fast->gemm_nr : n;
-                    fast->linear_f32(x, k + 3, &p1, bias, y1, n + 5, 0, m, 0, split);
-                    fast->linear_f32(x, k + 3, &p1, bias, y1, n + 5, 0, m, split, n);
+                    int64_t split = n > fast->gemm_nr ? fast->gemm_nr : n, rows = m / 2 + (m > 2);
+                    fast->linear_f32(x, k + 3, &p1, bias, y1, n + 5, 0, rows, 0, split);
+                    fast->linear_f32(x, k + 3, &p1, bias, y1, n + 5, 0, rows, split, n);
+                    fast->linear_f32(x, k + 3, &p1, bias, y1, n + 5, rows, m, 0, split);
+                    fast->linear_f32(x, k + 3, &p1, bias, y1, n + 5, rows, m, split, n);
                     double abs_err, rel = max_rel_err(y1, y0, (size_t)(m * (n + 5)), &abs_err);
                     worst = fmax(worst, rel);
                     CHECK(rel <= TOL, "linear %s m=%lld n=%lld k=%lld: rel err %.3e (abs %.3e)", kiln_isa_name(levels[l]),
