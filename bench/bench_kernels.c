@@ -40,6 +40,7 @@ static const shape shapes[] = {
     {"unet to_k 768->320 (154 tokens)", 'l', .m = 154, .n = 320, .k = 768},
     {"unet self-attn 1024 tok, 8x40", 'a', .heads = 8, .q_len = 1024, .kv_len = 1024, .head_dim = 40},
     {"unet cross-attn 1024x77, 8x40", 'a', .heads = 8, .q_len = 1024, .kv_len = 77, .head_dim = 40},
+    {"vae attn 4096 tok (512 px), 1x512", 'a', .heads = 1, .q_len = 4096, .kv_len = 4096, .head_dim = 512},
 };
 
 typedef struct job {

@@ -44,9 +44,12 @@ static int subtiles_of(const attention_geom *g)
 
 /* A head's keys, transposed block by block, are kept for all the tiles of
  * a call when they take at most this much (1024 tokens of 40 channels:
- * 160 KB; 4096 of 40: 640 KB); otherwise each tile transposes each block
- * again. */
-#define HEAD_KEYS_MAX_BYTES ((size_t)2 << 20)
+ * 160 KB; 4096 of 40: 640 KB; the VAE's 4096 of 512 at 512x512: 8 MB, per
+ * thread); otherwise each tile transposes each block again. At 2 MB the
+ * VAE's attention fell to the second way and ran 1.5x slower (bench_kernels,
+ * 0.79 -> 0.53 s on 2 threads); 16 MB is still a quarter of the score
+ * matrix the plain path holds for it. */
+#define HEAD_KEYS_MAX_BYTES ((size_t)16 << 20)
 
 static int64_t key_blocks(const attention_geom *g)
 {
