@@ -114,28 +114,6 @@ static void winograd_needs(const kernel_table *k, const conv2d_geom *g, size_t *
     *thread_bytes = arena_round_up(winograd_scratch_bytes(g, winograd_block_tiles(g, 1), group));
 }
 
-size_t graph_conv_scratch_bytes(const graph *g, const kernel_table *k, int winograd, int threads)
-{
-    size_t weights = 0, per_thread = 0;
-    for (size_t i = 0; i < graph_node_count(g); i++) {
-        const graph_node *node = graph_node_at(g, (graph_id)i);
-        if (node->op != GRAPH_OP_CONV2D)
-            continue;
-        conv2d_geom cg = conv_geometry(g, node);
-        if (is_nchw(&node->out)) {
-            size_t bytes = arena_round_up(nchw_conv2d_scratch_floats(&cg) * sizeof(float));
-            per_thread = bytes > per_thread ? bytes : per_thread;
-        }
-        if (!winograd || !winograd_chosen(k, 0, node, &cg))
-            continue;
-        size_t u, t;
-        winograd_needs(k, &cg, &u, &t);
-        weights = u > weights ? u : weights;
-        per_thread = t > per_thread ? t : per_thread;
-    }
-    return weights * sizeof(float) + per_thread * (size_t)threads;
-}
-
 /* ---- memory plan ---- */
 
 typedef struct interval {
@@ -961,16 +939,21 @@ static void set_tiles(op_ctx *c, int64_t m, int64_t n, int threads)
     c->tiles_n = (n + c->tile_n - 1) / c->tile_n;
 }
 
-static attention_geom attention_geometry(const graph_exec *e, const graph_node *node)
+static attention_geom attention_geometry_in(const graph *gr, const graph_node *node, int tile_q)
 {
-    const tensor *q = &graph_node_at(e->g, node->inputs[0])->out, *k = &graph_node_at(e->g, node->inputs[1])->out;
-    const tensor *v = &graph_node_at(e->g, node->inputs[2])->out;
+    const tensor *q = &graph_node_at(gr, node->inputs[0])->out, *k = &graph_node_at(gr, node->inputs[1])->out;
+    const tensor *v = &graph_node_at(gr, node->inputs[2])->out;
     int heads = node->params.attention.heads;
     return (attention_geom){.batch = q->shape[0], .heads = heads, .q_len = q->shape[1], .kv_len = k->shape[1],
                             .head_dim = q->shape[2] / heads, .q_stride = q->shape[2], .k_stride = k->shape[2],
                             .v_stride = v->shape[2], .o_stride = node->out.shape[2],
                             .scale = node->params.attention.scale, .causal = node->params.attention.causal,
-                            .tile_q = e->opt.attention_tile};
+                            .tile_q = tile_q};
+}
+
+static attention_geom attention_geometry(const graph_exec *e, const graph_node *node)
+{
+    return attention_geometry_in(e->g, node, e->opt.attention_tile);
 }
 
 /* ---- the plain attention path ----
@@ -1302,37 +1285,56 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
     return KILN_OK;
 }
 
+/* What a run of g with options o holds beside its arena (kernel level k):
+ * per thread, the largest scratch of any node (the tiled attention's
+ * (kernels.h attention_scratch), a channels-first convolution's gathered
+ * patches, a Winograd convolution's tile block); and the largest
+ * Winograd transformed weights, in floats. */
+static void kernel_scratch_needs(const graph *g, const kernel_table *k, const graph_exec_options *o,
+                                 size_t *per_thread, size_t *winograd_floats)
+{
+    *per_thread = 0, *winograd_floats = 0;
+    for (size_t i = 0; i < graph_node_count(g); i++) {
+        const graph_node *node = graph_node_at(g, (graph_id)i);
+        if (node->op == GRAPH_OP_ATTENTION && !o->plain_attention) {
+            attention_geom ag = attention_geometry_in(g, node, o->attention_tile);
+            size_t bytes = arena_round_up(k->attention_scratch(&ag));
+            if (bytes > *per_thread)
+                *per_thread = bytes;
+        }
+        if (node->op != GRAPH_OP_CONV2D)
+            continue;
+        conv2d_geom cg = conv_geometry(g, node);
+        if (is_nchw(&node->out)) {
+            size_t bytes = arena_round_up(nchw_conv2d_scratch_floats(&cg) * sizeof(float));
+            if (bytes > *per_thread)
+                *per_thread = bytes;
+        }
+        if (winograd_chosen(k, o->direct_conv, node, &cg)) {
+            size_t u, bytes;
+            winograd_needs(k, &cg, &u, &bytes);
+            if (bytes > *per_thread)
+                *per_thread = bytes;
+            if (u > *winograd_floats)
+                *winograd_floats = u;
+        }
+    }
+}
+
+size_t graph_kernel_scratch_bytes(const graph *g, const kernel_table *k, const graph_exec_options *o, int threads)
+{
+    size_t per_thread, winograd_floats;
+    kernel_scratch_needs(g, k, o, &per_thread, &winograd_floats);
+    return winograd_floats * sizeof(float) + per_thread * (size_t)threads;
+}
+
 /* Scratch for every thread of the pool: allocated once, not per step. */
 static kiln_status ensure_scratch(graph_exec *e, int threads)
 {
     if (e->scratch_threads >= threads)
         return KILN_OK;
-    size_t per_thread = 0, winograd_floats = 0;
-    for (size_t i = 0; i < e->count; i++) {
-        const graph_node *node = graph_node_at(e->g, (graph_id)i);
-        if (node->op == GRAPH_OP_ATTENTION && !e->opt.plain_attention) {
-            attention_geom g = attention_geometry(e, node);
-            size_t bytes = arena_round_up(e->k->attention_scratch(&g));
-            if (bytes > per_thread)
-                per_thread = bytes;
-        }
-        if (node->op != GRAPH_OP_CONV2D)
-            continue;
-        conv2d_geom cg = conv_geometry(e->g, node);
-        if (is_nchw(&node->out)) {
-            size_t bytes = arena_round_up(nchw_conv2d_scratch_floats(&cg) * sizeof(float));
-            if (bytes > per_thread)
-                per_thread = bytes;
-        }
-        if (winograd_chosen(e->k, e->opt.direct_conv, node, &cg)) {
-            size_t u, bytes;
-            winograd_needs(e->k, &cg, &u, &bytes);
-            if (bytes > per_thread)
-                per_thread = bytes;
-            if (u > winograd_floats)
-                winograd_floats = u;
-        }
-    }
+    size_t per_thread, winograd_floats;
+    kernel_scratch_needs(e->g, e->k, &e->opt, &per_thread, &winograd_floats);
     if (winograd_floats > e->winograd_floats) {
         free(e->winograd_u);
         e->winograd_u = NULL;

@@ -106,11 +106,13 @@ size_t graph_exec_peak_bytes(const graph_exec *e);
  * block of gathered patches per thread). */
 size_t graph_exec_scratch_bytes(const graph_exec *e);
 
-/* Bytes of kernel scratch a run of g with `threads` threads holds for its
- * convolutions (kernel level k): with winograd, the largest transformed
- * weights, and per thread the largest of the Winograd tile blocks and the
- * channels-first gather (kernels/nchw.h). */
-size_t graph_conv_scratch_bytes(const graph *g, const kernel_table *k, int winograd, int threads);
+/* Bytes of kernel scratch an executor of g with options o and `threads`
+ * threads holds (kernel level k): the largest Winograd transformed weights
+ * (unless o->direct_conv), and per thread the largest of the tiled
+ * attention's scratch (unless o->plain_attention), the Winograd tile
+ * blocks and the channels-first gather (kernels/nchw.h). Not the plain
+ * attention's score matrix: the caller counts that. */
+size_t graph_kernel_scratch_bytes(const graph *g, const kernel_table *k, const graph_exec_options *o, int threads);
 
 /* Gives the pages of the arena and the kernel scratch back to the OS
  * between runs (memory_release_pages): a model's graphs run one after

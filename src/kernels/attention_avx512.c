@@ -44,14 +44,13 @@ static int subtiles_of(const attention_geom *g)
 
 /* A head's keys, transposed block by block, are kept for all the tiles of
  * a call when they take at most this much (1024 tokens of 40 channels:
- * 160 KB; 4096 of 40: 640 KB); otherwise each tile transposes each block
- * again. The planner allows 4 MB of attention scratch per thread
- * (perf/planner.c), which this limit stays within. The VAE's 4096 x 512
- * keys at 512x512 (8 MB) take the second way, 1.5x slower than keeping
- * them (bench_kernels "vae attn", 0.79 vs 0.53 s on 2 threads): raising the
- * limit waits for the planner to count each graph's attention scratch
- * exactly instead of its allowance. */
-#define HEAD_KEYS_MAX_BYTES ((size_t)2 << 20)
+ * 160 KB; 4096 of 40: 640 KB; the VAE's 4096 of 512 at 512x512: 8 MB, per
+ * thread); otherwise each tile transposes each block again. At 2 MB the
+ * VAE's attention took the second way and ran 1.5x slower (bench_kernels
+ * "vae attn", 0.79 -> 0.53 s on 2 threads); 16 MB is a quarter of the
+ * score matrix the plain path holds for it. The memory plan counts what
+ * attention_scratch says (graph_kernel_scratch_bytes). */
+#define HEAD_KEYS_MAX_BYTES ((size_t)16 << 20)
 
 static int64_t key_blocks(const attention_geom *g)
 {

@@ -83,10 +83,10 @@ static size_t max_size(size_t a, size_t b)
 }
 
 /* Builds a graph (weights are not prepared) for its plan's bytes as r
- * asks it run: channels-first (r->nchw), with the convolutions' kernel
- * scratch (Winograd's when r->winograd, the channels-first gather's) for
- * r->threads; *plain (may be NULL) is raised to its plain attention
- * block. */
+ * asks it run: channels-first (r->nchw), with its kernels' scratch
+ * (graph_kernel_scratch_bytes: tiled attention, Winograd, the
+ * channels-first gather) for r->threads; *plain (may be NULL) is raised to
+ * its plain attention block. */
 static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batch, int h, int w,
                               const plan_request *r, int nr, weight_tally *t, size_t *bytes, size_t *plain)
 {
@@ -108,8 +108,11 @@ static kiln_status plan_graph(const sd_model *m, model_graph_kind kind, int batc
         }
     }
     st = graph_plan_bytes(g, bytes);
-    if (st == KILN_OK)
-        *bytes += graph_conv_scratch_bytes(g, kernels_get(), r->winograd, r->threads > 0 ? r->threads : 1);
+    if (st == KILN_OK) {
+        graph_exec_options o = {.plain_attention = r->plain_attention, .attention_tile = r->attention_tile,
+                                .direct_conv = !r->winograd};
+        *bytes += graph_kernel_scratch_bytes(g, kernels_get(), &o, r->threads > 0 ? r->threads : 1);
+    }
     if (st == KILN_OK && t)
         tally_weights(g, r->pack_dtype, nr, t);
     if (st == KILN_OK && plain)
@@ -172,9 +175,9 @@ kiln_status planner_plan(const sd_model *m, const plan_request *r, batch_plan *o
      * gives the slope (the kernel scratch, the same at both, cancels) */
     p.unet_bytes_per_image = unet2 > unet1 ? unet2 - unet1 : unet1;
     size_t fixed_activation = unet1 - (unet2 > unet1 ? unet2 - unet1 : 0);
-    /* attention scratch: a tile's output and a key block, per thread */
-    size_t scratch = (size_t)(r->threads > 0 ? r->threads : 1) * ((size_t)4 << 20) + plain;
-    p.overhead_bytes = PROCESS_OVERHEAD_BYTES + scratch;
+    /* the plain attention's score matrix and packed operands (one head at
+     * a time); the tiled kernel's scratch is in each graph's bytes */
+    p.overhead_bytes = PROCESS_OVERHEAD_BYTES + plain;
     /* The graphs run one after another and each gives its pages back when
      * it is done (graph_exec_release_pages): the text encoder, then per
      * micro-batch the UNet's steps, then the decoder image by image (the

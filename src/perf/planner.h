@@ -6,9 +6,10 @@
  * packed in the chosen precision, every other weight as f32), the largest
  * of the graphs' activations (text encoder, UNet at the batch, VAE decoder:
  * one tile's, with the blend buffers, when decoding in tiles; each with its
- * Winograd scratch), as they run one after another and each gives its pages
- * back when done, the kernels' per-thread scratch, and a fixed allowance
- * for the process itself. Each arena is the static
+ * kernels' scratch: tiled attention, Winograd), as they run one after
+ * another and each gives its pages back when done, the plain attention's
+ * score matrix when asked for, and a fixed allowance for the process
+ * itself. Each arena is the static
  * plan's peak (graph_plan_bytes), computed without allocating anything, so
  * a request that cannot fit is refused before the first large allocation.
  */
@@ -27,7 +28,7 @@ typedef struct batch_plan {
     size_t activation_bytes;     /* the largest of the four: they are never resident together */
     int vae_tiles;               /* tiles the VAE decodes an image in; 1: whole */
     size_t unet_bytes_per_image; /* what one more image in the batch costs */
-    size_t overhead_bytes;       /* the process, tokenizer, scratch */
+    size_t overhead_bytes;       /* the process, tokenizer, plain attention's scratch */
     size_t total_bytes;
     size_t budget_bytes;
 } batch_plan;
@@ -41,6 +42,7 @@ typedef struct plan_request {
     kiln_dtype pack_dtype;
     int threads;
     int plain_attention; /* the plain path's score matrix is allowed for */
+    int attention_tile;  /* the tiled kernel's query tile (graph_exec_options.attention_tile); 0: its default */
     int winograd;        /* Winograd convolutions' transformed weights and tile scratch are allowed for */
     int vae_tile;        /* decoding in tiles of this many pixels a side (models/vae_tiles.h); 0: whole */
     int nchw;            /* the graphs rewritten channels first (graph/layout.h), transposes and all */

@@ -391,7 +391,7 @@ static kiln_status check_request(const kiln_model *m, const kiln_request *r, pla
     plan_request pr = {.width = p->width, .height = p->height, .images = r->num_images, .max_batch = r->batch_size,
                        .guided = p->guided, .img2img = r->init_rgb != NULL, .pack_dtype = m->pack_dtype,
                        .threads = m->engine->threads, .plain_attention = p->exec.plain_attention,
-                       .winograd = !p->exec.direct_conv, .nchw = p->exec.nchw,
+                       .attention_tile = p->exec.attention_tile, .winograd = !p->exec.direct_conv, .nchw = p->exec.nchw,
                        .vae_tile = p->active.vae_tiling ? p->active.vae_tile : 0,
                        .budget_bytes = m->engine->max_memory == SIZE_MAX ? 0 : m->engine->max_memory};
     kiln_status st = planner_plan(sd, &pr, &p->memory);
