@@ -8,6 +8,8 @@
 
 graph_id model_graph_build(const sd_model *m, graph *g, model_graph_kind kind, int batch, int h, int w, graph_id in[3])
 {
+    /* inputs a kind does not have stay GRAPH_NONE: callers map all three */
+    in[0] = in[1] = in[2] = GRAPH_NONE;
     switch (kind) {
     case MODEL_GRAPH_TEXT: {
         model_build b = sd_model_builder(m, g, SD_CLIP_PREFIX);
@@ -38,7 +40,6 @@ graph_id model_graph_build(const sd_model *m, graph *g, model_graph_kind kind, i
         return vae_build_encoder(&b, &m->vae, in[0]);
     }
     default:
-        in[0] = in[1] = in[2] = GRAPH_NONE;
         return GRAPH_NONE;
     }
 }

@@ -26,8 +26,9 @@ typedef struct model_graph {
     graph_id in[3], out;
 } model_graph;
 
-/* Adds the graph of that kind and shape to g (inputs in in[], the output
- * returned); nothing is prepared or allocated: also how plans are made. */
+/* Adds the graph of that kind and shape to g (inputs in in[], GRAPH_NONE
+ * for those the kind lacks; the output returned); nothing is prepared or
+ * allocated: also how plans are made. */
 graph_id model_graph_build(const sd_model *m, graph *g, model_graph_kind kind, int batch, int h, int w, graph_id in[3]);
 
 /* Makes c the graph of that kind and shape (building it if c holds another).
