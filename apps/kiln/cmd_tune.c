@@ -398,7 +398,7 @@ int cmd_tune(int argc, char **argv)
     char model_name[256] = "";
     size_t budget = 0;
     kiln_optimizations variants[5];
-    int n_variants = kernel_variants(variants, 5);
+    int n_variants = kernel_variants(variants, (int)(sizeof variants / sizeof variants[0]));
     for (int ti = 0; ti < a.n_threads && !stopped; ti++) {
         kiln_engine_options eo;
         kiln_engine_options_defaults(&eo);
