@@ -291,12 +291,17 @@ static void test_attention_matches_scalar(void)
     for (int isa = KILN_ISA_AVX2; isa <= (int)cpu_get()->best_isa; isa++)
         if (kernels_for((kiln_isa)isa)->attention_f32 != kernels_for(KILN_ISA_SCALAR)->attention_f32)
             levels[n_levels++] = (kiln_isa)isa;
+    /* sharp: scores that grow along the keys (to about 12 units), so that
+     * later key blocks pass a row's running max by far (the kernels'
+     * rescaling); flip: a negative scale */
     typedef struct att_case {
-        int batch, heads, q_len, kv_len, head_dim, causal;
+        int batch, heads, q_len, kv_len, head_dim, causal, sharp, flip;
     } att_case;
     const att_case cases[] = {
-        {1, 1, 1, 1, 1, 0},   {2, 3, 13, 17, 5, 0}, {1, 8, 50, 77, 40, 0}, {2, 2, 77, 77, 32, 1},
-        {1, 1, 33, 64, 100, 0}, {1, 2, 29, 29, 64, 1}, {1, 1, 20, 40, 512, 0},
+        {1, 1, 1, 1, 1, 0, 0, 0},       {2, 3, 13, 17, 5, 0, 0, 0},   {1, 8, 50, 77, 40, 0, 0, 0},
+        {2, 2, 77, 77, 32, 1, 0, 0},    {1, 1, 33, 64, 100, 0, 0, 0}, {1, 2, 29, 29, 64, 1, 0, 0},
+        {1, 1, 20, 40, 512, 0, 0, 0},   {1, 2, 20, 300, 40, 0, 1, 0}, {1, 1, 70, 200, 80, 1, 1, 0},
+        {1, 1, 20, 150, 160, 0, 0, 1},
     };
     test_rng r = test_rng_seed(3);
     double worst = 0;
@@ -306,14 +311,18 @@ static void test_attention_matches_scalar(void)
             int64_t width = (int64_t)ac->heads * ac->head_dim;
             attention_geom g = {.batch = ac->batch, .heads = ac->heads, .q_len = ac->q_len, .kv_len = ac->kv_len,
                                 .head_dim = ac->head_dim, .q_stride = width + 3, .k_stride = width + 1,
-                                .v_stride = width + 2, .o_stride = width, .scale = 1.0f / sqrtf((float)ac->head_dim),
-                                .causal = ac->causal};
+                                .v_stride = width + 2, .o_stride = width,
+                                .scale = (ac->flip ? -1.0f : 1.0f) / sqrtf((float)ac->head_dim), .causal = ac->causal};
             /* scores of a few units: a realistic softmax, neither flat nor one-hot */
             float *q = random_floats(&r, (size_t)(ac->batch * ac->q_len * (width + 3)));
             float *k = random_floats(&r, (size_t)(ac->batch * ac->kv_len * (width + 1)));
             float *v = random_floats(&r, (size_t)(ac->batch * ac->kv_len * (width + 2)));
             for (int64_t j = 0; j < ac->batch * ac->q_len * (width + 3); j++)
-                q[j] *= 3.0f;
+                q[j] *= ac->sharp ? 10.0f : 3.0f;
+            if (ac->sharp)
+                for (int64_t j = 0; j < ac->batch * ac->kv_len; j++)
+                    for (int64_t c = 0; c < width + 1; c++)
+                        k[j * (width + 1) + c] *= 1.0f + (float)(j % ac->kv_len) / 64.0f;
             size_t out_n = (size_t)(ac->batch * ac->q_len * width);
             float *o0 = calloc(out_n, sizeof *o0), *o1 = calloc(out_n, sizeof *o1);
             const kernel_table *fast = kernels_for(levels[l]), *ref = kernels_for(KILN_ISA_SCALAR);

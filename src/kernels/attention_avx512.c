@@ -8,12 +8,17 @@
  * matrix is never formed: memory is O(tile), not O(queries x keys).
  *
  * Blocks of 64 keys (four vectors of scores per query) keep the softmax's
- * per-block work (two horizontal reductions and a rescale per query) small
- * beside the 2 x 64 x head_dim multiply-adds it serves; with 16 keys per
- * block it cost as much as the products.
+ * per-block work small beside the 2 x 64 x head_dim multiply-adds it
+ * serves; with 16 keys per block it cost as much as the products. That
+ * work is the exps and, per query, a vector max and a compare: a row's
+ * max moves (a horizontal reduction and a rescale) only when a block's
+ * scores pass it by a margin, and its sum stays in a vector until the end.
+ * Measured on the 1024-token self-attention, the softmax had been as long
+ * as the Q K^T products.
  *
- * exp is a polynomial (vmath_avx512.h): relative error under 2e-7; with
- * fast math off (attention_avx512_precise.c), libm's expf.
+ * exp is 2^x as a polynomial (vmath_avx512.h, with the log2(e) folded into
+ * the scale): relative error under 2.2e-7; with fast math off
+ * (attention_avx512_precise.c), libm's exp2f.
  *
  * The query tile (attention_geom.tile_q) is chosen at run time: 6 to 96
  * queries in steps of 6, 48 by default.
@@ -82,57 +87,61 @@ static void transpose_block(const attention_geom *g, const float *kb, int64_t j0
     }
 }
 
-/* The running softmax of one micro-tile's rows. */
+/* The running softmax of one micro-tile's rows, in base 2: a row's
+ * probabilities are 2^(s * scale * log2(e) - max) and its sum is kept per
+ * lane, reduced once when the tile ends. */
 typedef struct softmax_rows {
-    float max[TQ], sum[TQ];
+    __m512 sum[TQ];
+    float max[TQ];
 } softmax_rows;
+
+/* A row keeps its max until a block's scores pass it by this much (in
+ * base 2: probabilities up to 2^8 before normalization), so most blocks
+ * rescale nothing (lazy rescaling, as in FlashAttention-3/4): the max is
+ * only a reference the exponents are taken from, and any reference at or
+ * above a block's scores minus the threshold keeps every term finite. */
+#define RESCALE_THRESHOLD 8.0f
 
 static __mmask16 first_lanes(int64_t count)
 {
     return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? 0 : (__mmask16)((1u << count) - 1);
 }
 
-/* out[r] = out[r] * correction[r] + sum_j probs[r][j] v[j] over the
- * channels [e, e + 16 * slices) of the head (slices 1 or 2; m0, m1 mask
- * the head's end): twelve (or six) output vectors stay in registers while
- * the block's value rows stream past. */
-static inline void accumulate_values(float *acc, int64_t dv, int64_t e, int slices, __mmask16 m0, __mmask16 m1,
-                                     const float *vrow, int64_t v_stride, int keys,
-                                     const float probs[TQ][BK], const float correction[TQ])
+/* out[r] = out[r] * correction[r] + sum_j probs[r][j] v[j] over the vecs
+ * vectors of channels from e (the last one masked by last: the head's
+ * end); correction NULL when no row rescaled. The 6 x vecs outputs stay
+ * in registers while the block's value rows stream past: per key, vecs
+ * loads and six broadcasts feed 6 x vecs multiply-adds. */
+static inline __attribute__((always_inline)) void
+accumulate_values(float *acc, int64_t dv, int64_t e, const int vecs, __mmask16 last, const float *vrow,
+                  int64_t v_stride, int keys, const float probs[TQ][BK], const float *correction)
 {
-    __m512 o0[TQ], o1[TQ];
-    for (int r = 0; r < TQ; r++) {
-        __m512 c = _mm512_set1_ps(correction[r]);
-        o0[r] = _mm512_mul_ps(_mm512_load_ps(acc + r * dv + e), c);
-        o1[r] = slices > 1 ? _mm512_mul_ps(_mm512_load_ps(acc + r * dv + e + 16), c) : _mm512_setzero_ps();
-    }
-    if (slices > 1) {
-        for (int j = 0; j < keys; j++) {
-            const float *vj = vrow + j * v_stride + e;
-            __m512 v0 = _mm512_maskz_loadu_ps(m0, vj), v1 = _mm512_maskz_loadu_ps(m1, vj + 16);
-            for (int r = 0; r < TQ; r++) {
-                __m512 p = _mm512_set1_ps(probs[r][j]);
-                o0[r] = _mm512_fmadd_ps(p, v0, o0[r]);
-                o1[r] = _mm512_fmadd_ps(p, v1, o1[r]);
-            }
+    __m512 o[TQ][4];
+    for (int r = 0; r < TQ; r++)
+        for (int c = 0; c < vecs; c++) {
+            o[r][c] = _mm512_load_ps(acc + r * dv + e + 16 * c);
+            if (correction)
+                o[r][c] = _mm512_mul_ps(o[r][c], _mm512_set1_ps(correction[r]));
         }
-    } else {
-        for (int j = 0; j < keys; j++) {
-            __m512 v0 = _mm512_maskz_loadu_ps(m0, vrow + j * v_stride + e);
-            for (int r = 0; r < TQ; r++)
-                o0[r] = _mm512_fmadd_ps(_mm512_set1_ps(probs[r][j]), v0, o0[r]);
+    for (int j = 0; j < keys; j++) {
+        const float *vj = vrow + j * v_stride + e;
+        __m512 v[4];
+        for (int c = 0; c < vecs; c++)
+            v[c] = c + 1 < vecs ? _mm512_loadu_ps(vj + 16 * c) : _mm512_maskz_loadu_ps(last, vj + 16 * c);
+        for (int r = 0; r < TQ; r++) {
+            __m512 p = _mm512_set1_ps(probs[r][j]);
+            for (int c = 0; c < vecs; c++)
+                o[r][c] = _mm512_fmadd_ps(p, v[c], o[r][c]);
         }
     }
-    for (int r = 0; r < TQ; r++) {
-        _mm512_store_ps(acc + r * dv + e, o0[r]);
-        if (slices > 1)
-            _mm512_store_ps(acc + r * dv + e + 16, o1[r]);
-    }
+    for (int r = 0; r < TQ; r++)
+        for (int c = 0; c < vecs; c++)
+            _mm512_store_ps(acc + r * dv + e + 16 * c, o[r][c]);
 }
 
 /* Scores of one micro-tile (queries t0..t0+rows) against one transposed
  * key block of n keys from j0, folded into its running softmax and
- * output. */
+ * output. g->scale is positive (attention_f32_avx512 sees to it). */
 static void micro_tile_block(const attention_geom *g, const float *const qrow[TQ], int64_t t0, int rows,
                              const float *kt, const float *vb, int64_t j0, int n, softmax_rows *sm, float *acc)
 {
@@ -153,63 +162,61 @@ static void micro_tile_block(const attention_geom *g, const float *const qrow[TQ
             s[r][3] = _mm512_fmadd_ps(qe, k3, s[r][3]);
         }
     }
-    /* each row's new running max, then the rescale of what it had
-     * accumulated (exp(old max - new max)) for all rows in one exp */
-    const __m512 scale = _mm512_set1_ps(g->scale), minus_inf = _mm512_set1_ps(-INFINITY);
-    int64_t visible[TQ];
-    float old_max[TQ] __attribute__((aligned(64))), new_max[TQ] __attribute__((aligned(64)));
-    int keys_used = 0;
+    /* per row: the block's largest score; only when it passes the row's
+     * max by the threshold, a new max and the rescale of what the row had
+     * (a horizontal reduction and an exp, rare after the first block);
+     * then the probabilities, summed lane by lane */
+    const __m512 scale2 = _mm512_set1_ps(g->scale * (float)M_LOG2E), minus_inf = _mm512_set1_ps(-INFINITY);
+    float correction[TQ];
+    float probs[TQ][BK] __attribute__((aligned(64)));
+    int keys_used = 0, rescaled = 0;
     for (int r = 0; r < TQ; r++) {
         int64_t seen = r >= rows ? 0 : g->causal ? t0 + r + 1 - j0 : n;
-        visible[r] = seen > n ? n : seen < 0 ? 0 : seen;
-        if (visible[r] > keys_used)
-            keys_used = (int)visible[r];
-        old_max[r] = new_max[r] = sm->max[r];
-        if (visible[r] == 0)
-            continue;
-        __m512 block_max = minus_inf;
-        for (int c = 0; c < BV; c++) {
-            s[r][c] = _mm512_mask_mov_ps(minus_inf, first_lanes(visible[r] - 16 * c), _mm512_mul_ps(s[r][c], scale));
-            block_max = _mm512_max_ps(block_max, s[r][c]);
-        }
-        float m = _mm512_reduce_max_ps(block_max);
-        if (m > new_max[r])
-            new_max[r] = m;
-    }
-    float correction[TQ] __attribute__((aligned(64)));
-    {
-        __mmask16 rows_mask = (__mmask16)((1u << TQ) - 1);
-        __m512 om = _mm512_maskz_loadu_ps(rows_mask, old_max), nm = _mm512_maskz_loadu_ps(rows_mask, new_max);
-        /* a row with no history yet (old max -inf) has nothing to rescale */
-        __mmask16 had = _mm512_mask_cmp_ps_mask(rows_mask, om, minus_inf, _CMP_NEQ_OQ);
-        __m512 c = _mm512_maskz_mov_ps(had, exp_ps(_mm512_maskz_sub_ps(had, om, nm)));
-        c = _mm512_mask_mov_ps(c, (__mmask16)(rows_mask & ~had), _mm512_set1_ps(1.0f));
-        _mm512_mask_storeu_ps(correction, rows_mask, c);
-    }
-    float probs[TQ][BK] __attribute__((aligned(64)));
-    for (int r = 0; r < TQ; r++) {
-        if (visible[r] == 0) {
+        int visible = seen > n ? n : seen < 0 ? 0 : (int)seen;
+        correction[r] = 1.0f;
+        if (visible == 0) {
             for (int c = 0; c < BV; c++)
                 _mm512_store_ps(probs[r] + 16 * c, _mm512_setzero_ps());
-            correction[r] = 1.0f;
             continue;
         }
-        __m512 nm = _mm512_set1_ps(new_max[r]), sum = _mm512_setzero_ps();
+        if (visible > keys_used)
+            keys_used = visible;
+        if (visible < BK)
+            for (int c = 0; c < BV; c++)
+                s[r][c] = _mm512_mask_mov_ps(minus_inf, first_lanes(visible - 16 * c), s[r][c]);
+        __m512 top = _mm512_mul_ps(_mm512_max_ps(_mm512_max_ps(s[r][0], s[r][1]), _mm512_max_ps(s[r][2], s[r][3])),
+                                   scale2);
+        if (_mm512_cmp_ps_mask(top, _mm512_set1_ps(sm->max[r] + RESCALE_THRESHOLD), _CMP_GT_OQ)) {
+            float block_max = _mm512_reduce_max_ps(top);
+            correction[r] = sm->max[r] == -INFINITY ? 0.0f : exp2f(sm->max[r] - block_max);
+            sm->sum[r] = _mm512_mul_ps(sm->sum[r], _mm512_set1_ps(correction[r]));
+            sm->max[r] = block_max;
+            rescaled = 1;
+        }
+        __m512 max = _mm512_set1_ps(sm->max[r]), sum = sm->sum[r];
         for (int c = 0; c < BV; c++) {
-            __m512 p = _mm512_maskz_mov_ps(first_lanes(visible[r] - 16 * c), exp_ps(_mm512_sub_ps(s[r][c], nm)));
+            __m512 p = exp2_ps(_mm512_fmsub_ps(s[r][c], scale2, max));
+            if (visible < BK)
+                p = _mm512_maskz_mov_ps(first_lanes(visible - 16 * c), p);
             sum = _mm512_add_ps(sum, p);
             _mm512_store_ps(probs[r] + 16 * c, p);
         }
-        sm->sum[r] = sm->sum[r] * correction[r] + _mm512_reduce_add_ps(sum);
-        sm->max[r] = new_max[r];
+        sm->sum[r] = sum;
     }
-    const float *vrow = vb + j0 * g->v_stride;
-    int64_t e = 0;
-    for (; d - e > 16; e += 32)
-        accumulate_values(acc, dv, e, 2, first_lanes(d - e), first_lanes(d - e - 16), vrow, g->v_stride, keys_used,
-                          probs, correction);
-    if (e < d)
-        accumulate_values(acc, dv, e, 1, first_lanes(d - e), 0, vrow, g->v_stride, keys_used, probs, correction);
+    /* the head's channels in runs of up to four vectors: 40 is one run
+     * of three (the last half full), 80 four and one, 160 four, four and
+     * two */
+    const float *vrow = vb + j0 * g->v_stride, *corr = rescaled ? correction : NULL;
+    for (int64_t e = 0; e < d; e += 64) {
+        int64_t left = (d - e + 15) / 16;
+        __mmask16 last = first_lanes(d - e - 16 * ((left < 4 ? left : 4) - 1));
+        switch (left) {
+        case 1: accumulate_values(acc, dv, e, 1, last, vrow, g->v_stride, keys_used, probs, corr); break;
+        case 2: accumulate_values(acc, dv, e, 2, last, vrow, g->v_stride, keys_used, probs, corr); break;
+        case 3: accumulate_values(acc, dv, e, 3, last, vrow, g->v_stride, keys_used, probs, corr); break;
+        default: accumulate_values(acc, dv, e, 4, last, vrow, g->v_stride, keys_used, probs, corr); break;
+        }
+    }
 }
 
 /* One tile: queries [t0, t0 + count) of head h in batch b, count up to
@@ -230,7 +237,7 @@ static void attention_tile(const attention_geom *g, const float *q, const float 
         for (int r = 0; r < TQ; r++)
             qrow[st][r] = q + (b * g->q_len + t0 + st * TQ + (r < rows ? r : rows - 1)) * g->q_stride + h * d;
         for (int r = 0; r < TQ; r++)
-            sm[st].max[r] = -INFINITY, sm[st].sum[r] = 0.0f;
+            sm[st].max[r] = -INFINITY, sm[st].sum[r] = _mm512_setzero_ps();
     }
     memset(acc, 0, (size_t)(subtiles * TQ * dv) * sizeof *acc);
     /* causal: the tile's last query sees keys up to itself */
@@ -251,7 +258,7 @@ static void attention_tile(const attention_geom *g, const float *q, const float 
     }
     for (int r = 0; r < count; r++) {
         const softmax_rows *s = &sm[r / TQ];
-        float sum = s->sum[r % TQ];
+        float sum = _mm512_reduce_add_ps(s->sum[r % TQ]);
         float *dst = o + (b * g->q_len + t0 + r) * g->o_stride + h * d;
         __m512 inv = _mm512_set1_ps(sum > 0.0f ? 1.0f / sum : 0.0f);
         for (int64_t e = 0; e < d; e += 16)
@@ -262,6 +269,12 @@ static void attention_tile(const attention_geom *g, const float *q, const float 
 static void attention_f32_avx512(const attention_geom *g, const float *q, const float *k, const float *v, float *o,
                                  int64_t i0, int64_t i1, void *scratch)
 {
+    /* the running max is taken over raw scores: it needs scale > 0 (the
+     * models' 1 / sqrt(head_dim)); anything else takes the reference */
+    if (!(g->scale > 0.0f)) {
+        kernels_for(KILN_ISA_SCALAR)->attention_f32(g, q, k, v, o, i0, i1, NULL);
+        return;
+    }
     const int64_t d = g->head_dim;
     const int fit = head_keys_fit(g);
     float *kt = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
