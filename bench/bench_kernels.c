@@ -63,9 +63,13 @@ static void run_tiles(void *ctx, int64_t begin, int64_t end, int thread)
 {
     job *j = ctx;
     const shape *s = j->s;
-    int64_t nr = j->w.nr > 0 ? j->w.nr : 8;
+    int64_t nr = j->w.nr > 0 ? j->w.nr : 8, n = j->w.n, tiles_n = (n + nr - 1) / nr;
+    int64_t m = s->kind == 'l' ? s->m : 2 * s->h * s->w;
     for (int64_t t = begin; t < end; t++) {
+        /* in the executor's order */
         int64_t m0 = (t % j->tiles_m) * j->tile_m, n0 = (t / j->tiles_m) * nr;
+        if (gemm_rows_outer(m, n, j->w.taps))
+            m0 = (t / tiles_n) * j->tile_m, n0 = (t % tiles_n) * nr;
         if (s->kind == 'l') {
             int64_t m1 = m0 + j->tile_m < s->m ? m0 + j->tile_m : s->m, n1 = n0 + nr < s->n ? n0 + nr : s->n;
             j->k->linear_f32(j->x, s->k, &j->w, NULL, j->y, s->n, m0, m1, n0, n1);

@@ -615,6 +615,7 @@ typedef struct op_ctx {
     float *y;
     int64_t tiles_n; /* 2-d ops: tiles along the second dim */
     int64_t tile_m, tile_n;
+    int rows_outer; /* matrix ops: tiles go panel by panel within a row block (set_tiles) */
     int silu;        /* group norm: SiLU fused into its last pass */
     double *norm_sums;     /* group norm across runs: this node's statistics */
     const float *norm_affine; /* SHARED: scale then shift, c each, per batch element */
@@ -641,15 +642,27 @@ static int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
-/* Tiles run weight-panel by weight-panel: a panel stays in cache while
- * every row block streams past it. */
+/* Where tile number `tile` of a matrix op starts: rows m0, columns n0
+ * (set_tiles chose the order). */
+static void tile_origin(const op_ctx *c, int64_t tile, int64_t tiles_m, int64_t *m0, int64_t *n0)
+{
+    if (c->rows_outer) {
+        *m0 = (tile / c->tiles_n) * c->tile_m;
+        *n0 = (tile % c->tiles_n) * c->tile_n;
+    } else {
+        *m0 = (tile % tiles_m) * c->tile_m;
+        *n0 = (tile / tiles_m) * c->tile_n;
+    }
+}
+
 static void run_linear(void *p, int64_t begin, int64_t end, int thread)
 {
     op_ctx *c = p;
     int64_t m_total = rows_of(c->in[0]), n_total = last_dim(&c->node->out), k = last_dim(c->in[0]);
     int64_t tiles_m = (m_total + c->tile_m - 1) / c->tile_m;
     for (int64_t tile = begin; tile < end; tile++) {
-        int64_t m0 = (tile % tiles_m) * c->tile_m, n0 = (tile / tiles_m) * c->tile_n;
+        int64_t m0, n0;
+        tile_origin(c, tile, tiles_m, &m0, &n0);
         c->k->linear_f32(c->x[0], k, c->w, c->x[2], c->y, n_total, m0, min64(m0 + c->tile_m, m_total), n0,
                          min64(n0 + c->tile_n, n_total));
     }
@@ -661,7 +674,8 @@ static void run_conv2d(void *p, int64_t begin, int64_t end, int thread)
     int64_t pixels = c->conv.batch * c->conv.out_h * c->conv.out_w;
     int64_t tiles_m = (pixels + c->tile_m - 1) / c->tile_m;
     for (int64_t tile = begin; tile < end; tile++) {
-        int64_t p0 = (tile % tiles_m) * c->tile_m, c0 = (tile / tiles_m) * c->tile_n;
+        int64_t p0, c0;
+        tile_origin(c, tile, tiles_m, &p0, &c0);
         c->k->conv2d_f32(&c->conv, c->x[0], c->w, c->x[2], c->residual, c->y, p0, min64(p0 + c->tile_m, pixels), c0,
                          min64(c0 + c->tile_n, c->conv.out_c));
     }
@@ -923,9 +937,11 @@ static kiln_status embed_tokens(const op_ctx *c)
 
 /* Splits an m x n output into tiles in multiples of the kernel's own tile,
  * enough of them to keep every thread busy: skinny outputs (the time
- * embedding, a few tokens) are split across their columns. */
+ * embedding, a few tokens) are split across their columns. The order of
+ * the tiles is gemm_rows_outer's. */
 static void set_tiles(op_ctx *c, int64_t m, int64_t n, int threads)
 {
+    c->rows_outer = gemm_rows_outer(m, n, c->w->taps);
     int64_t mr = c->k->gemm_mr > 0 ? c->k->gemm_mr : 1, nr = c->w->nr > 0 ? c->w->nr : 8;
     c->tile_n = nr;
     c->tile_m = 8 * mr;
