@@ -13,6 +13,7 @@
 #include "core/cpu.h"
 #include "kernels/kernels.h"
 #include "kernels/nchw.h"
+#include "kernels/norm_stats.h"
 #include "kernels/winograd.h"
 #include "test_support.h"
 
@@ -366,6 +367,25 @@ static void test_norms_and_elementwise(void)
                 double abs_err, rel = max_rel_err(y1, y0, (size_t)n, &abs_err);
                 CHECK(rel <= 1e-5, "group norm %s c=%lld silu=%d: rel err %.3e", kiln_isa_name((kiln_isa)isa),
                       (long long)c, silu, rel);
+                /* the same norm in halves, as the executor splits it by rows:
+                 * per-channel sums over two row ranges (each batch element
+                 * its own), folded into a scale and shift, then the rows */
+                double *sums = calloc((size_t)(2 * 2 * c), sizeof *sums);
+                float *affine = malloc((size_t)(2 * 2 * c) * sizeof *affine);
+                for (int64_t b = 0; b < 2; b++) {
+                    fast->channel_sums_f32(x, c, b * hw, b * hw + 11, sums + 2 * b * c);
+                    fast->channel_sums_f32(x, c, b * hw + 11, (b + 1) * hw, sums + 2 * b * c);
+                    group_norm_affine_from_channels_f32(sums + 2 * b * c, (double)hw, c, 32, 1e-5f, gamma, beta,
+                                                        affine + 2 * b * c, affine + (2 * b + 1) * c);
+                    fast->channel_affine_f32(x, y1, c, affine + 2 * b * c, affine + (2 * b + 1) * c, silu, b * hw,
+                                             b * hw + 7);
+                    fast->channel_affine_f32(x, y1, c, affine + 2 * b * c, affine + (2 * b + 1) * c, silu,
+                                             b * hw + 7, (b + 1) * hw);
+                }
+                rel = max_rel_err(y1, y0, (size_t)n, &abs_err);
+                CHECK(rel <= 1e-5, "group norm by rows %s c=%lld silu=%d: rel err %.3e",
+                      kiln_isa_name((kiln_isa)isa), (long long)c, silu, rel);
+                free(sums), free(affine);
                 free(x), free(gamma), free(beta), free(y0), free(y1);
             }
         /* layer norm of rows of 77 and 768 */

@@ -768,8 +768,9 @@ static void run_group_norm_shared_nchw(void *p, int64_t begin, int64_t end, int 
     channel_affine_nchw_f32(c->x[0], c->y, ch, hw, c->norm_affine, begin, end);
 }
 
-/* Rows of [batch * hw, c]: each batch element's scale and shift. */
-static void run_group_norm_shared(void *p, int64_t begin, int64_t end, int thread)
+/* Rows of [batch * hw, c]: each batch element's scale and shift (affine:
+ * per batch element, c scales then c shifts), then SiLU if c->silu. */
+static void run_channel_affine(void *p, int64_t begin, int64_t end, int thread)
 {
     op_ctx *c = p;
     const tensor *x = c->in[0];
@@ -777,9 +778,33 @@ static void run_group_norm_shared(void *p, int64_t begin, int64_t end, int threa
     while (begin < end) {
         int64_t b = begin / hw, stop = (b + 1) * hw < end ? (b + 1) * hw : end;
         const float *affine = c->norm_affine + 2 * b * ch;
-        channel_affine_f32(c->x[0], c->y, ch, affine, affine + ch, begin, stop);
+        c->k->channel_affine_f32(c->x[0], c->y, ch, affine, affine + ch, c->silu, begin, stop);
         begin = stop;
     }
+}
+
+/* A group norm split by rows, first half: the thread's rows summed per
+ * channel into its scratch, per batch element (2 * c doubles each). */
+static void run_channel_sums(void *p, int64_t begin, int64_t end, int thread)
+{
+    op_ctx *c = p;
+    const tensor *x = c->in[0];
+    int64_t ch = last_dim(x), hw = rows_of(x) / x->shape[0];
+    double *sums = (double *)(c->scratch + (size_t)thread * c->scratch_stride);
+    while (begin < end) {
+        int64_t b = begin / hw, stop = (b + 1) * hw < end ? (b + 1) * hw : end;
+        c->k->channel_sums_f32(c->x[0], ch, begin, stop, sums + 2 * b * ch);
+        begin = stop;
+    }
+}
+
+/* Scratch of a row-split group norm (channels last), per thread: its sums
+ * (2 * c doubles per batch element), then room for the scale and shift
+ * (2 * c floats per batch element; thread 0's is used). */
+static size_t group_norm_rows_scratch(const tensor *x)
+{
+    size_t per_batch = (size_t)(2 * last_dim(x));
+    return (size_t)x->shape[0] * per_batch * (sizeof(double) + sizeof(float));
 }
 
 /* Where a group norm across runs counts (COLLECT): the region scaled to its
@@ -1218,13 +1243,37 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
             if (is_nchw(c.in[0]))
                 tpool_for(pool, batch * ch, 4, TPOOL_STATIC, run_group_norm_shared_nchw, &c);
             else
-                tpool_for(pool, rows_of(c.in[0]), 64, TPOOL_STATIC, run_group_norm_shared, &c);
+                tpool_for(pool, rows_of(c.in[0]), 64, TPOOL_STATIC, run_channel_affine, &c);
+        } else if (!is_nchw(c.in[0])) {
+            /* split by rows, not groups: every thread reads whole pixels
+             * (a split by groups has each stride through all of them for
+             * a few channels); the threads' sums are added up in thread
+             * 0's, folded into a scale and shift per channel, and the
+             * rows are read once more to normalize */
+            int64_t batch = c.in[0]->shape[0], rows = rows_of(c.in[0]);
+            size_t sums_n = (size_t)(2 * batch * norm_ch);
+            for (int t = 0; t < threads; t++)
+                memset(c.scratch + (size_t)t * c.scratch_stride, 0, sums_n * sizeof(double));
+            tpool_for(pool, rows, 64, TPOOL_STATIC, run_channel_sums, &c);
+            double *total = (double *)c.scratch;
+            for (int t = 1; t < threads; t++) {
+                const double *part = (const double *)(c.scratch + (size_t)t * c.scratch_stride);
+                for (size_t i = 0; i < sums_n; i++)
+                    total[i] += part[i];
+            }
+            float *affine = (float *)(total + sums_n);
+            for (int64_t b = 0; b < batch; b++)
+                group_norm_affine_from_channels_f32(total + 2 * b * norm_ch, (double)norm_hw, norm_ch, groups,
+                                                    node->params.norm.eps, c.x[1], c.x[2],
+                                                    affine + 2 * b * norm_ch, affine + (2 * b + 1) * norm_ch);
+            c.norm_affine = affine;
+            tpool_for(pool, rows, 64, TPOOL_STATIC, run_channel_affine, &c);
         } else
             tpool_for(pool, items, grain, TPOOL_DYNAMIC, run_group_norm, &c);
-        if (silu && (e->opt.unfused || shared)) {
-            /* fusion off (or shared statistics, whose kernel has no SiLU):
-             * the SiLU as its own pass over the output, as an unfused graph
-             * runs it */
+        if (silu && (e->opt.unfused || (shared && is_nchw(c.in[0])))) {
+            /* fusion off (or channels-first shared statistics, whose kernel
+             * has no SiLU): the SiLU as its own pass over the output, as an
+             * unfused graph runs it */
             op_ctx s = c;
             graph_node silu_node = *node;
             silu_node.op = GRAPH_OP_SILU;
@@ -1304,7 +1353,7 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
 /* What a run of g with options o holds beside its arena (kernel level k):
  * per thread, the largest scratch of any node (the tiled attention's
  * (kernels.h attention_scratch), a channels-first convolution's gathered
- * patches, a Winograd convolution's tile block); and the largest
+ * patches, a Winograd convolution's tile block, a group norm's sums); and the largest
  * Winograd transformed weights, in floats. */
 static void kernel_scratch_needs(const graph *g, const kernel_table *k, const graph_exec_options *o,
                                  size_t *per_thread, size_t *winograd_floats)
@@ -1315,6 +1364,11 @@ static void kernel_scratch_needs(const graph *g, const kernel_table *k, const gr
         if (node->op == GRAPH_OP_ATTENTION && !o->plain_attention) {
             attention_geom ag = attention_geometry_in(g, node, o->attention_tile);
             size_t bytes = arena_round_up(k->attention_scratch(&ag));
+            if (bytes > *per_thread)
+                *per_thread = bytes;
+        }
+        if (node->op == GRAPH_OP_GROUP_NORM && !is_nchw(&graph_node_at(g, node->inputs[0])->out)) {
+            size_t bytes = arena_round_up(group_norm_rows_scratch(&graph_node_at(g, node->inputs[0])->out));
             if (bytes > *per_thread)
                 *per_thread = bytes;
         }

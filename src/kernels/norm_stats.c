@@ -29,29 +29,38 @@ void group_norm_sums_f32(const float *x, int64_t h, int64_t w, int64_t c, int64_
     }
 }
 
+/* One group's scale and shift per channel from its sum, sum of squares and
+ * count. */
+static void fold_group(double sum, double sq, double n, int64_t ch0, int64_t ch1, float eps, const float *gamma,
+                       const float *beta, float *scale, float *shift)
+{
+    n = n > 0 ? n : 1.0;
+    double mean = sum / n, var = sq / n - mean * mean;
+    double inv = 1.0 / sqrt((var > 0 ? var : 0.0) + eps);
+    for (int64_t ch = ch0; ch < ch1; ch++) {
+        scale[ch] = (float)(inv * gamma[ch]);
+        shift[ch] = (float)(beta[ch] - mean * inv * gamma[ch]);
+    }
+}
+
 void group_norm_affine_f32(const double *sums, int64_t c, int64_t groups, float eps, const float *gamma,
                            const float *beta, float *scale, float *shift)
 {
     const int64_t cg = c / groups;
-    for (int64_t g = 0; g < groups; g++) {
-        double n = sums[3 * g + 2] > 0 ? sums[3 * g + 2] : 1.0;
-        double mean = sums[3 * g] / n, var = sums[3 * g + 1] / n - mean * mean;
-        double inv = 1.0 / sqrt((var > 0 ? var : 0.0) + eps);
-        for (int64_t ch = g * cg; ch < (g + 1) * cg; ch++) {
-            scale[ch] = (float)(inv * gamma[ch]);
-            shift[ch] = (float)(beta[ch] - mean * inv * gamma[ch]);
-        }
-    }
+    for (int64_t g = 0; g < groups; g++)
+        fold_group(sums[3 * g], sums[3 * g + 1], sums[3 * g + 2], g * cg, (g + 1) * cg, eps, gamma, beta, scale,
+                   shift);
 }
 
-void channel_affine_f32(const float *x, float *y, int64_t c, const float *scale, const float *shift, int64_t r0,
-                        int64_t r1)
+void group_norm_affine_from_channels_f32(const double *sums, double count, int64_t c, int64_t groups, float eps,
+                                         const float *gamma, const float *beta, float *scale, float *shift)
 {
-    for (int64_t r = r0; r < r1; r++) {
-        const float *xr = x + r * c;
-        float *yr = y + r * c;
-        for (int64_t j = 0; j < c; j++)
-            yr[j] = xr[j] * scale[j] + shift[j];
+    const int64_t cg = c / groups;
+    for (int64_t g = 0; g < groups; g++) {
+        double sum = 0.0, sq = 0.0;
+        for (int64_t ch = g * cg; ch < (g + 1) * cg; ch++)
+            sum += sums[ch], sq += sums[c + ch];
+        fold_group(sum, sq, count * (double)cg, g * cg, (g + 1) * cg, eps, gamma, beta, scale, shift);
     }
 }
 

@@ -2,11 +2,13 @@
  * norm_stats.h - group normalization in two halves, for statistics that
  * span several runs of a graph (a VAE decoded tile by tile normalizes each
  * tile with the statistics of the whole image, graph/executor.h): sums
- * over a region of the input, and normalizing with statistics given.
+ * over a region of the input, and the statistics folded into a scale and
+ * shift per channel (also for a norm split across threads by rows:
+ * kernels.h channel_sums_f32). Channels last, the normalization itself is
+ * the kernel table's channel_affine_f32.
  *
- * Plain C only: each is one pass over an activation and runs only in a
- * tiled decode; the normalization goes row by row over contiguous memory,
- * which the compiler vectorizes at the baseline ISA.
+ * Plain C only: the sums run only in a tiled decode (one pass over an
+ * activation), the folding once per norm.
  */
 #ifndef KILN_KERNELS_NORM_STATS_H
 #define KILN_KERNELS_NORM_STATS_H
@@ -27,11 +29,11 @@ void group_norm_sums_f32(const float *x, int64_t h, int64_t w, int64_t c, int64_
 void group_norm_affine_f32(const double *sums, int64_t c, int64_t groups, float eps, const float *gamma,
                            const float *beta, float *scale, float *shift);
 
-/* y = x * scale + shift per channel for rows [r0, r1) of x [rows, c]: row
- * by row over contiguous memory, which the compiler vectorizes. y may be
- * x. */
-void channel_affine_f32(const float *x, float *y, int64_t c, const float *scale, const float *shift, int64_t r0,
-                        int64_t r1);
+/* The same from per-channel sums (kernels.h channel_sums_f32: the sum of
+ * each channel in sums[ch], of its squares in sums[c + ch]), each over
+ * count values. */
+void group_norm_affine_from_channels_f32(const double *sums, double count, int64_t c, int64_t groups, float eps,
+                                         const float *gamma, const float *beta, float *scale, float *shift);
 
 /* The same two halves for channels-first x [batch, c, h, w] (graph/layout.h):
  * sums as group_norm_sums_f32, and y = x * scale + shift over the channel

@@ -101,6 +101,42 @@ static float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+/* Sums in double, four channels at a time; a channel count that is not a
+ * multiple of 8 (the VAE and UNet have none) goes to the scalar kernel. */
+static void channel_sums_f32_avx2(const float *x, int64_t c, int64_t r0, int64_t r1, double *sums)
+{
+    if (c % 8 != 0) {
+        scalar()->channel_sums_f32(x, c, r0, r1, sums);
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * c;
+        for (int64_t ch = 0; ch < c; ch += 4) {
+            __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(xr + ch));
+            _mm256_storeu_pd(sums + ch, _mm256_add_pd(_mm256_loadu_pd(sums + ch), v));
+            _mm256_storeu_pd(sums + c + ch, _mm256_fmadd_pd(v, v, _mm256_loadu_pd(sums + c + ch)));
+        }
+    }
+}
+
+static void channel_affine_f32_avx2(const float *x, float *y, int64_t c, const float *scale, const float *shift,
+                                    int silu, int64_t r0, int64_t r1)
+{
+    if (c % 8 != 0) {
+        scalar()->channel_affine_f32(x, y, c, scale, shift, silu, r0, r1);
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * c;
+        float *yr = y + r * c;
+        for (int64_t ch = 0; ch < c; ch += 8) {
+            __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(xr + ch), _mm256_loadu_ps(scale + ch),
+                                       _mm256_loadu_ps(shift + ch));
+            _mm256_storeu_ps(yr + ch, silu ? silu8_ps(v) : v);
+        }
+    }
+}
+
 static void layer_norm_f32_avx2(const float *x, float *y, int64_t c, float eps, const float *gamma, const float *beta,
                                 int64_t r0, int64_t r1)
 {
@@ -191,6 +227,8 @@ static void geglu_f32_avx2(const float *x, float *y, int64_t n, int64_t r0, int6
 void OPS_REGISTER(kernel_table *t)
 {
     t->group_norm_f32 = group_norm_f32_avx2;
+    t->channel_sums_f32 = channel_sums_f32_avx2;
+    t->channel_affine_f32 = channel_affine_f32_avx2;
     t->layer_norm_f32 = layer_norm_f32_avx2;
     t->add_f32 = add_f32_avx2;
     t->silu_f32 = silu_f32_avx2;

@@ -85,6 +85,35 @@ static void group_norm_f32_avx512(const float *x, float *y, int64_t hw, int64_t 
     }
 }
 
+/* Sums in double: each vector of 16 floats widened in two halves. */
+static void channel_sums_f32_avx512(const float *x, int64_t c, int64_t r0, int64_t r1, double *sums)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * c;
+        for (int64_t ch = 0; ch < c; ch += 8) {
+            __mmask8 m = (__mmask8)tail_mask16(c - ch);
+            __m512d v = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, xr + ch));
+            _mm512_mask_storeu_pd(sums + ch, m, _mm512_add_pd(_mm512_maskz_loadu_pd(m, sums + ch), v));
+            _mm512_mask_storeu_pd(sums + c + ch, m, _mm512_fmadd_pd(v, v, _mm512_maskz_loadu_pd(m, sums + c + ch)));
+        }
+    }
+}
+
+static void channel_affine_f32_avx512(const float *x, float *y, int64_t c, const float *scale, const float *shift,
+                                      int silu, int64_t r0, int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * c;
+        float *yr = y + r * c;
+        for (int64_t ch = 0; ch < c; ch += 16) {
+            __mmask16 m = tail_mask16(c - ch);
+            __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xr + ch), _mm512_maskz_loadu_ps(m, scale + ch),
+                                       _mm512_maskz_loadu_ps(m, shift + ch));
+            _mm512_mask_storeu_ps(yr + ch, m, silu ? silu_ps(v) : v);
+        }
+    }
+}
+
 static void layer_norm_f32_avx512(const float *x, float *y, int64_t c, float eps, const float *gamma,
                                   const float *beta, int64_t r0, int64_t r1)
 {
@@ -178,6 +207,8 @@ static void geglu_f32_avx512(const float *x, float *y, int64_t n, int64_t r0, in
 void OPS_REGISTER(kernel_table *t)
 {
     t->group_norm_f32 = group_norm_f32_avx512;
+    t->channel_sums_f32 = channel_sums_f32_avx512;
+    t->channel_affine_f32 = channel_affine_f32_avx512;
     t->layer_norm_f32 = layer_norm_f32_avx512;
     t->add_f32 = add_f32_avx512;
     t->silu_f32 = silu_f32_avx512;

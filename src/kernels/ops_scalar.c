@@ -110,6 +110,30 @@ static void group_norm_f32_scalar(const float *x, float *y, int64_t hw, int64_t 
     }
 }
 
+static void channel_sums_f32_scalar(const float *x, int64_t c, int64_t r0, int64_t r1, double *sums)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * c;
+        for (int64_t ch = 0; ch < c; ch++) {
+            sums[ch] += xr[ch];
+            sums[c + ch] += (double)xr[ch] * xr[ch];
+        }
+    }
+}
+
+static void channel_affine_f32_scalar(const float *x, float *y, int64_t c, const float *scale, const float *shift,
+                                      int fuse_silu, int64_t r0, int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * c;
+        float *yr = y + r * c;
+        for (int64_t ch = 0; ch < c; ch++) {
+            float v = xr[ch] * scale[ch] + shift[ch];
+            yr[ch] = fuse_silu ? silu(v) : v;
+        }
+    }
+}
+
 static void layer_norm_f32_scalar(const float *x, float *y, int64_t c, float eps, const float *gamma,
                                   const float *beta, int64_t r0, int64_t r1)
 {
@@ -264,6 +288,8 @@ void ops_register_scalar(kernel_table *t)
     t->linear_f32 = linear_f32_scalar;
     t->conv2d_f32 = conv2d_f32_scalar;
     t->group_norm_f32 = group_norm_f32_scalar;
+    t->channel_sums_f32 = channel_sums_f32_scalar;
+    t->channel_affine_f32 = channel_affine_f32_scalar;
     t->layer_norm_f32 = layer_norm_f32_scalar;
     t->attention_f32 = attention_f32_scalar;
     t->attention_scratch = attention_scratch_scalar;
