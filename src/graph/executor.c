@@ -1353,8 +1353,8 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
 /* What a run of g with options o holds beside its arena (kernel level k):
  * per thread, the largest scratch of any node (the tiled attention's
  * (kernels.h attention_scratch), a channels-first convolution's gathered
- * patches, a Winograd convolution's tile block, a group norm's sums); and the largest
- * Winograd transformed weights, in floats. */
+ * patches, a Winograd convolution's tile block, a group norm's sums); and
+ * the largest Winograd transformed weights, in floats. */
 static void kernel_scratch_needs(const graph *g, const kernel_table *k, const graph_exec_options *o,
                                  size_t *per_thread, size_t *winograd_floats)
 {

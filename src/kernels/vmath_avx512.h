@@ -19,32 +19,19 @@
 #ifdef KILN_PRECISE_MATH
 /* Fast math off: libm lane by lane, for the kernels compiled a second time
  * with KILN_PRECISE_MATH (the *_precise.c files). */
-static inline __m512 exp_ps(__m512 x)
-{
-    float v[16] __attribute__((aligned(64)));
-    _mm512_store_ps(v, x);
-    for (int i = 0; i < 16; i++)
-        v[i] = expf(v[i]);
-    return _mm512_load_ps(v);
-}
-
-static inline __m512 exp2_ps(__m512 x)
-{
-    float v[16] __attribute__((aligned(64)));
-    _mm512_store_ps(v, x);
-    for (int i = 0; i < 16; i++)
-        v[i] = exp2f(v[i]);
-    return _mm512_load_ps(v);
-}
-
-static inline __m512 erf_ps(__m512 x)
-{
-    float v[16] __attribute__((aligned(64)));
-    _mm512_store_ps(v, x);
-    for (int i = 0; i < 16; i++)
-        v[i] = erff(v[i]);
-    return _mm512_load_ps(v);
-}
+#define LANE_BY_LANE(name, libm_function)                                                            \
+    static inline __m512 name(__m512 x)                                                              \
+    {                                                                                                \
+        float v[16] __attribute__((aligned(64)));                                                    \
+        _mm512_store_ps(v, x);                                                                       \
+        for (int i = 0; i < 16; i++)                                                                 \
+            v[i] = libm_function(v[i]);                                                              \
+        return _mm512_load_ps(v);                                                                    \
+    }
+LANE_BY_LANE(exp_ps, expf)
+LANE_BY_LANE(exp2_ps, exp2f)
+LANE_BY_LANE(erf_ps, erff)
+#undef LANE_BY_LANE
 #else
 /* x = n ln2 + r with |r| <= ln2/2; e^r by Cephes' expf polynomial; 2^n by
  * scalef (which also gives 0 and inf at the ends). */
