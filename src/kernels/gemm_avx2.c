@@ -135,8 +135,30 @@ static inline void store_tile(__m256 c[2 * MR], int last, int rows, float *const
 #define GEMM_CONV2D conv2d_f32_avx2
 #include "kernels/gemm_driver.h"
 
+/* 12 independent FMA chains of 8 lanes: enough in flight to cover a
+ * 4-5-cycle latency on two FMA units. */
+static double fma_peak_avx2(int64_t rounds)
+{
+    __m256 a[12];
+    const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < 12; i++)
+        a[i] = _mm256_set1_ps((float)i);
+    for (int64_t r = 0; r < rounds; r++)
+        for (int i = 0; i < 12; i++)
+            a[i] = _mm256_fmadd_ps(a[i], m, c);
+    __m256 sum = a[0];
+    for (int i = 1; i < 12; i++)
+        sum = _mm256_add_ps(sum, a[i]);
+    float lanes[8];
+    _mm256_storeu_ps(lanes, sum);
+    volatile float sink = lanes[0] + lanes[7];
+    (void)sink;
+    return 2.0 * 8.0 * 12.0 * (double)rounds;
+}
+
 void gemm_register_avx2(kernel_table *t)
 {
+    t->fma_peak = fma_peak_avx2;
     t->gemm_mr = MR;
     t->gemm_nr = NR;
     t->linear_f32 = linear_f32_avx2;
