@@ -362,12 +362,7 @@ static void test_norms_and_elementwise(void)
                     x[i] = x[i] * 3.0f + 0.5f; /* an offset mean, a wider spread */
                 float *y0 = malloc((size_t)n * sizeof *y0), *y1 = malloc((size_t)n * sizeof *y1);
                 ref->group_norm_f32(x, y0, hw, c, 32, 1e-5f, gamma, beta, silu, 0, 64);
-                fast->group_norm_f32(x, y1, hw, c, 32, 1e-5f, gamma, beta, silu, 0, 5);
-                fast->group_norm_f32(x, y1, hw, c, 32, 1e-5f, gamma, beta, silu, 5, 64);
-                double abs_err, rel = max_rel_err(y1, y0, (size_t)n, &abs_err);
-                CHECK(rel <= 1e-5, "group norm %s c=%lld silu=%d: rel err %.3e", kiln_isa_name((kiln_isa)isa),
-                      (long long)c, silu, rel);
-                /* the same norm in halves, as the executor splits it by rows:
+                /* the norm in halves, as the executor splits it by rows:
                  * per-channel sums over two row ranges (each batch element
                  * its own), folded into a scale and shift, then the rows */
                 double *sums = calloc((size_t)(2 * 2 * c), sizeof *sums);
@@ -382,7 +377,7 @@ static void test_norms_and_elementwise(void)
                     fast->channel_affine_f32(x, y1, c, affine + 2 * b * c, affine + (2 * b + 1) * c, silu,
                                              b * hw + 7, (b + 1) * hw);
                 }
-                rel = max_rel_err(y1, y0, (size_t)n, &abs_err);
+                double abs_err, rel = max_rel_err(y1, y0, (size_t)n, &abs_err);
                 CHECK(rel <= 1e-5, "group norm by rows %s c=%lld silu=%d: rel err %.3e",
                       kiln_isa_name((kiln_isa)isa), (long long)c, silu, rel);
                 free(sums), free(affine);

@@ -727,18 +727,16 @@ static void norm_sizes(const tensor *x, int64_t *ch, int64_t *hw)
     *hw = tensor_numel(x) / x->shape[0] / *ch;
 }
 
-static void run_group_norm(void *p, int64_t begin, int64_t end, int thread)
+/* Channels first: (batch, group) items, each a contiguous run of its
+ * channels' planes. */
+static void run_group_norm_nchw(void *p, int64_t begin, int64_t end, int thread)
 {
     op_ctx *c = p;
     int64_t ch, hw;
     norm_sizes(c->in[0], &ch, &hw);
     const graph_params *prm = &c->node->params;
-    if (is_nchw(c->in[0]))
-        nchw_group_norm_f32(c->k, c->x[0], c->y, hw, ch, prm->norm.groups, prm->norm.eps, c->x[1], c->x[2], c->silu,
-                            begin, end);
-    else
-        c->k->group_norm_f32(c->x[0], c->y, hw, ch, prm->norm.groups, prm->norm.eps, c->x[1], c->x[2], c->silu,
-                             begin, end);
+    nchw_group_norm_f32(c->k, c->x[0], c->y, hw, ch, prm->norm.groups, prm->norm.eps, c->x[1], c->x[2], c->silu,
+                        begin, end);
 }
 
 static void run_group_norm_sums(void *p, int64_t begin, int64_t end, int thread)
@@ -1215,8 +1213,9 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         break;
     }
     case GRAPH_OP_GROUP_NORM: {
-        /* a few groups per item: long contiguous channel runs per pixel, and
-         * still several items per thread */
+        /* where the work goes by (batch, group) items (statistics across
+         * runs, channels first): a few groups per item, and still several
+         * items per thread */
         int64_t groups = node->params.norm.groups, grain = groups / 4 > 0 ? groups / 4 : 1;
         int64_t items = c.in[0]->shape[0] * groups, norm_ch, norm_hw;
         norm_sizes(c.in[0], &norm_ch, &norm_hw);
@@ -1269,7 +1268,7 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
             c.norm_affine = affine;
             tpool_for(pool, rows, 64, TPOOL_STATIC, run_channel_affine, &c);
         } else
-            tpool_for(pool, items, grain, TPOOL_DYNAMIC, run_group_norm, &c);
+            tpool_for(pool, items, grain, TPOOL_DYNAMIC, run_group_norm_nchw, &c);
         if (silu && (e->opt.unfused || (shared && is_nchw(c.in[0])))) {
             /* fusion off (or channels-first shared statistics, whose kernel
              * has no SiLU): the SiLU as its own pass over the output, as an

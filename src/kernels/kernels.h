@@ -131,7 +131,8 @@ typedef struct kernel_table {
 
     /* Group normalization of x [batch, hw, c] for the (batch, group) pairs
      * [i0, i1) of batch * groups, then y = norm * gamma + beta, then SiLU if
-     * silu is set. y may be x. */
+     * silu is set. y may be x. The reference (scalar only): the executor
+     * runs the two halves below. */
     void (*group_norm_f32)(const float *x, float *y, int64_t hw, int64_t c, int64_t groups, float eps,
                            const float *gamma, const float *beta, int silu, int64_t i0, int64_t i1);
 

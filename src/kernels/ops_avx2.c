@@ -2,95 +2,17 @@
  * ops_avx2.c - normalizations and element-wise ops with AVX2 + FMA, 8 at a
  * time; the few values past the last full vector go through the scalar
  * reference (kernels_for(KILN_ISA_SCALAR)), which agrees within the same
- * bounds. Group norm follows ops_avx512.c: per-channel sums in vector lanes
- * over long pixel runs, two passes, then x * a + b with SiLU fused.
+ * bounds. Group norm is ops_avx512.c's two halves: per-channel sums in
+ * double, then x * scale + shift with SiLU fused.
  */
 #include <math.h>
 
 #include "kernels/kernels.h"
 #include "kernels/vmath_avx2.h"
 
-#define GN_MAX_CHANNELS 4096
-
 static const kernel_table *scalar(void)
 {
     return kernels_for(KILN_ISA_SCALAR);
-}
-
-static void group_norm_f32_avx2(const float *x, float *y, int64_t hw, int64_t c, int64_t groups, float eps,
-                                const float *gamma, const float *beta, int silu, int64_t i0, int64_t i1)
-{
-    const int64_t cg = c / groups;
-    /* the vector loops want whole vectors of channels in each call's range */
-    if (c > GN_MAX_CHANNELS || c % 8 != 0) {
-        scalar()->group_norm_f32(x, y, hw, c, groups, eps, gamma, beta, silu, i0, i1);
-        return;
-    }
-    float sums[GN_MAX_CHANNELS] __attribute__((aligned(32)));
-    float scale[GN_MAX_CHANNELS] __attribute__((aligned(32))), shift[GN_MAX_CHANNELS] __attribute__((aligned(32)));
-    for (int64_t i = i0; i < i1;) {
-        int64_t b = i / groups, g0 = i % groups;
-        int64_t g1 = groups < g0 + (i1 - i) ? groups : g0 + (i1 - i);
-        int64_t c0 = g0 * cg, c1 = g1 * cg;
-        /* widen to whole vectors: channels outside [c0, c1) are computed, not stored */
-        int64_t v0 = c0 / 8 * 8, v1 = (c1 + 7) / 8 * 8;
-        const float *xb = x + b * hw * c;
-        float *yb = y + b * hw * c;
-        for (int64_t ch = v0; ch < v1; ch++)
-            sums[ch] = 0.0f;
-        for (int64_t p = 0; p < hw; p++)
-            for (int64_t ch = v0; ch < v1; ch += 8)
-                _mm256_store_ps(sums + ch, _mm256_add_ps(_mm256_load_ps(sums + ch), _mm256_loadu_ps(xb + p * c + ch)));
-        for (int64_t g = g0; g < g1; g++) {
-            double total = 0;
-            for (int64_t j = 0; j < cg; j++)
-                total += sums[g * cg + j];
-            float mean = (float)(total / (double)(hw * cg));
-            for (int64_t j = 0; j < cg; j++)
-                shift[g * cg + j] = mean;
-        }
-        for (int64_t ch = v0; ch < c0; ch++)
-            shift[ch] = 0.0f;
-        for (int64_t ch = c1; ch < v1; ch++)
-            shift[ch] = 0.0f;
-        for (int64_t ch = v0; ch < v1; ch++)
-            sums[ch] = 0.0f;
-        for (int64_t p = 0; p < hw; p++)
-            for (int64_t ch = v0; ch < v1; ch += 8) {
-                __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xb + p * c + ch), _mm256_load_ps(shift + ch));
-                _mm256_store_ps(sums + ch, _mm256_fmadd_ps(d, d, _mm256_load_ps(sums + ch)));
-            }
-        for (int64_t g = g0; g < g1; g++) {
-            double total = 0;
-            for (int64_t j = 0; j < cg; j++)
-                total += sums[g * cg + j];
-            float inv = (float)(1.0 / sqrt(total / (double)(hw * cg) + eps));
-            for (int64_t j = 0; j < cg; j++) {
-                int64_t ch = g * cg + j;
-                float mean = shift[ch];
-                scale[ch] = gamma[ch] * inv;
-                shift[ch] = beta[ch] - mean * scale[ch];
-            }
-        }
-        for (int64_t p = 0; p < hw; p++) {
-            int64_t ch = c0;
-            /* the partial vectors at both ends of the range: scalar */
-            for (; ch < c1 && ch % 8; ch++) {
-                float v = xb[p * c + ch] * scale[ch] + shift[ch];
-                yb[p * c + ch] = silu ? v / (1.0f + expf(-v)) : v;
-            }
-            for (; ch + 8 <= c1; ch += 8) {
-                __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(xb + p * c + ch), _mm256_load_ps(scale + ch),
-                                           _mm256_load_ps(shift + ch));
-                _mm256_storeu_ps(yb + p * c + ch, silu ? silu8_ps(v) : v);
-            }
-            for (; ch < c1; ch++) {
-                float v = xb[p * c + ch] * scale[ch] + shift[ch];
-                yb[p * c + ch] = silu ? v / (1.0f + expf(-v)) : v;
-            }
-        }
-        i += g1 - g0;
-    }
 }
 
 static float hsum8(__m256 v)
@@ -226,7 +148,6 @@ static void geglu_f32_avx2(const float *x, float *y, int64_t n, int64_t r0, int6
 #endif
 void OPS_REGISTER(kernel_table *t)
 {
-    t->group_norm_f32 = group_norm_f32_avx2;
     t->channel_sums_f32 = channel_sums_f32_avx2;
     t->channel_affine_f32 = channel_affine_f32_avx2;
     t->layer_norm_f32 = layer_norm_f32_avx2;

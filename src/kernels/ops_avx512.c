@@ -1,6 +1,7 @@
 /*
  * ops_avx512.c - normalizations and element-wise ops with AVX-512: group
- * norm (with SiLU fused), layer norm, GEGLU, the activations, adds. exp
+ * norm's two halves (per-channel sums; scale, shift and SiLU fused), layer
+ * norm, GEGLU, the activations, adds. exp
  * and erf are the polynomials of vmath_avx512.h; everything else is exact
  * float arithmetic in a different order from the scalar reference.
  */
@@ -9,83 +10,7 @@
 #include "kernels/kernels.h"
 #include "kernels/vmath_avx512.h"
 
-/* Channels a group-norm call can hold statistics for on the stack. */
-#define GN_MAX_CHANNELS 4096
-
-/* Group norm for the (batch, group) items [i0, i1): per channel, sums over
- * the pixels in vector lanes; per group, the mean, then (a second pass) the
- * variance around it; finally y = x a + b per channel, SiLU if asked. The
- * items of one call are done batch by batch as one channel range, so the
- * pixel loops stay long and contiguous. */
-static void group_norm_f32_avx512(const float *x, float *y, int64_t hw, int64_t c, int64_t groups, float eps,
-                                  const float *gamma, const float *beta, int silu, int64_t i0, int64_t i1)
-{
-    if (c > GN_MAX_CHANNELS) {
-        kernels_for(KILN_ISA_SCALAR)->group_norm_f32(x, y, hw, c, groups, eps, gamma, beta, silu, i0, i1);
-        return;
-    }
-    const int64_t cg = c / groups;
-    float sums[GN_MAX_CHANNELS] __attribute__((aligned(64)));
-    float scale[GN_MAX_CHANNELS] __attribute__((aligned(64))), shift[GN_MAX_CHANNELS] __attribute__((aligned(64)));
-    for (int64_t i = i0; i < i1;) {
-        int64_t b = i / groups, g0 = i % groups;
-        int64_t g1 = groups < g0 + (i1 - i) ? groups : g0 + (i1 - i);
-        int64_t c0 = g0 * cg, c1 = g1 * cg;
-        const float *xb = x + b * hw * c;
-        float *yb = y + b * hw * c;
-
-        /* pass 1: per-channel sums -> group means */
-        for (int64_t ch = c0; ch < c1; ch += 16)
-            _mm512_mask_storeu_ps(sums + ch, tail_mask16(c1 - ch), _mm512_setzero_ps());
-        for (int64_t p = 0; p < hw; p++)
-            for (int64_t ch = c0; ch < c1; ch += 16) {
-                __mmask16 m = tail_mask16(c1 - ch);
-                __m512 s = _mm512_maskz_loadu_ps(m, sums + ch);
-                _mm512_mask_storeu_ps(sums + ch, m, _mm512_add_ps(s, _mm512_maskz_loadu_ps(m, xb + p * c + ch)));
-            }
-        for (int64_t g = g0; g < g1; g++) {
-            double total = 0;
-            for (int64_t j = 0; j < cg; j++)
-                total += sums[g * cg + j];
-            float mean = (float)(total / (double)(hw * cg));
-            for (int64_t j = 0; j < cg; j++)
-                shift[g * cg + j] = mean;
-        }
-        /* pass 2: per-channel squared deviations -> group variances */
-        for (int64_t ch = c0; ch < c1; ch += 16)
-            _mm512_mask_storeu_ps(sums + ch, tail_mask16(c1 - ch), _mm512_setzero_ps());
-        for (int64_t p = 0; p < hw; p++)
-            for (int64_t ch = c0; ch < c1; ch += 16) {
-                __mmask16 m = tail_mask16(c1 - ch);
-                __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xb + p * c + ch), _mm512_maskz_loadu_ps(m, shift + ch));
-                __m512 s = _mm512_maskz_loadu_ps(m, sums + ch);
-                _mm512_mask_storeu_ps(sums + ch, m, _mm512_fmadd_ps(d, d, s));
-            }
-        for (int64_t g = g0; g < g1; g++) {
-            double total = 0;
-            for (int64_t j = 0; j < cg; j++)
-                total += sums[g * cg + j];
-            float inv = (float)(1.0 / sqrt(total / (double)(hw * cg) + eps));
-            for (int64_t j = 0; j < cg; j++) {
-                int64_t ch = g * cg + j;
-                float mean = shift[ch];
-                scale[ch] = gamma[ch] * inv;
-                shift[ch] = beta[ch] - mean * scale[ch];
-            }
-        }
-        /* pass 3: normalize */
-        for (int64_t p = 0; p < hw; p++)
-            for (int64_t ch = c0; ch < c1; ch += 16) {
-                __mmask16 m = tail_mask16(c1 - ch);
-                __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xb + p * c + ch), _mm512_maskz_loadu_ps(m, scale + ch),
-                                           _mm512_maskz_loadu_ps(m, shift + ch));
-                _mm512_mask_storeu_ps(yb + p * c + ch, m, silu ? silu_ps(v) : v);
-            }
-        i += g1 - g0;
-    }
-}
-
-/* Sums in double: each vector of 16 floats widened in two halves. */
+/* Sums in double, eight channels at a time (widened to one vector). */
 static void channel_sums_f32_avx512(const float *x, int64_t c, int64_t r0, int64_t r1, double *sums)
 {
     for (int64_t r = r0; r < r1; r++) {
@@ -206,7 +131,6 @@ static void geglu_f32_avx512(const float *x, float *y, int64_t n, int64_t r0, in
 #endif
 void OPS_REGISTER(kernel_table *t)
 {
-    t->group_norm_f32 = group_norm_f32_avx512;
     t->channel_sums_f32 = channel_sums_f32_avx512;
     t->channel_affine_f32 = channel_affine_f32_avx512;
     t->layer_norm_f32 = layer_norm_f32_avx512;
