@@ -306,14 +306,19 @@ static void test_attention_matches_scalar(void)
     };
     test_rng r = test_rng_seed(3);
     double worst = 0;
-    for (int l = 0; l < n_levels; l++)
+    /* each level with fast math on and off (libm's exp2f), and tiles of
+     * the default size, the smallest the kernels take and the largest */
+    const int tiles[] = {0, 6, 96};
+    for (int run = 0; run < 2 * n_levels; run++)
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             const att_case *ac = &cases[i];
+            const int fast_math = run % 2, l = run / 2;
             int64_t width = (int64_t)ac->heads * ac->head_dim;
             attention_geom g = {.batch = ac->batch, .heads = ac->heads, .q_len = ac->q_len, .kv_len = ac->kv_len,
                                 .head_dim = ac->head_dim, .q_stride = width + 3, .k_stride = width + 1,
                                 .v_stride = width + 2, .o_stride = width,
-                                .scale = (ac->flip ? -1.0f : 1.0f) / sqrtf((float)ac->head_dim), .causal = ac->causal};
+                                .scale = (ac->flip ? -1.0f : 1.0f) / sqrtf((float)ac->head_dim), .causal = ac->causal,
+                                .tile_q = tiles[i % 3]};
             /* scores of a few units: a realistic softmax, neither flat nor one-hot */
             float *q = random_floats(&r, (size_t)(ac->batch * ac->q_len * (width + 3)));
             float *k = random_floats(&r, (size_t)(ac->batch * ac->kv_len * (width + 1)));
@@ -326,7 +331,7 @@ static void test_attention_matches_scalar(void)
                         k[j * (width + 1) + c] *= 1.0f + (float)(j % ac->kv_len) / 64.0f;
             size_t out_n = (size_t)(ac->batch * ac->q_len * width);
             float *o0 = calloc(out_n, sizeof *o0), *o1 = calloc(out_n, sizeof *o1);
-            const kernel_table *fast = kernels_for(levels[l]), *ref = kernels_for(KILN_ISA_SCALAR);
+            const kernel_table *fast = kernels_for_math(levels[l], fast_math), *ref = kernels_for(KILN_ISA_SCALAR);
             void *scratch = NULL;
             if (posix_memalign(&scratch, 64, fast->attention_scratch(&g) + 64) != 0)
                 abort();
@@ -336,7 +341,8 @@ static void test_attention_matches_scalar(void)
             fast->attention_f32(&g, q, k, v, o1, third, items, scratch);
             double abs_err, rel = max_rel_err(o1, o0, out_n, &abs_err);
             worst = fmax(worst, rel);
-            CHECK(rel <= 1e-5, "attention %s case %zu: rel err %.3e (abs %.3e)", kiln_isa_name(levels[l]), i, rel, abs_err);
+            CHECK(rel <= 1e-5, "attention %s (fast math %d) case %zu: rel err %.3e (abs %.3e)", kiln_isa_name(levels[l]),
+                  fast_math, i, rel, abs_err);
             free(q), free(k), free(v), free(o0), free(o1), free(scratch);
         }
     printf("    attention: worst rel err %.2e over %d levels\n", worst, n_levels);

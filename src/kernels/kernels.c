@@ -25,6 +25,7 @@ static void build_tables(void)
     kernel_table *avx2 = &tables[1][KILN_ISA_AVX2];
     convert_register_avx2(avx2);
     gemm_register_avx2(avx2);
+    attention_register_avx2(avx2);
     ops_register_avx2(avx2);
     winograd_register_avx2(avx2);
     avx2->isa = KILN_ISA_AVX2;
@@ -42,6 +43,7 @@ static void build_tables(void)
     /* fast math off: the same kernels with libm's exp and erf */
     tables[0][KILN_ISA_AVX2] = *avx2;
     ops_register_avx2_precise(&tables[0][KILN_ISA_AVX2]);
+    attention_register_avx2_precise(&tables[0][KILN_ISA_AVX2]);
     tables[0][KILN_ISA_AVX2].fast_math = 0;
     tables[0][KILN_ISA_AVX512] = *avx512;
     ops_register_avx512_precise(&tables[0][KILN_ISA_AVX512]);

@@ -216,6 +216,7 @@ const kernel_table *kernels_for_math(kiln_isa isa, int fast_math);
 void ops_register_scalar(kernel_table *t);
 void gemm_register_avx2(kernel_table *t);
 void gemm_register_avx512(kernel_table *t);
+void attention_register_avx2(kernel_table *t);
 void attention_register_avx512(kernel_table *t);
 void ops_register_avx2(kernel_table *t);
 void ops_register_avx512(kernel_table *t);
@@ -223,6 +224,7 @@ void winograd_register_scalar(kernel_table *t);
 void winograd_register_avx2(kernel_table *t);
 void winograd_register_avx512(kernel_table *t);
 /* the same files compiled with KILN_PRECISE_MATH (libm exp and erf) */
+void attention_register_avx2_precise(kernel_table *t);
 void attention_register_avx512_precise(kernel_table *t);
 void ops_register_avx2_precise(kernel_table *t);
 void ops_register_avx512_precise(kernel_table *t);

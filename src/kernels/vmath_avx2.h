@@ -1,5 +1,5 @@
 /*
- * vmath_avx2.h - exp and erf on 8 floats, for the AVX2 kernels (the same
+ * vmath_avx2.h - exp, 2^x and erf on 8 floats, for the AVX2 kernels (the same
  * polynomials as vmath_avx512.h, with the same error bounds: exp within
  * 2e-7 relative, erf within 1.5e-7 absolute). Include only from files
  * compiled with the AVX2 flags.
@@ -12,23 +12,19 @@
 
 #ifdef KILN_PRECISE_MATH
 /* Fast math off: libm lane by lane (see vmath_avx512.h). */
-static inline __m256 exp8_ps(__m256 x)
-{
-    float v[8] __attribute__((aligned(32)));
-    _mm256_store_ps(v, x);
-    for (int i = 0; i < 8; i++)
-        v[i] = expf(v[i]);
-    return _mm256_load_ps(v);
-}
-
-static inline __m256 erf8_ps(__m256 x)
-{
-    float v[8] __attribute__((aligned(32)));
-    _mm256_store_ps(v, x);
-    for (int i = 0; i < 8; i++)
-        v[i] = erff(v[i]);
-    return _mm256_load_ps(v);
-}
+#define LANE_BY_LANE(name, libm_function)                                                            \
+    static inline __m256 name(__m256 x)                                                              \
+    {                                                                                                \
+        float v[8] __attribute__((aligned(32)));                                                     \
+        _mm256_store_ps(v, x);                                                                       \
+        for (int i = 0; i < 8; i++)                                                                  \
+            v[i] = libm_function(v[i]);                                                              \
+        return _mm256_load_ps(v);                                                                    \
+    }
+LANE_BY_LANE(exp8_ps, expf)
+LANE_BY_LANE(exp2_8_ps, exp2f)
+LANE_BY_LANE(erf8_ps, erff)
+#undef LANE_BY_LANE
 #else
 static inline __m256 exp8_ps(__m256 x)
 {
@@ -47,6 +43,24 @@ static inline __m256 exp8_ps(__m256 x)
     __m256 r2 = _mm256_mul_ps(r, r);
     p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     /* 2^n by building the exponent bits (n is in [-126, 127] after the clamp) */
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* 2^x: the polynomial of vmath_avx512.h's exp2_ps (relative error 2.1e-7);
+ * 2^n by building the exponent bits, so x is clamped to [-126, 127]
+ * (below, 2^-126 where 0 is due: callers that need the 0 mask it). */
+static inline __m256 exp2_8_ps(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-126.0f)), _mm256_set1_ps(127.0f));
+    __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(x, n);
+    __m256 p = _mm256_set1_ps(1.3276471291e-3f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6755409613e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5507130921e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022120237e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314694405e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0000001192e+0f));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }

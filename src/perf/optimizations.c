@@ -302,8 +302,8 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
     kiln_opt_report rep[KILN_OPT_COUNT];
     memset(rep, 0, sizeof rep);
 
-    /* attention: both paths exist at every level; the tiled kernel is the
-     * AVX-512 one, below it the fused kernel goes one query at a time */
+    /* attention: both paths exist at every level; the fused kernel is
+     * tiled at AVX2 and AVX-512, one query at a time at the scalar level */
     if (a.attention == KILN_ATTENTION_TILED && k->attention_tile_max == 0)
         note(&rep[KILN_OPT_ATTENTION],
              "the %s level has no tiled attention kernel: the fused one-query-at-a-time kernel runs (still no "
@@ -333,8 +333,7 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
             t = k->attention_tile_max;
         if (a.attention_tile != 0 && t != a.attention_tile) {
             tile->available = -1;
-            note(tile, "the %s kernel takes %d to %d queries in steps of %d (keys in blocks of 64): %d is the "
-                       "nearest below",
+            note(tile, "the %s kernel takes %d to %d queries in steps of %d: %d is the nearest below",
                  isa_name, k->attention_tile_step, k->attention_tile_max, k->attention_tile_step, t);
         }
         a.attention_tile = t;
