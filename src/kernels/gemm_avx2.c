@@ -18,35 +18,50 @@
 #define ZERO_ROW_FLOATS 4096
 static const float zero_row[ZERO_ROW_FLOATS] __attribute__((aligned(64)));
 
+/* The twelve accumulators are named variables for the loop: passed in as
+ * an array, they were stored to the stack after every multiply-add
+ * (clang 14), one store per FMA, which held the kernel to half its peak. */
+#define ACC_IN                                                                                           \
+    __m256 c00 = c[0], c01 = c[1], c10 = c[2], c11 = c[3], c20 = c[4], c21 = c[5], c30 = c[6], c31 = c[7], \
+           c40 = c[8], c41 = c[9], c50 = c[10], c51 = c[11];                                             \
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
+#define ACC_OUT                                                                                          \
+    c[0] = c00, c[1] = c01, c[2] = c10, c[3] = c11, c[4] = c20, c[5] = c21, c[6] = c30, c[7] = c31,      \
+    c[8] = c40, c[9] = c41, c[10] = c50, c[11] = c51;
 #define ROW(r)                                                                                           \
     {                                                                                                    \
-        __m256 av = _mm256_broadcast_ss(&a[r][i]);                                                       \
-        c[2 * (r)] = _mm256_fmadd_ps(av, b0, c[2 * (r)]);                                                \
-        c[2 * (r) + 1] = _mm256_fmadd_ps(av, b1, c[2 * (r) + 1]);                                        \
+        __m256 av = _mm256_broadcast_ss(a##r + i);                                                       \
+        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                                      \
+        c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                                                      \
     }
 #define ALL_ROWS ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5)
 
 static inline void tap_6x16(const float *const a[MR], const float *b, int64_t k, __m256 c[2 * MR])
 {
+    ACC_IN
     for (int64_t i = 0; i < k; i++) {
         __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
         b += NR;
         ALL_ROWS
     }
+    ACC_OUT
 }
 
 static inline void tap_6x16_f16(const float *const a[MR], const uint16_t *b, int64_t k, __m256 c[2 * MR])
 {
+    ACC_IN
     for (int64_t i = 0; i < k; i++) {
         __m256 b0 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)b));
         __m256 b1 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(b + 8)));
         b += NR;
         ALL_ROWS
     }
+    ACC_OUT
 }
 /* bf16 weights: the top half of an f32, widened by zero-extend and shift */
 static inline void tap_6x16_bf16(const float *const a[MR], const uint16_t *b, int64_t k, __m256 c[2 * MR])
 {
+    ACC_IN
     for (int64_t i = 0; i < k; i++) {
         __m256 b0 = _mm256_castsi256_ps(
             _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)b)), 16));
@@ -55,9 +70,12 @@ static inline void tap_6x16_bf16(const float *const a[MR], const uint16_t *b, in
         b += NR;
         ALL_ROWS
     }
+    ACC_OUT
 }
 #undef ALL_ROWS
 #undef ROW
+#undef ACC_OUT
+#undef ACC_IN
 
 static inline void tap_block(const packed_weights *w, const float *const a[MR], int64_t offset, int64_t k,
                              __m256 c[2 * MR])
