@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/cpu.h"
+#include "core/half.h"
 #include "kernels/kernels.h"
 #include "kernels/nchw.h"
 #include "kernels/norm_stats.h"
@@ -454,6 +455,54 @@ static void test_packing_layouts(void)
           panel[1], panel[2], panel[3], panel[4]);
 }
 
+/* Every source dtype into every packed dtype, as panels and unpacked, the
+ * columns packed in three uneven ranges, against the layout worked out
+ * value by value with core/half.h's conversions: bit for bit. */
+static void test_packing_dtypes(void)
+{
+    const kiln_dtype dtypes[] = {KILN_DTYPE_F32, KILN_DTYPE_F16, KILN_DTYPE_BF16};
+    const int64_t n = 37, k = 19, taps = 9;
+    test_rng r = test_rng_seed(11);
+    float *w = random_floats(&r, (size_t)(n * k * taps));
+    uint16_t *w16 = malloc((size_t)(n * k * taps) * sizeof *w16), *wb16 = malloc((size_t)(n * k * taps) * sizeof *wb16);
+    for (int64_t i = 0; i < n * k * taps; i++)
+        w16[i] = half_f32_to_f16(w[i]), wb16[i] = half_f32_to_bf16(w[i]);
+    const void *sources[] = {w, w16, wb16};
+    const int nrs[] = {0, 8, 32};
+    for (int s = 0; s < 3; s++)
+        for (int d = 0; d < 3; d++)
+            for (int v = 0; v < 3; v++) {
+                int nr = nrs[v];
+                int64_t columns = kernels_packed_columns(nr, n), width = nr > 0 ? nr : 1;
+                size_t count = kernels_packed_elements(nr, n, k, taps), size = dtypes[d] == KILN_DTYPE_F32 ? 4 : 2;
+                unsigned char *got = malloc(count * size), *want = calloc(count, size);
+                memset(got, 0xA5, count * size);
+                int64_t cut1 = columns / 3, cut2 = columns - 1;
+                kernels_pack_weights_columns(sources[s], dtypes[s], dtypes[d], nr, n, k, taps, cut2, columns, got);
+                kernels_pack_weights_columns(sources[s], dtypes[s], dtypes[d], nr, n, k, taps, 0, cut1, got);
+                kernels_pack_weights_columns(sources[s], dtypes[s], dtypes[d], nr, n, k, taps, cut1, cut2, got);
+                for (int64_t j = 0; j < n; j++)
+                    for (int64_t t = 0; t < taps; t++)
+                        for (int64_t i = 0; i < k; i++) {
+                            size_t from = (size_t)((j * k + i) * taps + t);
+                            size_t at = (size_t)(((j / width * taps + t) * k + i) * width + j % width);
+                            float x = s == 0   ? w[from]
+                                      : s == 1 ? half_f16_to_f32(w16[from])
+                                               : half_bf16_to_f32(wb16[from]);
+                            if (d == 0)
+                                memcpy(want + at * 4, &x, 4);
+                            else {
+                                uint16_t h = d == 1 ? half_f32_to_f16(x) : half_f32_to_bf16(x);
+                                memcpy(want + at * 2, &h, 2);
+                            }
+                        }
+                CHECK(memcmp(got, want, count * size) == 0, "packing %s -> %s, nr %d: differs from the reference",
+                      kiln_dtype_name(dtypes[s]), kiln_dtype_name(dtypes[d]), nr);
+                free(got), free(want);
+            }
+    free(w), free(w16), free(wb16);
+}
+
 /* [b, hw, c] <-> [b, c, hw] */
 static float *to_planes(const float *x, int64_t b, int64_t hw, int64_t c)
 {
@@ -604,7 +653,8 @@ static void test_f16_weights(void)
     pack_dtype = KILN_DTYPE_F32;
 }
 
-TEST_MAIN(TEST(test_packing_layouts), TEST(test_linear_matches_scalar), TEST(test_conv_matches_scalar), TEST(test_winograd_matches_direct),
+TEST_MAIN(TEST(test_packing_layouts), TEST(test_packing_dtypes), TEST(test_linear_matches_scalar),
+          TEST(test_conv_matches_scalar), TEST(test_winograd_matches_direct),
           TEST(test_upsampled_read_matches_upsampled_input),
           TEST(test_f16_weights),
           TEST(test_attention_matches_scalar), TEST(test_norms_and_elementwise), TEST(test_nchw_conv_matches_nhwc),

@@ -353,8 +353,9 @@ static void measure_config(const bench_args *a, const kiln_optimizations *o, con
         snprintf(r->error, sizeof r->error, "%s", kiln_last_error());
         goto done;
     }
-    /* as kiln_model_load does: the file's pages go once packed */
+    /* as kiln_model_load does: the file's pages go once packed, packed on the pool */
     weight_cache_set_release(cache, sd_model_release_file_range, m);
+    weight_cache_set_pool(cache, pool);
     int width, height, lh, lw;
     if (bench_size(a, m, &width, &height, &lh, &lw) != 0) {
         snprintf(r->error, sizeof r->error, "bad width or height");
@@ -803,8 +804,9 @@ int cmd_bench(int argc, char **argv)
         weight_cache_destroy(cache);
         return cli_fail("bench: loading the model");
     }
-    /* as kiln_model_load does: the file's pages go once packed */
+    /* as kiln_model_load does: the file's pages go once packed, packed on the pool */
     weight_cache_set_release(cache, sd_model_release_file_range, m);
+    weight_cache_set_pool(cache, pool);
     int width, height, lh, lw;
     if (bench_size(&a, m, &width, &height, &lh, &lw) != 0) {
         sd_model_destroy(m);

@@ -13,6 +13,7 @@
 #define KILN_GRAPH_WEIGHT_CACHE_H
 
 #include "core/tensor.h"
+#include "core/threadpool.h"
 #include "kernels/kernels.h"
 
 typedef struct weight_cache weight_cache;
@@ -40,6 +41,9 @@ kiln_status weight_cache_f32(weight_cache *c, const tensor *w, const float **out
  * so an owner can let the file's pages go (NULL: nothing is called). */
 typedef void (*weight_release_fn)(void *ctx, const void *data, size_t bytes);
 void weight_cache_set_release(weight_cache *c, weight_release_fn fn, void *ctx);
+
+/* Packs weights on pool's threads from now on (NULL: on the caller's). */
+void weight_cache_set_pool(weight_cache *c, tpool *pool);
 
 /* Bytes the cache holds. */
 size_t weight_cache_bytes(const weight_cache *c);

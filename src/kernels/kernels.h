@@ -38,6 +38,15 @@ size_t kernels_packed_elements(int nr, int64_t n, int64_t k, int64_t taps);
 void kernels_pack_weights(const void *src, kiln_dtype src_dtype, kiln_dtype dst_dtype, int nr, int64_t n, int64_t k,
                           int64_t taps, void *dst);
 
+/* The columns a packed copy has: n rounded up to whole panels. */
+int64_t kernels_packed_columns(int nr, int64_t n);
+
+/* kernels_pack_weights for columns (output channels) [j0, j1) of
+ * [0, kernels_packed_columns(nr, n)) only (those past n are zeros): calls
+ * on disjoint ranges may run at once. */
+void kernels_pack_weights_columns(const void *src, kiln_dtype src_dtype, kiln_dtype dst_dtype, int nr, int64_t n,
+                                  int64_t k, int64_t taps, int64_t j0, int64_t j1, void *dst);
+
 /* The order in which a caller should hand out the tiles of an m x n
  * matrix product (or convolution with taps taps per output channel): 1,
  * a row block at a time with every weight panel in turn; 0, a weight

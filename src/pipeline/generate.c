@@ -149,6 +149,7 @@ kiln_status kiln_model_load(kiln_engine *e, const char *path, const kiln_model_o
         return st;
     }
     m->engine = e;
+    weight_cache_set_pool(m->weights, e->pool);
     if (o && o->tokenizer_dir && !(m->tokenizer_dir = strdup(o->tokenizer_dir))) {
         kiln_model_destroy(m);
         return err_set(KILN_ERR_NOMEM, "cannot allocate a model");
