@@ -2,11 +2,16 @@
  * parameters_parse reads back (format -> parse -> the same fields), and
  * parameters_parse reads what A1111 itself writes (real infotexts of its
  * versions 1.0 to 1.9: quoted values, multi-line prompts, settings kiln has
- * no field for), with errors that name the setting at fault. */
+ * no field for), with errors that name the setting at fault; and the model
+ * hash, through its cache. */
+#include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "pipeline/parameters.h"
 #include "test_support.h"
@@ -415,5 +420,96 @@ static void test_large_inputs(void)
     free(text);
 }
 
+/* ---- the model hash and its cache ---------------------------------------- */
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+    CHECK(f != NULL, "cannot write %s", path);
+}
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char *buf = calloc(1, 1 << 16);
+    if (buf)
+        fread(buf, 1, (1 << 16) - 1, f);
+    fclose(f);
+    return buf;
+}
+
+/* The cached hash against the uncached one (SHA-256 of "abc" is
+ * ba7816bf..., of "abd" a52d159f...): a second run reads the cache (shown
+ * by planting a different hash in it), a file changed in place is hashed
+ * again, and a cache that is garbage or cannot be written changes nothing
+ * but the time. */
+static void test_model_hash_cache(void)
+{
+    const char *dir = test_tmp_dir();
+    char model[256], cache[256], cache_file[300];
+    snprintf(model, sizeof model, "%s/model.safetensors", dir);
+    snprintf(cache, sizeof cache, "%s/cache", dir);
+    snprintf(cache_file, sizeof cache_file, "%s/kiln/model-hashes.json", cache);
+    const char *saved = getenv("XDG_CACHE_HOME");
+    char *saved_copy = saved ? strdup(saved) : NULL;
+    setenv("XDG_CACHE_HOME", cache, 1);
+
+    char hash[11] = {0};
+    write_text(model, "abc");
+    CHECK(parameters_model_hash(model, hash) == KILN_OK && strcmp(hash, "ba7816bf8f") == 0, "plain hash: %s", hash);
+    CHECK(parameters_model_hash_cached(model, hash) == KILN_OK && strcmp(hash, "ba7816bf8f") == 0,
+          "first cached hash: %s", hash);
+    char *text = read_text(cache_file);
+    CHECK(text && strstr(text, "\"ba7816bf8f\"") && strstr(text, "model.safetensors"), "cache file: %s",
+          text ? text : "(missing)");
+
+    /* planted: the next call must answer from the cache */
+    char *at = text ? strstr(text, "ba7816bf8f") : NULL;
+    if (at) {
+        memcpy(at, "0123456789", 10);
+        write_text(cache_file, text);
+        CHECK(parameters_model_hash_cached(model, hash) == KILN_OK && strcmp(hash, "0123456789") == 0,
+              "a second call did not read the cache: %s", hash);
+    }
+    free(text);
+
+    /* same size, new contents and modification time: hashed again */
+    write_text(model, "abd");
+    struct timespec times[2] = {{.tv_sec = 1000000000, .tv_nsec = 0}, {.tv_sec = 1000000000, .tv_nsec = 0}};
+    utimensat(AT_FDCWD, model, times, 0);
+    CHECK(parameters_model_hash_cached(model, hash) == KILN_OK && strcmp(hash, "a52d159f26") == 0,
+          "changed file: %s, expected a52d159f26", hash);
+
+    /* garbage in the cache: hashed, and the cache written anew */
+    write_text(cache_file, "{not json");
+    CHECK(parameters_model_hash_cached(model, hash) == KILN_OK && strcmp(hash, "a52d159f26") == 0,
+          "with a garbage cache: %s", hash);
+    text = read_text(cache_file);
+    CHECK(text && strstr(text, "a52d159f26"), "cache not rewritten: %s", text ? text : "(missing)");
+    free(text);
+
+    /* a cache folder that cannot exist (under a regular file): still the hash */
+    char blocked[300];
+    snprintf(blocked, sizeof blocked, "%s/model.safetensors/cache", dir);
+    setenv("XDG_CACHE_HOME", blocked, 1);
+    CHECK(parameters_model_hash_cached(model, hash) == KILN_OK && strcmp(hash, "a52d159f26") == 0,
+          "unwritable cache: %s", hash);
+    CHECK(parameters_model_hash_cached("/nonexistent/model.safetensors", hash) == KILN_ERR_IO,
+          "a missing model: expected an I/O error");
+
+    if (saved_copy)
+        setenv("XDG_CACHE_HOME", saved_copy, 1);
+    else
+        unsetenv("XDG_CACHE_HOME");
+    free(saved_copy);
+}
+
 TEST_MAIN(TEST(test_round_trip), TEST(test_format_long_values), TEST(test_a1111_classic), TEST(test_a1111_modern),
-          TEST(test_a1111_quirks), TEST(test_malformed_values), TEST(test_large_inputs))
+          TEST(test_a1111_quirks), TEST(test_malformed_values), TEST(test_large_inputs),
+          TEST(test_model_hash_cache))

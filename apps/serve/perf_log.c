@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/cache_dir.h"
 #include "perf/metrics.h"
 #include "perf/recorder.h"
 #include "serve.h"
@@ -156,21 +157,6 @@ static void remember(perf_log *log, const perf_record *r)
     log->records[log->len++] = *r;
 }
 
-/* mkdir -p of the directory part of path */
-static void make_parents(const char *path)
-{
-    char *dir = strdup(path);
-    if (!dir)
-        return;
-    for (char *p = dir + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(dir, 0755);
-            *p = '/';
-        }
-    free(dir);
-}
-
 static void read_back(perf_log *log)
 {
     FILE *f = fopen(log->path, "re");
@@ -201,7 +187,7 @@ perf_log *perf_log_create(const char *history_path)
     }
     pthread_mutex_init(&log->mu, NULL);
     if (log->path) {
-        make_parents(log->path);
+        cache_dir_make_parents(log->path); /* if it fails, so will the append, which says why */
         read_back(log);
     }
     return log;

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/cache_dir.h"
 #include "core/clock.h"
 
 /* ---- measurements ---- */
@@ -147,19 +148,8 @@ json_t *perf_stats_json(const perf_stats *s)
 
 char *perf_history_default_path(void)
 {
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
     char path[4096];
-    int n;
-    /* the XDG spec: a relative path in the variable is invalid and ignored */
-    if (xdg && xdg[0] == '/')
-        n = snprintf(path, sizeof path, "%s/kiln/history.jsonl", xdg);
-    else if (home && home[0])
-        n = snprintf(path, sizeof path, "%s/.cache/kiln/history.jsonl", home);
-    else
-        return NULL;
-    if (n < 0 || (size_t)n >= sizeof path)
-        return NULL;
-    return strdup(path);
+    return cache_dir_path("history.jsonl", path, sizeof path) == KILN_OK ? strdup(path) : NULL;
 }
 
 json_t *perf_record_create(const char *source, const perf_sample *samples, int count)
@@ -183,39 +173,6 @@ static void message(char *msg, size_t size, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, size, fmt, ap);
     va_end(ap);
-}
-
-/* mkdir -p of the folder part of path; 0, or -1 naming the folder */
-static int make_parents(const char *path, char *msg, size_t size)
-{
-    char *dir = strdup(path);
-    if (!dir) {
-        message(msg, size, "out of memory");
-        return -1;
-    }
-    int rc = 0;
-    char *slash = strrchr(dir, '/');
-    if (slash && slash != dir) {
-        *slash = '\0';
-        for (char *p = dir + 1;; p++) {
-            if (*p == '/' || *p == '\0') {
-                char c = *p;
-                *p = '\0';
-                if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-                    int saved = errno;
-                    message(msg, size, "cannot create %s: %s", dir, strerror(saved));
-                    errno = saved;
-                    rc = -1;
-                    break;
-                }
-                *p = c;
-                if (c == '\0')
-                    break;
-            }
-        }
-    }
-    free(dir);
-    return rc;
 }
 
 /* An exclusive flock on path's lock file, path + ".lock" beside it: the
@@ -315,8 +272,10 @@ int perf_history_append_line(const char *path, const char *line, size_t n, size_
 {
     if (msg && msg_size)
         msg[0] = '\0';
-    if (make_parents(path, msg, msg_size) != 0)
+    if (cache_dir_make_parents(path) != KILN_OK) {
+        message(msg, msg_size, "%s", kiln_last_error());
         return -1;
+    }
     int lock = lock_history(path);
     int fd = lock >= 0 ? open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644) : -1;
     int saved = 0, rc = 0;

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/cache_dir.h"
 #include "core/cpu.h"
 #include "core/error.h"
 #include "perf/optimizations.h"
@@ -39,18 +40,7 @@
 
 kiln_status kiln_tuning_cache_path(char *buf, size_t size)
 {
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    int n;
-    /* the XDG spec: a relative XDG_CACHE_HOME is invalid and ignored */
-    if (xdg && xdg[0] == '/')
-        n = snprintf(buf, size, "%s/kiln/tuning.json", xdg);
-    else if (home && *home)
-        n = snprintf(buf, size, "%s/.cache/kiln/tuning.json", home);
-    else
-        return err_set(KILN_ERR_INVALID, "no place for the tuning cache: neither XDG_CACHE_HOME nor HOME is set");
-    if (n < 0 || (size_t)n >= size)
-        return err_set(KILN_ERR_INVALID, "the tuning cache path is longer than %zu bytes", size);
-    return KILN_OK;
+    return cache_dir_path("tuning.json", buf, size);
 }
 
 /* ---- the model hash ---- */
@@ -363,28 +353,6 @@ kiln_status kiln_tuning_lookup(const char *cache_path, const kiln_tuning *key, k
     return KILN_OK;
 }
 
-/* mkdir -p for the folders above file */
-static kiln_status make_parents(const char *file)
-{
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", file);
-    char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir)
-        return KILN_OK;
-    *slash = '\0';
-    for (char *p = dir + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-            return err_set(KILN_ERR_IO, "cannot create %s for the tuning cache: %s", dir, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return err_set(KILN_ERR_IO, "cannot create %s for the tuning cache: %s", dir, strerror(errno));
-    return KILN_OK;
-}
-
 kiln_status kiln_tuning_store(const char *cache_path, const kiln_tuning *t)
 {
     char path[PATH_MAX], tmp[PATH_MAX + 16];
@@ -394,7 +362,7 @@ kiln_status kiln_tuning_store(const char *cache_path, const kiln_tuning *t)
             return st;
         cache_path = path;
     }
-    kiln_status st = make_parents(cache_path);
+    kiln_status st = cache_dir_make_parents(cache_path);
     if (st != KILN_OK)
         return st;
     json_t *root = NULL;

@@ -795,22 +795,31 @@ void kiln_result_destroy(kiln_result *res)
     free(res);
 }
 
-/* The A1111 parameters of a finished image (with the model's hash, found
- * the first time it is needed: hashing a multi-GB file takes seconds). */
+/* The model's hash for the images' parameters, once per model (through
+ * the hash cache: hashing a checkpoint of gigabytes takes seconds). A run
+ * that hashes shows it as its own stage in the trace. */
+static void model_hash_ready(kiln_model *m, gen_perf *gp)
+{
+    if (m->hash[0])
+        return;
+    uint64_t start_ns = clock_now_ns();
+    char path[4096];
+    if (m->sd->is_folder)
+        snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", m->sd->path);
+    else
+        snprintf(path, sizeof path, "%s", m->sd->path);
+    if (parameters_model_hash_cached(path, m->hash) != KILN_OK)
+        LOG_WARN("no model hash in the parameters: %s", kiln_last_error());
+    stage_done(gp, "model hash", start_ns);
+}
+
+/* The A1111 parameters of a finished image, with the model's hash. */
 static kiln_status finish_image(kiln_model *m, const plan *p, kiln_image *img)
 {
     const kiln_request *r = p->r;
     if (img->parameters)
         return KILN_OK;
-    if (!m->hash[0]) {
-        char path[4096];
-        if (m->sd->is_folder)
-            snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", m->sd->path);
-        else
-            snprintf(path, sizeof path, "%s", m->sd->path);
-        if (parameters_model_hash(path, m->hash) != KILN_OK)
-            LOG_WARN("no model hash in the parameters: %s", kiln_last_error());
-    }
+    model_hash_ready(m, p->perf);
     image_parameters ip = {.prompt = r->prompt, .negative_prompt = r->negative_prompt, .steps = p->steps,
                            .sampler = p->sampler.kind, .karras = p->sampler.karras, .cfg_scale = p->cfg,
                            .seed = img->seed, .width = p->width, .height = p->height,
@@ -892,6 +901,9 @@ static kiln_status run_batch(kiln_model *m, const plan *p, const float *context,
     /* the UNet's memory is not needed while the decoder runs */
     graph_exec_release_pages(m->unet.exec);
 
+    /* before the decode's clock starts: images are finished inside it */
+    if (p->r->on_image)
+        model_hash_ready(m, p->perf);
     uint64_t decode_ns = clock_now_ns();
     double decode_start = clock_now();
     for (int i = 0; i < batch; i++) {

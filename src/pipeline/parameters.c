@@ -1,6 +1,7 @@
 #include "pipeline/parameters.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <openssl/evp.h>
@@ -8,8 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "core/cache_dir.h"
 #include "core/error.h"
+#include "core/log.h"
 
 /* ---- writing ------------------------------------------------------------------ */
 
@@ -168,6 +173,70 @@ done:
     EVP_MD_CTX_free(ctx);
     fclose(f);
     return st;
+}
+
+/* The cache of model hashes, in kiln's cache folder:
+ *   {"format": "kiln-model-hashes", "version": 1,
+ *    "files": {"/real/path.safetensors": {"size": N, "mtime_ns": N, "hash": "0123456789"}}}
+ * An entry counts only while the file keeps its size and modification
+ * time; an unreadable cache is started again. */
+#define HASH_CACHE_NAME "model-hashes.json"
+
+static int is_short_hash(const char *s)
+{
+    if (!s || strlen(s) != 10)
+        return 0;
+    for (int i = 0; i < 10; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* Written beside the cache and renamed over it: a reader sees the old file
+ * or the new one. Failing to write costs only the next run's hashing. */
+static void store_hash_cache(json_t *root, const char *cache)
+{
+    char tmp[4096 + 32];
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", cache, (long)getpid());
+    if (cache_dir_make_parents(cache) != KILN_OK || json_dump_file(root, tmp, JSON_INDENT(1) | JSON_SORT_KEYS) != 0 ||
+        rename(tmp, cache) != 0) {
+        LOG_DEBUG("model hash not cached in %s: %s", cache, strerror(errno));
+        unlink(tmp);
+    }
+}
+
+kiln_status parameters_model_hash_cached(const char *path, char out[11])
+{
+    struct stat st;
+    char real[PATH_MAX], cache[4096];
+    if (stat(path, &st) != 0 || !realpath(path, real) ||
+        cache_dir_path(HASH_CACHE_NAME, cache, sizeof cache) != KILN_OK)
+        return parameters_model_hash(path, out);
+    json_int_t mtime_ns = (json_int_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    json_t *root = json_load_file(cache, 0, NULL);
+    if (!json_is_object(json_object_get(root, "files"))) {
+        json_decref(root);
+        root = json_pack("{s:s, s:i, s:{}}", "format", "kiln-model-hashes", "version", 1, "files");
+        if (!root)
+            return parameters_model_hash(path, out);
+    }
+    json_t *files = json_object_get(root, "files"), *entry = json_object_get(files, real);
+    const char *known = json_string_value(json_object_get(entry, "hash"));
+    if (json_integer_value(json_object_get(entry, "size")) == (json_int_t)st.st_size &&
+        json_integer_value(json_object_get(entry, "mtime_ns")) == mtime_ns && is_short_hash(known)) {
+        memcpy(out, known, 11);
+        json_decref(root);
+        return KILN_OK;
+    }
+    kiln_status status = parameters_model_hash(path, out);
+    if (status == KILN_OK) {
+        json_t *entry_new =
+            json_pack("{s:I, s:I, s:s}", "size", (json_int_t)st.st_size, "mtime_ns", mtime_ns, "hash", out);
+        json_object_set_new(files, real, entry_new);
+        store_hash_cache(root, cache);
+    }
+    json_decref(root);
+    return status;
 }
 
 /* ---- reading ------------------------------------------------------------------ */
