@@ -13,6 +13,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -350,6 +353,18 @@ static void prune_locked(job_queue *q)
     q->table_len = w;
 }
 
+/* The queue ran dry: give the heap's free pages back to the system. glibc
+ * keeps what a job freed in the arena of the thread that allocated it (the
+ * worker's, the pool's, each connection's) and trims an arena only from its
+ * top, so an idle server would otherwise stay at its busiest size, less
+ * whatever happened to sit at the tops. */
+static void return_free_memory(void)
+{
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+}
+
 static void *worker_main(void *arg)
 {
     job_queue *q = arg;
@@ -378,6 +393,11 @@ static void *worker_main(void *arg)
         release_locked(j);
         prune_locked(q);
         pthread_cond_broadcast(&q->changed);
+        if (!q->head) {
+            pthread_mutex_unlock(&q->mu);
+            return_free_memory();
+            pthread_mutex_lock(&q->mu);
+        }
     }
     pthread_mutex_unlock(&q->mu);
     return NULL;
