@@ -141,6 +141,52 @@ static void geglu_f32_avx2(const float *x, float *y, int64_t n, int64_t r0, int6
     }
 }
 
+/* The plain attention path's softmax, 8 scores at a time: as the scalar
+ * kernel (product, then minus the row's maximum, the sum in double), the
+ * scores past the last full vector through expf. */
+static void softmax_f32_avx2(float *x, int64_t n, int64_t ld, float scale, int causal, int64_t r0, int64_t r1)
+{
+    const __m256 vscale = _mm256_set1_ps(scale);
+    for (int64_t r = r0; r < r1; r++) {
+        float *row = x + r * ld;
+        int64_t valid = causal && r + 1 < n ? r + 1 : n, body = valid / 8 * 8, j;
+        __m256 vmax = _mm256_set1_ps(-INFINITY);
+        for (j = 0; j < body; j += 8)
+            vmax = _mm256_max_ps(vmax, _mm256_mul_ps(_mm256_loadu_ps(row + j), vscale));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float max = _mm_cvtss_f32(m4);
+        for (; j < valid; j++)
+            if (row[j] * scale > max)
+                max = row[j] * scale;
+
+        const __m256 vm = _mm256_set1_ps(max);
+        __m256d sum_lo = _mm256_setzero_pd(), sum_hi = _mm256_setzero_pd();
+        for (j = 0; j < body; j += 8) {
+            __m256 e = exp8_ps(_mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(row + j), vscale), vm));
+            _mm256_storeu_ps(row + j, e);
+            sum_lo = _mm256_add_pd(sum_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+            sum_hi = _mm256_add_pd(sum_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+        }
+        double lanes[4];
+        _mm256_storeu_pd(lanes, _mm256_add_pd(sum_lo, sum_hi));
+        double total = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+        for (; j < valid; j++) {
+            row[j] = expf(row[j] * scale - max);
+            total += row[j];
+        }
+
+        const __m256 inv = _mm256_set1_ps(total > 0.0 ? (float)(1.0 / total) : 0.0f);
+        for (j = 0; j < body; j += 8)
+            _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), inv));
+        for (; j < valid; j++)
+            row[j] *= _mm256_cvtss_f32(inv);
+        for (; j < n; j++)
+            row[j] = 0.0f;
+    }
+}
+
 #ifdef KILN_PRECISE_MATH
 #define OPS_REGISTER ops_register_avx2_precise
 #else
@@ -157,4 +203,5 @@ void OPS_REGISTER(kernel_table *t)
     t->quick_gelu_f32 = quick_gelu_f32_avx2;
     t->add_channel_bias_f32 = add_channel_bias_f32_avx2;
     t->geglu_f32 = geglu_f32_avx2;
+    t->softmax_f32 = softmax_f32_avx2;
 }
