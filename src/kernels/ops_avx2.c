@@ -23,6 +23,14 @@ static float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+static float hmax8(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
 /* Sums in double, four channels at a time; a channel count that is not a
  * multiple of 8 (the VAE and UNet have none) goes to the scalar kernel. */
 static void channel_sums_f32_avx2(const float *x, int64_t c, int64_t r0, int64_t r1, double *sums)
@@ -153,10 +161,7 @@ static void softmax_f32_avx2(float *x, int64_t n, int64_t ld, float scale, int c
         __m256 vmax = _mm256_set1_ps(-INFINITY);
         for (j = 0; j < body; j += 8)
             vmax = _mm256_max_ps(vmax, _mm256_mul_ps(_mm256_loadu_ps(row + j), vscale));
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        float max = _mm_cvtss_f32(m4);
+        float max = hmax8(vmax);
         for (; j < valid; j++)
             if (row[j] * scale > max)
                 max = row[j] * scale;
@@ -177,11 +182,12 @@ static void softmax_f32_avx2(float *x, int64_t n, int64_t ld, float scale, int c
             total += row[j];
         }
 
-        const __m256 inv = _mm256_set1_ps(total > 0.0 ? (float)(1.0 / total) : 0.0f);
+        float inv = total > 0.0 ? (float)(1.0 / total) : 0.0f;
+        const __m256 vinv = _mm256_set1_ps(inv);
         for (j = 0; j < body; j += 8)
-            _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), inv));
+            _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), vinv));
         for (; j < valid; j++)
-            row[j] *= _mm256_cvtss_f32(inv);
+            row[j] *= inv;
         for (; j < n; j++)
             row[j] = 0.0f;
     }
