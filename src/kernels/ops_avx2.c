@@ -15,22 +15,6 @@ static const kernel_table *scalar(void)
     return kernels_for(KILN_ISA_SCALAR);
 }
 
-static float hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-static float hmax8(__m256 v)
-{
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    return _mm_cvtss_f32(m);
-}
-
 /* Sums in double, four channels at a time; a channel count that is not a
  * multiple of 8 (the VAE and UNet have none) goes to the scalar kernel. */
 static void channel_sums_f32_avx2(const float *x, int64_t c, int64_t r0, int64_t r1, double *sums)
@@ -80,7 +64,7 @@ static void layer_norm_f32_avx2(const float *x, float *y, int64_t c, float eps, 
             s = _mm256_add_ps(s, _mm256_loadu_ps(xr + i));
         for (; i < c; i++)
             tail += xr[i];
-        float mean = (hsum8(s) + tail) / (float)c;
+        float mean = (reduce_add8(s) + tail) / (float)c;
         __m256 vm = _mm256_set1_ps(mean), q = _mm256_setzero_ps();
         float qtail = 0;
         for (i = 0; i + 8 <= c; i += 8) {
@@ -89,7 +73,7 @@ static void layer_norm_f32_avx2(const float *x, float *y, int64_t c, float eps, 
         }
         for (; i < c; i++)
             qtail += (xr[i] - mean) * (xr[i] - mean);
-        float inv = 1.0f / sqrtf((hsum8(q) + qtail) / (float)c + eps);
+        float inv = 1.0f / sqrtf((reduce_add8(q) + qtail) / (float)c + eps);
         __m256 vi = _mm256_set1_ps(inv);
         for (i = 0; i + 8 <= c; i += 8) {
             __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xr + i), vm), vi);
@@ -161,7 +145,7 @@ static void softmax_f32_avx2(float *x, int64_t n, int64_t ld, float scale, int c
         __m256 vmax = _mm256_set1_ps(-INFINITY);
         for (j = 0; j < body; j += 8)
             vmax = _mm256_max_ps(vmax, _mm256_mul_ps(_mm256_loadu_ps(row + j), vscale));
-        float max = hmax8(vmax);
+        float max = reduce_max8(vmax);
         for (; j < valid; j++)
             if (row[j] * scale > max)
                 max = row[j] * scale;
