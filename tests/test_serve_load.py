@@ -269,17 +269,20 @@ def main():
         monitor = Monitor(s)
         try:
             monitor.start()
-            # warm-up: 30 s of the same mix, longer until the server keeps its
-            # full table of finished jobs with their images (SERVE_KEEP_FINISHED,
-            # 32): by then every connection thread's malloc arena exists and the
-            # process's memory is at its level (measured: the idle size grows
-            # 1 MB over the first 150 jobs, then by under 0.5 KB a job, the
-            # perf history's records, capped at SERVE_HISTORY_MAX)
+            # warm-up: 30 s of the same mix, longer (up to 2 min) until 150
+            # jobs have finished: the server then keeps its full table of
+            # finished jobs with their images (SERVE_KEEP_FINISHED, 32) and its
+            # malloc arenas have their working size (measured: the idle size
+            # grows 2-3 MB over the first 40-150 jobs, then by under 0.5 KB a
+            # job, the perf history's records, capped at SERVE_HISTORY_MAX). A
+            # count of images was not enough: under a busy CI machine 30 s made
+            # 50 jobs, and the load then found the server 1.1 MB (5.4%) short
+            # of its level.
             current[0] = "warm-up"
             warm = Load(s)
-            warm_until = time.time() + 60
+            warm_until = time.time() + 120
             rounds = 0
-            while rounds < 3 or (time.time() < warm_until and metrics(s)["kiln_images_total"] < 48):
+            while rounds < 3 or (time.time() < warm_until and metrics(s)["kiln_jobs_total"] < 150):
                 check(warm.run(10.0, chunked=1 if rounds == 0 else 0), "warm-up clients hung")
                 rounds += 1
             base_rss, base_fds, base_threads = wait_idle(s)
