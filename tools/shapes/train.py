@@ -40,7 +40,7 @@ STAGES
                    attribute-naming loss: linear heads, not shipped, must name shape, colour, background, position
                    and size from the text encoder's end token, or the encoder lets shape and position words
                    collapse. AdamW with warm-up and cosine decay, gradient clipping at 1, an EMA of the weights
-                   (0.999, warmed up) that is what gets shipped.
+                   (0.995, warmed up) that is what gets shipped.
     5. eval        the EMA model samples the 72 held-out prompts (tools/shapes/heldout_prompts.tsv,
                    combinations never seen in training) with the shipped defaults and two seeds;
                    check.py judges shape, colour, position, size and background.
@@ -84,9 +84,11 @@ VAE_STEPS_CROP, VAE_BATCH_CROP, VAE_CROP = 700, 16, 32
 VAE_STEPS, VAE_BATCH, VAE_LR = 700, 8, 2e-3
 VAE_KL = 1e-5
 N_LATENTS = 12000
-UNET_STEPS, UNET_BATCH, UNET_LR, UNET_WARMUP = 1600, 48, 1e-3, 100
+# batch 96 at LR 2e-3, EMA 0.995: the best of docs/shapes-training.md's GPU study; 1800 steps take about an hour
+# of the 2-core EPYC (the whole run 72 minutes)
+UNET_STEPS, UNET_BATCH, UNET_LR, UNET_WARMUP = 1800, 96, 2e-3, 100
 LR_FLOOR = 0.05            # the cosine decays to this fraction of the peak
-EMA_DECAY = 0.999
+EMA_DECAY = 0.995
 P_UNCOND = 0.1
 OFFSET_NOISE = 0.0
 PREDICTION = "v_prediction"
@@ -439,6 +441,14 @@ def write_card(out_dir, info):
         "| %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% |" % tuple(
             100 * acc[k] for k in ("shape", "colour", "shape_colour", "position", "size", "background")),
         "",
+        "## Against the bars",
+        "",
+        "Issue 4 asks for %s on these prompts. %s" % (
+            ", ".join("%s >= %d%%" % (k, round(100 * v)) for k, v in ACCURACY_BARS.items()),
+            bars_verdict(acc)),
+        "`docs/shapes-training.md` records what the recipe needs (a study on a lent GPU) and why shape",
+        "lags: it climbs with the number of training samples, and small shapes are also capped by the VAE.",
+        "",
         "## Limits",
         "",
         "64x64 only in spirit (other sizes run but were never trained); one shape per picture; the",
@@ -535,6 +545,17 @@ def main(argv):
     log("wrote %s (%.1f MB), %s/tokenizer, MODEL_CARD.md; %.1f minutes in all" % (
         path, os.path.getsize(path) / 1e6, a.out, times["total"] / 60))
     return 0
+
+
+ACCURACY_BARS = dict(shape=0.90, colour=0.90, position=0.80)   # issue 4's, on the held-out prompts
+
+
+def bars_verdict(acc):
+    """One sentence: which of ACCURACY_BARS the accuracies acc meet."""
+    missed = ["%s (%.1f%%)" % (k, 100 * acc[k]) for k, v in ACCURACY_BARS.items() if acc[k] < v]
+    if not missed:
+        return "This model meets all three."
+    return "This model falls short on %s, so it is an interim model." % " and ".join(missed)
 
 
 def training_extras(st):
