@@ -3,7 +3,8 @@
  * SD 1.5 UNet and VAE, one thread and all threads, beside the FMA peak
  * measured in the same run.
  *
- *   bench_kernels [--runs N] [--isa scalar|avx2|avx512] [--f16]
+ *   bench_kernels [--runs N] [--isa scalar|avx2|avx512] [--f16|--bf16] [--bf16-dot on|off|auto]
+ *                 [--threads N] [--only TEXT]
  *
  * Prints, per shape: GFLOP, the median time of N runs (and min..max), the
  * GFLOP/s and the share of the peak on the same number of threads.
@@ -125,13 +126,21 @@ static void run_peak(void *ctx, int64_t begin, int64_t end, int thread)
     j->flops[thread] += j->k->fma_peak(2000000);
 }
 
-static double peak(tpool *pool, const kernel_table *k)
+static void run_dot_peak(void *ctx, int64_t begin, int64_t end, int thread)
+{
+    job *j = ctx;
+    j->flops[thread] += j->k->bf16_dot_peak(1000000);
+}
+
+/* The FMA loop's rate on every thread of pool, or with dot set the bf16
+ * dot loop's; the best of three. */
+static double peak(tpool *pool, const kernel_table *k, int dot)
 {
     double best = 0;
     for (int a = 0; a < 3; a++) {
         job j = {.k = k};
         double t0 = clock_now();
-        tpool_for(pool, tpool_size(pool), 1, TPOOL_STATIC, run_peak, &j);
+        tpool_for(pool, tpool_size(pool), 1, TPOOL_STATIC, dot ? run_dot_peak : run_peak, &j);
         double sec = clock_now() - t0, f = 0;
         for (int i = 0; i < tpool_size(pool); i++)
             f += j.flops[i];
@@ -159,19 +168,31 @@ static int compare(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    int runs = 5;
+    int runs = 5, only_threads = 0;
+    const char *only = NULL; /* shapes whose name contains it; NULL: all */
     kiln_dtype pack = KILN_DTYPE_F32;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--runs") && i + 1 < argc)
             runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--f16"))
             pack = KILN_DTYPE_F16;
+        else if (!strcmp(argv[i], "--bf16"))
+            pack = KILN_DTYPE_BF16;
+        else if (!strcmp(argv[i], "--bf16-dot") && i + 1 < argc) {
+            i++;
+            kernels_set_bf16_dot(!strcmp(argv[i], "on") ? 1 : !strcmp(argv[i], "off") ? 0 : -1);
+        }
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            only_threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
             kiln_isa isa;
             if (cpu_parse_isa(argv[++i], &isa) == 0)
                 cpu_set_isa(isa);
         } else {
-            fprintf(stderr, "usage: bench_kernels [--runs N] [--isa scalar|avx2|avx512] [--f16]\n");
+            fprintf(stderr, "usage: bench_kernels [--runs N] [--isa scalar|avx2|avx512] [--f16|--bf16] "
+                            "[--bf16-dot on|off|auto] [--threads N] [--only TEXT]\n");
             return 2;
         }
     }
@@ -181,14 +202,24 @@ int main(int argc, char **argv)
     printf("bench_kernels: %s, kernels %s, %s weights, %d runs (median, min..max)\n", cpu_get()->model,
            kiln_isa_name(k->isa), kiln_dtype_name(pack), runs);
     for (int threads = 1; threads <= 2; threads++) {
+        if (only_threads > 0 && threads != only_threads)
+            continue;
         tpool *pool;
         if (tpool_create(threads, &pool) != KILN_OK)
             return 1;
-        double pk = peak(pool, k);
-        printf("\n%d thread%s, measured FP32 FMA peak %.0f GFLOP/s\n", threads, threads > 1 ? "s" : "", pk);
+        /* the matrix kernels' share is of the peak of the instructions they run */
+        int dot = pack == KILN_DTYPE_BF16 && kernels_bf16_dot();
+        double pk = peak(pool, k, 0), dot_pk = k->bf16_dot_peak ? peak(pool, k, 1) : 0;
+        printf("\n%d thread%s, measured FP32 FMA peak %.0f GFLOP/s", threads, threads > 1 ? "s" : "", pk);
+        if (k->bf16_dot_peak)
+            printf(", BF16 dot peak %.0f GFLOP/s (bf16 dot products %s: %s)", dot_pk, dot ? "on" : "off",
+                   kernels_bf16_dot_reason());
+        printf("\n");
         printf("  %-34s %8s %9s %19s %8s %6s\n", "shape", "GFLOP", "median", "min..max", "GFLOP/s", "peak");
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
             const shape *s = &shapes[si];
+            if (only && !strstr(s->name, only))
+                continue;
             job j = {.k = k, .s = s};
             double flops;
             int64_t items;
@@ -255,8 +286,9 @@ int main(int argc, char **argv)
             }
             qsort(times, (size_t)runs, sizeof *times, compare);
             double med = times[runs / 2], rate = flops / med * 1e-9;
+            double of = dot && (s->kind == 'l' || s->kind == 'c') ? dot_pk : pk;
             printf("  %-34s %8.2f %8.4fs %8.4f..%-8.4f %8.1f %5.1f%%\n", s->name, flops * 1e-9, med, times[0],
-                   times[runs - 1], rate, 100.0 * rate / pk);
+                   times[runs - 1], rate, 100.0 * rate / of);
             free(times);
             free((void *)j.x), free((void *)j.x2), free((void *)j.x3), free(j.y), free(j.scratch), free(j.u), free(w);
             free((void *)j.w.data);

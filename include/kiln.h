@@ -234,7 +234,10 @@ KILN_API int kiln_engine_threads(const kiln_engine *e);
 typedef enum kiln_precision {
     KILN_PRECISION_F32,
     KILN_PRECISION_F16,  /* weights as IEEE half, widened to f32 in the matrix kernels */
-    KILN_PRECISION_BF16, /* weights as bfloat16, widened to f32 in the matrix kernels */
+    KILN_PRECISION_BF16, /* weights as bfloat16, widened to f32 in the matrix kernels; where the
+                            CPU's AVX512_BF16 dot products measure faster than its f32 FMAs,
+                            multiplied by them instead, the activations rounded to bf16 too
+                            (KILN_BF16_DOT=on|off|auto overrides the choice) */
     KILN_PRECISION_COUNT
 } kiln_precision;
 
@@ -339,7 +342,8 @@ typedef struct kiln_model_options {
     const char *tokenizer_dir; /* NULL: tokenizer/ beside the file or in the folder */
     const char *precision;     /* how weights are kept for the matrix kernels: "f32" (default), "f16"
                                   or "bf16" (half the memory and bandwidth; widened to f32 as the
-                                  kernels load them: activations and sums stay f32) */
+                                  kernels load them: activations and sums stay f32, except for
+                                  bf16 on CPUs with fast AVX512_BF16, see KILN_PRECISION_BF16) */
 } kiln_model_options;
 
 KILN_API void kiln_model_options_defaults(kiln_model_options *o);

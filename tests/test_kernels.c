@@ -59,13 +59,30 @@ static double max_rel_err(const float *got, const float *want, size_t n, double 
     return worst / scale;
 }
 
+/* Set while the bf16 dot products are under test: only the avx512 level
+ * has them, and the scalar reference then reads the activations rounded
+ * to bf16 as they do. */
+static int bf16_dot_under_test;
+
 static int levels_to_test(kiln_isa *out)
 {
     int n = 0;
     for (int isa = KILN_ISA_AVX2; isa <= (int)cpu_get()->best_isa; isa++)
-        if (kernels_for((kiln_isa)isa)->gemm_nr > 0)
+        if (kernels_for((kiln_isa)isa)->gemm_nr > 0 && (!bf16_dot_under_test || isa == KILN_ISA_AVX512))
             out[n++] = (kiln_isa)isa;
     return n;
+}
+
+/* x as the reference must read it: rounded to bf16 (nearest even) while
+ * the dot products are under test, else x itself. */
+static float *reference_input(float *x, size_t n)
+{
+    if (!bf16_dot_under_test)
+        return x;
+    float *rounded = malloc((n ? n : 1) * sizeof *rounded);
+    for (size_t i = 0; i < n; i++)
+        rounded[i] = half_bf16_to_f32(half_f32_to_bf16(x[i]));
+    return rounded;
 }
 
 static void test_linear_matches_scalar(void)
@@ -90,7 +107,10 @@ static void test_linear_matches_scalar(void)
                     packed_weights p0 = pack(w, 0, n, k, 1), p1 = pack(w, fast->gemm_nr, n, k, 1);
                     /* strided rows (ldx = k + 3, ldy = n + 5), split in two column ranges and
                      * two row ranges, the second starting off a tile boundary */
-                    ref->linear_f32(x, k + 3, &p0, bias, y0, n + 5, 0, m, 0, n);
+                    float *x_ref = reference_input(x, (size_t)(m * (k + 3)));
+                    ref->linear_f32(x_ref, k + 3, &p0, bias, y0, n + 5, 0, m, 0, n);
+                    if (x_ref != x)
+                        free(x_ref);
                     int64_t split = n > fast->gemm_nr ? fast->gemm_nr : n, rows = m / 2 + (m > 2);
                     fast->linear_f32(x, k + 3, &p1, bias, y1, n + 5, 0, rows, 0, split);
                     fast->linear_f32(x, k + 3, &p1, bias, y1, n + 5, 0, rows, split, n);
@@ -136,7 +156,10 @@ static void test_conv_matches_scalar(void)
             float *res = cc->residual ? random_floats(&r, out_n) : NULL;
             float *y0 = calloc(out_n, sizeof *y0), *y1 = calloc(out_n, sizeof *y1);
             packed_weights p0 = pack(w, 0, g.out_c, g.in_c, taps), p1 = pack(w, fast->gemm_nr, g.out_c, g.in_c, taps);
-            ref->conv2d_f32(&g, x, &p0, bias, res, y0, 0, pixels, 0, g.out_c);
+            float *x_ref = reference_input(x, (size_t)(g.batch * g.in_h * g.in_w * g.in_c));
+            ref->conv2d_f32(&g, x_ref, &p0, bias, res, y0, 0, pixels, 0, g.out_c);
+            if (x_ref != x)
+                free(x_ref);
             /* in pieces, as threads would take it */
             int64_t half = pixels / 2;
             fast->conv2d_f32(&g, x, &p1, bias, res, y1, 0, half, 0, g.out_c);
@@ -653,9 +676,44 @@ static void test_f16_weights(void)
     pack_dtype = KILN_DTYPE_F32;
 }
 
+/* bf16 weights widened to f32 (the bf16 dot products off), against the
+ * scalar kernels on the same bf16 weights. */
+static void test_bf16_weights(void)
+{
+    kernels_set_bf16_dot(0);
+    pack_dtype = KILN_DTYPE_BF16;
+    test_linear_matches_scalar();
+    test_conv_matches_scalar();
+    pack_dtype = KILN_DTYPE_F32;
+    kernels_set_bf16_dot(-1);
+}
+
+/* AVX512_BF16's dot products, turned on whatever they measure here,
+ * against the scalar kernels reading the same bf16 weights and the
+ * activations rounded to bf16 the same way: the products are then exact
+ * in f32 on both sides and only the order of the f32 sums differs (TOL).
+ * Odd k (1, 3, 333: a last pair with a zero partner), k over one block of
+ * the reduction (333 > 256), padding taps (the zero row). */
+static void test_bf16_dot_products(void)
+{
+    if (!kernels_for(KILN_ISA_AVX512)->linear_bf16_dot || cpu_isa() < KILN_ISA_AVX512) {
+        printf("    no bf16 dot products at this level: %s\n", kernels_bf16_dot_reason());
+        return;
+    }
+    kernels_set_bf16_dot(1);
+    CHECK(kernels_bf16_dot() == 1, "the bf16 dot products did not turn on: %s", kernels_bf16_dot_reason());
+    bf16_dot_under_test = 1;
+    pack_dtype = KILN_DTYPE_BF16;
+    test_linear_matches_scalar();
+    test_conv_matches_scalar();
+    pack_dtype = KILN_DTYPE_F32;
+    bf16_dot_under_test = 0;
+    kernels_set_bf16_dot(-1);
+}
+
 TEST_MAIN(TEST(test_packing_layouts), TEST(test_packing_dtypes), TEST(test_linear_matches_scalar),
           TEST(test_conv_matches_scalar), TEST(test_winograd_matches_direct),
           TEST(test_upsampled_read_matches_upsampled_input),
-          TEST(test_f16_weights),
+          TEST(test_f16_weights), TEST(test_bf16_weights), TEST(test_bf16_dot_products),
           TEST(test_attention_matches_scalar), TEST(test_norms_and_elementwise), TEST(test_nchw_conv_matches_nhwc),
           TEST(test_nchw_ops_match_nhwc))

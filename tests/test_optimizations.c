@@ -614,22 +614,32 @@ static void test_each_switch_against_f32_reference(void)
     kiln_result_destroy(want);
 
     /* half precisions: the weights rounded to 11 (f16) or 8 (bf16)
-     * significant bits. Measured on the tiny random model: f16 at most 1
-     * level of 255 apart (0.05 on average), bf16 5 (0.6); allowed: about
-     * three times that */
+     * significant bits, and with AVX512_BF16's dot products the
+     * activations too. Measured on the tiny random model: f16 at most 1
+     * level of 255 apart (0.05 on average), bf16 5 (0.6), bf16 dot
+     * products 10 (1.3); allowed: about three times that */
     static const struct {
         const char *name;
         kiln_precision p;
+        int dot; /* the bf16 dot products turned on (skipped where there are none) */
         int max;
         double mean;
-    } halves[] = {{"f16", KILN_PRECISION_F16, 4, 0.3}, {"bf16", KILN_PRECISION_BF16, 16, 2.0}};
+    } halves[] = {{"f16", KILN_PRECISION_F16, 0, 4, 0.3},
+                  {"bf16", KILN_PRECISION_BF16, 0, 16, 2.0},
+                  {"bf16", KILN_PRECISION_BF16, 1, 30, 4.0}};
     model_session ref_again;
     if (model_session_open(&ref_again, tiny_model(), 2, "f32") != 0) {
         model_session_close(&f32);
         return;
     }
     want = generate(&ref_again, &ref);
-    for (size_t i = 0; i < 2 && want; i++) {
+    int has_dot = cpu_isa() >= KILN_ISA_AVX512 && kernels_get()->linear_bf16_dot != NULL;
+    for (size_t i = 0; i < sizeof halves / sizeof halves[0] && want; i++) {
+        if (halves[i].dot && !has_dot) {
+            printf("  bf16 dot products: none at this level (%s)\n", kernels_bf16_dot_reason());
+            continue;
+        }
+        kernels_set_bf16_dot(halves[i].dot);
         model_session s;
         if (model_session_open(&s, tiny_model(), 2, halves[i].name) != 0)
             continue;
@@ -640,21 +650,26 @@ static void test_each_switch_against_f32_reference(void)
         kiln_result *got = generate(&s, &o);
         if (got) {
             pixel_diff d = compare(got, want);
+            const char *how = halves[i].dot ? " (dot products)" : "";
             CHECK(d.max <= halves[i].max && d.mean <= halves[i].mean,
-                  "%s against the f32 reference: max %d, mean %.3f levels apart; allowed %d and %.1f",
-                  halves[i].name, d.max, d.mean, halves[i].max, halves[i].mean);
-            printf("  %s vs f32 reference: max %d, mean %.3f levels\n", halves[i].name, d.max, d.mean);
+                  "%s%s against the f32 reference: max %d, mean %.3f levels apart; allowed %d and %.1f",
+                  halves[i].name, how, d.max, d.mean, halves[i].max, halves[i].mean);
+            printf("  %s%s vs f32 reference: max %d, mean %.3f levels\n", halves[i].name, how, d.max, d.mean);
             const kiln_opt_report *pr = &got->optimization_report[KILN_OPT_PRECISION];
             CHECK(pr->available && strcmp(pr->active, halves[i].name) == 0, "%s: precision report active '%s'",
                   halves[i].name, pr->active);
-            if (halves[i].p == KILN_PRECISION_BF16)
-                CHECK(strstr(pr->note, "bf16 emulated via conversion") != NULL &&
-                          strstr(pr->note, cpu_get()->has_avx512_bf16 ? "has the instructions" : "no AVX512_BF16"),
-                      "bf16 note must say it is emulated and why: '%s'", pr->note);
+            if (halves[i].p == KILN_PRECISION_BF16 && halves[i].dot)
+                CHECK(strstr(pr->note, "AVX512_BF16 dot products:") != NULL,
+                      "bf16 note must say the dot products ran: '%s'", pr->note);
+            else if (halves[i].p == KILN_PRECISION_BF16)
+                CHECK(strstr(pr->note, "widened to f32") != NULL &&
+                          strstr(pr->note, cpu_get()->has_avx512_bf16 ? "not AVX512_BF16 dot products" : "no AVX512_BF16"),
+                      "bf16 note must say the weights are widened and why: '%s'", pr->note);
             kiln_result_destroy(got);
         }
         model_session_close(&s);
     }
+    kernels_set_bf16_dot(-1);
     kiln_result_destroy(want);
     model_session_close(&ref_again);
     model_session_close(&f32);

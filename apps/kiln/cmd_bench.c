@@ -155,15 +155,26 @@ static void run_peak(void *ctx, int64_t begin, int64_t end, int thread)
         j->flops[thread] += j->k->fma_peak(j->rounds);
 }
 
-/* FP32 FMA GFLOP/s over all threads: the best of a few short runs. */
-static double measure_peak(tpool *pool)
+static void run_dot_peak(void *ctx, int64_t begin, int64_t end, int thread)
+{
+    peak_job *j = ctx;
+    for (int64_t i = begin; i < end; i++)
+        j->flops[thread] += j->k->bf16_dot_peak(j->rounds);
+}
+
+/* GFLOP/s over all threads of FP32 FMAs, or with dot set of AVX512_BF16
+ * dot products (0 where the kernels have none): the best of a few short
+ * runs. */
+static double measure_peak(tpool *pool, int dot)
 {
     int threads = tpool_size(pool);
     double best = 0;
+    if (dot && !kernels_get()->bf16_dot_peak)
+        return 0;
     for (int attempt = 0; attempt < 5; attempt++) {
-        peak_job j = {.k = kernels_get(), .rounds = 2000000};
+        peak_job j = {.k = kernels_get(), .rounds = dot ? 1000000 : 2000000};
         double start = clock_now();
-        tpool_for(pool, threads, 1, TPOOL_STATIC, run_peak, &j);
+        tpool_for(pool, threads, 1, TPOOL_STATIC, dot ? run_dot_peak : run_peak, &j);
         double seconds = clock_now() - start, flops = 0;
         for (int t = 0; t < threads && t < 256; t++)
             flops += j.flops[t];
@@ -820,7 +831,10 @@ int cmd_bench(int argc, char **argv)
     opt_resolve(&a.opt, a.opt.precision, tpool_size(pool), &active, report, &exec);
     const char *precision = kiln_precision_name(active.precision);
     const kiln_cpu_info *cpu = cpu_get();
-    double peak = measure_peak(pool);
+    double fma_peak = measure_peak(pool, 0), dot_peak = measure_peak(pool, 1);
+    /* a stage's share is of the peak of the instructions its matrix kernels run */
+    int dot = active.precision == KILN_PRECISION_BF16 && kernels_bf16_dot();
+    double peak = dot ? dot_peak : fma_peak;
     double load_start = clock_now();
 
     vae_tiles tiles;
@@ -852,9 +866,10 @@ int cmd_bench(int argc, char **argv)
                                                   stages[i].gflop / stages[i].median, "peak_share",
                                                   stages[i].gflop / stages[i].median / peak, "ops", ops));
         }
-        json_t *root = json_pack("{s:s, s:s, s:i, s:s, s:f, s:s, s:s, s:i, s:i, s:i, s:i, s:o, s:f, s:f, s:f}", "kiln",
-                                 kiln_version(), "cpu", cpu->model, "threads", tpool_size(pool), "isa",
-                                 kiln_isa_name(cpu_isa()), "peak_fp32_gflops", peak, "precision", precision, "model",
+        json_t *root = json_pack("{s:s, s:s, s:i, s:s, s:f, s:f, s:b, s:s, s:s, s:i, s:i, s:i, s:i, s:o, s:f, s:f, s:f}",
+                                 "kiln", kiln_version(), "cpu", cpu->model, "threads", tpool_size(pool), "isa",
+                                 kiln_isa_name(cpu_isa()), "peak_fp32_gflops", fma_peak, "peak_bf16_dot_gflops",
+                                 dot_peak, "bf16_dot", dot, "precision", precision, "model",
                                  m->name, "width", width, "height", height, "runs", a.runs, "warmup", a.warmup,
                                  "stages", list, "peak_rss_mb", rss, "rss_after_mb", rss_now, "wall_s", total_s);
         json_object_set_new(root, "optimizations", cli_report_json(report));
@@ -864,7 +879,11 @@ int cmd_bench(int argc, char **argv)
     } else if (rc == 0) {
         printf("kiln %s bench: %s, %d threads, kernels %s, %s weights\n", kiln_version(), cpu->model,
                tpool_size(pool), kiln_isa_name(cpu_isa()), precision);
-        printf("measured peak FP32 FMA: %.0f GFLOP/s\n", peak);
+        printf("measured peak FP32 FMA: %.0f GFLOP/s", fma_peak);
+        if (dot_peak > 0)
+            printf(", BF16 dot products: %.0f GFLOP/s (%s for bf16 weights: %s)", dot_peak, dot ? "used" : "not used",
+                   kernels_bf16_dot_reason());
+        printf("%s\n", dot ? "; the peak column is of the BF16 dot peak" : "");
         printf("optimizations:\n");
         cli_report_print(stdout, report, 1);
         printf("model %s at %dx%d (latent %dx%d), %d runs after %d warm-up\n\n", m->name, width, height, lw, lh,

@@ -14,13 +14,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
-
-#define MR 12
-#define NR 32
-
-/* Inputs of a convolution tap that fall in the padding read from here. */
-#define ZERO_ROW_FLOATS 4096
-static const float zero_row[ZERO_ROW_FLOATS] __attribute__((aligned(64)));
+#include "kernels/gemm_avx512_tile.h"
 
 #define ROW(r)                                                                                           \
     {                                                                                                    \
@@ -53,8 +47,8 @@ static inline void tap_12x32_f16(const float *const a[MR], const uint16_t *b, in
     }
 }
 /* The same with bf16 weights: a bf16 is the top half of an f32, so
- * widening is a zero-extend and a shift (this file does not use
- * AVX512_BF16's dot products: it runs on any AVX-512 CPU). */
+ * widening is a zero-extend and a shift. This runs on any AVX-512 CPU;
+ * gemm_avx512_bf16.c has the dot products of the CPUs with AVX512_BF16. */
 static inline void tap_12x32_bf16(const float *const a[MR], const uint16_t *b, int64_t k, __m512 c[2 * MR])
 {
     for (int64_t i = 0; i < k; i++) {
@@ -79,57 +73,6 @@ static inline void tap_block(const packed_weights *w, const float *const a[MR], 
         tap_12x32_bf16(a, (const uint16_t *)w->data + offset, k, c);
     else
         tap_12x32(a, (const float *)w->data + offset, k, c);
-}
-
-static inline void column_masks(int64_t cols, __mmask16 *m0, __mmask16 *m1)
-{
-    *m0 = cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1);
-    *m1 = cols >= 32 ? (__mmask16)0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
-}
-
-/* Starts a tile: zero for the first block of the reduction, else the
- * partial sums stored by the previous block. */
-static inline void load_tile(__m512 c[2 * MR], int first, int rows, float *const y[MR], int64_t cols)
-{
-    if (first) {
-        for (int i = 0; i < 2 * MR; i++)
-            c[i] = _mm512_setzero_ps();
-        return;
-    }
-    __mmask16 m0, m1;
-    column_masks(cols, &m0, &m1);
-    for (int r = 0; r < MR; r++) {
-        int row = r < rows ? r : rows - 1;
-        c[2 * r] = _mm512_maskz_loadu_ps(m0, y[row]);
-        c[2 * r + 1] = _mm512_maskz_loadu_ps(m1, y[row] + 16);
-    }
-}
-
-/* Stores the rows that exist and the columns below cols; on the last block
- * of the reduction, with bias and residual added. */
-static inline void store_tile(__m512 c[2 * MR], int last, int rows, float *const y[MR], const float *const res[MR],
-                              const float *bias, int64_t cols)
-{
-    __mmask16 m0, m1;
-    column_masks(cols, &m0, &m1);
-    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
-    if (last && bias) {
-        b0 = _mm512_maskz_loadu_ps(m0, bias);
-        b1 = _mm512_maskz_loadu_ps(m1, bias + 16);
-    }
-    for (int r = 0; r < rows; r++) {
-        __m512 v0 = c[2 * r], v1 = c[2 * r + 1];
-        if (last) {
-            v0 = _mm512_add_ps(v0, b0);
-            v1 = _mm512_add_ps(v1, b1);
-            if (res) {
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, res[r]));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, res[r] + 16));
-            }
-        }
-        _mm512_mask_storeu_ps(y[r], m0, v0);
-        _mm512_mask_storeu_ps(y[r] + 16, m1, v1);
-    }
 }
 
 #define KC 256

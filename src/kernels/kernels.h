@@ -113,13 +113,15 @@ typedef struct kernel_table {
 
     /* y[m, n] = bias[n] + sum_k x[m, k] w[n, k] for m in [m0, m1), n in
      * [n0, n1) (n0 a multiple of w->nr); x and y rows are ldx and ldy floats
-     * apart; bias may be NULL. */
+     * apart; bias may be NULL. With bf16 weights and the bf16 dot products
+     * on (kernels_bf16_dot), x is rounded to bf16 as it is read. */
     void (*linear_f32)(const float *x, int64_t ldx, const packed_weights *w, const float *bias, float *y,
                        int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 
     /* Output pixels [p0, p1) of batch * out_h * out_w and output channels
      * [c0, c1) (c0 a multiple of w->nr): y = conv(x, w) + bias (+ residual,
-     * same shape as y, if not NULL). bias may be NULL. */
+     * same shape as y, if not NULL). bias may be NULL. Rounds x to bf16
+     * as linear_f32 does. */
     void (*conv2d_f32)(const conv2d_geom *g, const float *x, const packed_weights *w, const float *bias,
                        const float *residual, float *y, int64_t p0, int64_t p1, int64_t c0, int64_t c1);
 
@@ -187,6 +189,17 @@ typedef struct kernel_table {
      * the floating-point operations done, for benchmarks to time. */
     double (*fma_peak)(int64_t rounds);
 
+    /* Where the CPU has AVX512_BF16 (NULL elsewhere): the same loop of
+     * vdpbf16ps (two products per lane), and the matrix kernels on bf16
+     * inputs with f32 sums, for bf16 weights only: x is rounded to bf16
+     * (to nearest even) as it is read. linear_f32 and conv2d_f32 call
+     * these for bf16 weights when kernels_bf16_dot() says so. */
+    double (*bf16_dot_peak)(int64_t rounds);
+    void (*linear_bf16_dot)(const float *x, int64_t ldx, const packed_weights *w, const float *bias, float *y,
+                            int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+    void (*conv2d_bf16_dot)(const conv2d_geom *g, const float *x, const packed_weights *w, const float *bias,
+                            const float *residual, float *y, int64_t p0, int64_t p1, int64_t c0, int64_t c1);
+
     /* Element-wise over [i0, i1). y may alias an input. */
     void (*add_f32)(const float *a, const float *b, float *y, int64_t i0, int64_t i1);
     void (*silu_f32)(const float *x, float *y, int64_t i0, int64_t i1);
@@ -221,10 +234,26 @@ const kernel_table *kernels_get(void);
  * lane). At the scalar level both are libm. */
 const kernel_table *kernels_for_math(kiln_isa isa, int fast_math);
 
+/* Whether bf16 weights are multiplied by AVX512_BF16's dot products (the
+ * activations rounded to bf16) rather than widened to f32 for FMAs: only
+ * at the avx512 level of a CPU with the instructions, and by default only
+ * where they are faster: the first call times both loops on one core
+ * (about 20 ms). KILN_BF16_DOT=on|off|auto overrides. Thread-safe. */
+int kernels_bf16_dot(void);
+
+/* Sets the choice for the process: 1 on (where available), 0 off, -1 auto
+ * (measured). For tests and benchmarks; not while kernels run. */
+void kernels_set_bf16_dot(int mode);
+
+/* Why kernels_bf16_dot() says what it says, with the rates it measured
+ * (a static string). */
+const char *kernels_bf16_dot_reason(void);
+
 /* Each ISA file fills in what it has. */
 void ops_register_scalar(kernel_table *t);
 void gemm_register_avx2(kernel_table *t);
 void gemm_register_avx512(kernel_table *t);
+void gemm_register_avx512_bf16(kernel_table *t);
 void attention_register_avx2(kernel_table *t);
 void attention_register_avx512(kernel_table *t);
 void ops_register_avx2(kernel_table *t);

@@ -378,9 +378,12 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
              kiln_precision_name(model_precision));
         a.precision = model_precision;
     } else if (a.precision == KILN_PRECISION_BF16) {
-        if (cpu->has_avx512_bf16)
-            note(prec, "bf16 emulated via conversion: weights widened to f32 in the matrix kernels (kiln has no "
-                       "AVX512_BF16 dot-product kernel yet, though this CPU has the instructions)");
+        if (cpu->has_avx512_bf16 && isa >= KILN_ISA_AVX512 && kernels_bf16_dot())
+            note(prec, "AVX512_BF16 dot products: activations rounded to bf16 in the matrix kernels, f32 sums (%s)",
+                 kernels_bf16_dot_reason());
+        else if (cpu->has_avx512_bf16)
+            note(prec, "bf16 weights widened to f32 in the matrix kernels, not AVX512_BF16 dot products (%s)",
+                 kernels_bf16_dot_reason());
         else
             note(prec, "bf16 emulated via conversion: this CPU has no AVX512_BF16, weights are widened to f32 "
                        "in the matrix kernels (f32 sums)");
