@@ -116,7 +116,7 @@ static atomic_int bf16_dot_mode = -2; /* -2 not yet read from KILN_BF16_DOT; -1 
 static pthread_once_t measure_once = PTHREAD_ONCE_INIT;
 static int dot_pays;
 static double dot_rate, fma_rate; /* GFLOP/s on one core, the best of a few tries */
-static char reason[192];
+static char reason[192]; /* why auto chose as it did */
 
 /* Alternating short runs of both loops, so that a busy moment of a shared
  * machine lands on both; the best rate of each. */
@@ -136,7 +136,9 @@ static void measure_dot(void)
     }
     /* a margin, since the dot kernel also rounds its activations */
     dot_pays = dot_rate > 1.25 * fma_rate;
-    LOG_DEBUG("bf16 dot products %.0f GFLOP/s, f32 FMA %.0f GFLOP/s on one core", dot_rate, fma_rate);
+    snprintf(reason, sizeof reason, "measured on one core: bf16 dot products %.0f GFLOP/s, f32 FMA %.0f GFLOP/s",
+             dot_rate, fma_rate);
+    LOG_DEBUG("bf16 dot products: %s", reason);
 }
 
 static int resolve_mode(void)
@@ -183,7 +185,5 @@ const char *kernels_bf16_dot_reason(void)
         return "the kernel level in use is below avx512";
     if (resolve_mode() >= 0)
         return on ? "KILN_BF16_DOT=on (or a caller) turned them on" : "KILN_BF16_DOT=off (or a caller) turned them off";
-    snprintf(reason, sizeof reason, "measured on one core: bf16 dot products %.0f GFLOP/s, f32 FMA %.0f GFLOP/s", dot_rate,
-             fma_rate);
-    return reason;
+    return reason; /* written once, by measure_dot */
 }
