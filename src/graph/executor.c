@@ -93,9 +93,14 @@ static int is_nchw(const tensor *t)
 }
 
 /* Winograd pays where there are enough tiles to share each transformed
- * weight (bench_kernels: 2-4x the direct kernel from 32 tiles of 320 to 640
- * channels, slower at 8 tiles of 1280). */
-#define WINOGRAD_MIN_TILES 32
+ * weight: its weights are transformed on every run, 4x their size. SD
+ * 1.5's UNet at 256x256, batch 2, node by node (kiln generate --trace,
+ * Winograd on against off, two runs each, 2026-12-07 Xeon, 2 threads):
+ * 2x the direct kernel at 128 tiles (the 32x32 level, 320-640 channels);
+ * 8% slower in sum at 32 tiles (the 16x16 level, 640-1920 channels: 227
+ * against 207 ms a step). bench_kernels agrees: slower at 8 tiles of
+ * 1280. */
+#define WINOGRAD_MIN_TILES 64
 
 /* Winograd's kernels are NHWC: channels-first convolutions run direct. */
 static int winograd_chosen(const kernel_table *k, int direct_conv, const graph_node *node, const conv2d_geom *g)

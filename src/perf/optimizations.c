@@ -362,8 +362,8 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
                                       "convolution runs as im2col + GEMM");
     } else {
         note(&rep[KILN_OPT_WINOGRAD],
-             a.winograd ? "3x3 stride-1 convolutions of at least 32 output tiles of 4x4 (and at most 64 MB of "
-                          "transformed weights) by Winograd F(4x4, 3x3); the others direct"
+             a.winograd ? "3x3 stride-1 convolutions of at least 64 output tiles of 4x4 by Winograd F(4x4, 3x3), "
+                          "their weights transformed at most 64 MB at a time; the others direct"
                         : "every convolution by the direct kernel (implicit GEMM)");
     }
 
