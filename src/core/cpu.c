@@ -17,6 +17,7 @@
 #endif
 
 static kiln_cpu_info detected;
+static size_t l2_bytes;
 static atomic_int isa_in_use;
 static pthread_once_t detect_once = PTHREAD_ONCE_INIT;
 
@@ -140,6 +141,9 @@ static void detect(void)
 #endif
     info->best_isa = best_level(info);
     info->isa = info->best_isa;
+    /* glibc reads it from cpuid; 0 or -1 where it cannot tell */
+    long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    l2_bytes = l2 > 0 ? (size_t)l2 : (size_t)1 << 20;
 
     const char *forced = getenv("KILN_ISA");
     if (forced && *forced) {
@@ -162,6 +166,12 @@ const kiln_cpu_info *cpu_get(void)
 {
     pthread_once(&detect_once, detect);
     return &detected;
+}
+
+size_t cpu_l2_bytes(void)
+{
+    cpu_get();
+    return l2_bytes;
 }
 
 kiln_isa cpu_isa(void)

@@ -15,6 +15,9 @@
  * process. */
 const kiln_cpu_info *cpu_get(void);
 
+/* Bytes of one core's L2 cache (1 MB where the system does not say). */
+size_t cpu_l2_bytes(void);
+
 /* The kernel level in use now. Thread-safe. */
 kiln_isa cpu_isa(void);
 
