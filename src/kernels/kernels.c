@@ -14,13 +14,16 @@
 static kernel_table tables[2][KILN_ISA_COUNT];
 static pthread_once_t build_once = PTHREAD_ONCE_INIT;
 
+/* The avx512 table when the CPU has AVX512_BF16's dot products; NULL otherwise. */
+static const kernel_table *dot_kernels;
+
+#if defined(KILN_HAVE_X86_KERNELS)
 /* The avx512 level's own matrix kernels (FMAs, bf16 weights widened),
  * which its table's entries call unless the bf16 dot products are on. */
 static void (*linear_fma)(const float *x, int64_t ldx, const packed_weights *w, const float *bias, float *y,
                           int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 static void (*conv2d_fma)(const conv2d_geom *g, const float *x, const packed_weights *w, const float *bias,
                           const float *residual, float *y, int64_t p0, int64_t p1, int64_t c0, int64_t c1);
-static const kernel_table *dot_kernels; /* the table holding them; NULL without AVX512_BF16 */
 
 static void linear_choosing(const float *x, int64_t ldx, const packed_weights *w, const float *bias, float *y,
                             int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
@@ -39,6 +42,7 @@ static void conv2d_choosing(const conv2d_geom *g, const float *x, const packed_w
     else
         conv2d_fma(g, x, w, bias, residual, y, p0, p1, c0, c1);
 }
+#endif
 
 static void build_tables(void)
 {
