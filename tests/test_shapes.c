@@ -37,14 +37,15 @@
 #define MIN_COLOUR_ACCURACY 0.90
 #define MIN_POSITION_ACCURACY 0.80
 
-/* What the model shipped now does reach, less a margin of a few prompts:
- * the floor every faster path must keep (a path that draws worse pictures
- * fails here). The interim model (see its MODEL_CARD.md) reads shape 41.7%,
- * colour 100%, position 100% in this test at every precision and in both
- * layouts (30, 72 and 72 of 72); issue 4 stays open until a model reaches
- * the bars above, and then these become those bars. */
-#define FLOOR_SHAPE_ACCURACY 0.36
-#define FLOOR_COLOUR_ACCURACY 0.93
+/* What the model shipped now does reach, less a margin of about four
+ * prompts: the floor every faster path must keep (a path that draws worse
+ * pictures fails here). The interim model (see its MODEL_CARD.md) reads
+ * shape 48.6%, colour 95.8%, position 98.6% in this test at f32, f16 and
+ * NCHW (35, 69 and 71 of 72) and 51.4%, 97.2%, 100% at bf16; issue 4 stays
+ * open until a model reaches the bars above, and then these become those
+ * bars. */
+#define FLOOR_SHAPE_ACCURACY 0.43
+#define FLOOR_COLOUR_ACCURACY 0.90
 #define FLOOR_POSITION_ACCURACY 0.93
 
 /* Image i of the held-out run uses seed SEED_BASE + i. */
