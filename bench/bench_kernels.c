@@ -80,7 +80,7 @@ static void run_tiles(void *ctx, int64_t begin, int64_t end, int thread)
     for (int64_t t = begin; t < end; t++) {
         /* in the executor's order */
         int64_t m0 = (t % j->tiles_m) * j->tile_m, n0 = (t / j->tiles_m) * nr;
-        if (j->w.taps == 1 ? gemm_linear_rows_outer(m, n, j->w.k, cpu_l2_bytes()) : gemm_rows_outer(m, n, j->w.taps))
+        if (gemm_rows_outer(m, n, j->w.k, j->w.taps, cpu_l2_bytes()))
             m0 = (t / tiles_n) * j->tile_m, n0 = (t % tiles_n) * nr;
         if (s->kind == 'l') {
             int64_t m1 = m0 + j->tile_m < s->m ? m0 + j->tile_m : s->m, n1 = n0 + nr < s->n ? n0 + nr : s->n;

@@ -966,12 +966,10 @@ static kiln_status embed_tokens(const op_ctx *c)
 /* Splits an m x n output into tiles in multiples of the kernel's own tile,
  * enough of them to keep every thread busy: skinny outputs (the time
  * embedding, a few tokens) are split across their columns. The order of
- * the tiles is gemm_linear_rows_outer's (1x1 convolutions included) or
- * gemm_rows_outer's. */
+ * the tiles is gemm_rows_outer's. */
 static void set_tiles(op_ctx *c, int64_t m, int64_t n, int threads)
 {
-    c->rows_outer = c->w->taps == 1 ? gemm_linear_rows_outer(m, n, c->w->k, cpu_l2_bytes())
-                                    : gemm_rows_outer(m, n, c->w->taps);
+    c->rows_outer = gemm_rows_outer(m, n, c->w->k, c->w->taps, cpu_l2_bytes());
     int64_t mr = c->k->gemm_mr > 0 ? c->k->gemm_mr : 1, nr = c->w->nr > 0 ? c->w->nr : 8;
     c->tile_n = nr;
     c->tile_m = 8 * mr;

@@ -62,21 +62,17 @@ void kernels_pack_weights_columns(const void *src, kiln_dtype src_dtype, kiln_dt
  * 320->320 1.06x, 128x128 256->256 1.08x; panels outer 2048x5120x640
  * 1.06x, 512x1280x1280 1.14x, conv 32x32 640->640 1.07x, 16x16 1280->1280
  * 1.08x. */
-static inline int gemm_rows_outer(int64_t m, int64_t n, int64_t taps)
+static inline int gemm_rows_outer(int64_t m, int64_t n, int64_t k, int64_t taps, size_t l2)
 {
-    return m > n * taps;
-}
-
-/* gemm_rows_outer for a linear layer of k inputs on a core with l2 bytes
- * of L2: also rows outer when the activations (m x k) do not fit in L2,
- * since each weight panel would then fetch them again from L3. Paired runs
- * (2026-12-07 Xeon, L2 2 MB, 2 threads, 5 x 2 alternations) of the
- * shapes where this changes the order: 2048x2560x320 1.09x, 2048x5120x640
- * 1.07x, 1024x5120x640 1.02x; the activations fitting (512x5120x640,
- * 128x10240x1280), panels outer stays ahead (0.96-0.99x for rows). */
-static inline int gemm_linear_rows_outer(int64_t m, int64_t n, int64_t k, size_t l2)
-{
-    return gemm_rows_outer(m, n, 1) || (size_t)(m * k) * sizeof(float) > l2;
+    /* A linear layer (or 1x1 convolution) of k inputs also goes rows outer
+     * when its activations (m x k) do not fit in a core's L2 (l2 bytes),
+     * since each weight panel would fetch them again from L3. Paired runs
+     * (2026-12-07 Xeon, L2 2 MB, 2 threads, 5 x 2 alternations) of the
+     * shapes where this changes the order: 2048x2560x320 1.09x,
+     * 2048x5120x640 1.07x, 1024x5120x640 1.02x; where the activations fit
+     * (512x5120x640, 128x10240x1280) panels outer stays ahead (0.96-0.99x
+     * for rows). */
+    return m > n * taps || (taps == 1 && (size_t)(m * k) * sizeof(float) > l2);
 }
 
 /* Convolution geometry. Activations are NHWC. */

@@ -378,7 +378,7 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
              kiln_precision_name(model_precision));
         a.precision = model_precision;
     } else if (a.precision == KILN_PRECISION_BF16) {
-        if (cpu->has_avx512_bf16 && isa >= KILN_ISA_AVX512 && kernels_bf16_dot())
+        if (kernels_bf16_dot()) /* implies AVX512_BF16 and the avx512 level */
             note(prec, "AVX512_BF16 dot products: activations rounded to bf16 in the matrix kernels, f32 sums (%s)",
                  kernels_bf16_dot_reason());
         else if (cpu->has_avx512_bf16)
