@@ -410,6 +410,8 @@ typedef struct kiln_trace_event {
     double dur_s;
     int batch;         /* micro-batch index from 0; -1 outside them (text, encode) */
     int step;          /* sampler step from 1 within the micro-batch; 0 outside steps */
+    double flops;      /* a node's floating-point operations (a multiply-add counts 2), as the op
+                          profile counts them; 0 for stages and for ops it does not count */
 } kiln_trace_event;
 
 /* Receives the timeline: called for every node that computes (inputs and

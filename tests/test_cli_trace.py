@@ -96,6 +96,21 @@ def test_trace(k):
     check({e["cat"] for e in nodes} == kinds, "slice categories %s, profile kinds %s" %
           (sorted({e["cat"] for e in nodes}), sorted(kinds)))
 
+    # the work of each op kind: the slices' gflop add up to the profile's, and
+    # gflops is gflop over the slice's duration
+    for op in run["op_profile"]["ops"]:
+        of_kind = [e for e in nodes if e["cat"] == op["op"]]
+        got = sum(e["args"].get("gflop", 0) for e in of_kind)
+        check(abs(got - op["gflop"]) <= 1e-6 * max(op["gflop"], 1e-9) + 1e-12,
+              "%s: the slices carry %.9g GFLOP, the profile %.9g" % (op["op"], got, op["gflop"]))
+    rated = [e for e in nodes if "gflop" in e["args"] and e["dur"] > 0]
+    check(any(e["cat"] == "conv2d" for e in rated), "no conv2d slice carries its gflop")
+    # dur is written to the nanosecond, so the rate it gives is off by up to 0.5 ns / dur
+    off = [e for e in rated if abs(e["args"]["gflops"] * e["dur"] * 1e-6 / e["args"]["gflop"] - 1) >
+           1e-6 + 1e-3 / e["dur"]]
+    check(not off, "%d slices whose gflops is not gflop over their duration, e.g. %r" % (len(off), off[:1]))
+    check(all("gflop" not in e["args"] for e in stages), "a stage slice carries gflop")
+
     steps = [e for e in stages if e["name"].startswith("step ")]
     steps_s = run["stages"]["steps_s"]
     check(len(steps) == len(steps_s) == 6, "%d step slices, %d step times, expected 6" % (len(steps), len(steps_s)))

@@ -478,7 +478,7 @@ static void test_profile_and_timeline(void)
     }
     CHECK(steps_sum <= res->timings.denoise_s + 1e-6 && steps_sum > 0.5 * res->timings.denoise_s,
           "steps add up to %g s of a %g s denoise", steps_sum, res->timings.denoise_s);
-    double share = 0, seconds = 0;
+    double share = 0, seconds = 0, profile_gflop = 0;
     int64_t nodes = 0;
     int conv = 0;
     for (int i = 0; i < res->op_count; i++) {
@@ -486,6 +486,7 @@ static void test_profile_and_timeline(void)
         share += o->share;
         seconds += o->seconds;
         nodes += o->nodes;
+        profile_gflop += o->gflop;
         CHECK(i == 0 || res->ops[i - 1].seconds >= o->seconds, "ops must be slowest first (%s before %s)",
               res->ops[i - 1].name, o->name);
         CHECK(strcmp(o->name, "input") && strcmp(o->name, "weight"), "op kind '%s' does no work", o->name);
@@ -502,11 +503,15 @@ static void test_profile_and_timeline(void)
     /* the timeline: a slice per node the profile counted, stages around them */
     int node_events = 0, steps_seen = 0, text = 0, denoise = 0, decode = 0;
     int per_step[2][4] = {{0}};
+    double trace_gflop = 0;
     for (int i = 0; i < log.count; i++) {
         const kiln_trace_event *e = &log.ev[i];
         CHECK(e->dur_s >= 0 && e->start_s >= 0, "event %d: start %g, duration %g", i, e->start_s, e->dur_s);
+        CHECK(e->flops >= 0 && (strcmp(e->kind, "stage") != 0 || e->flops == 0), "event %d (%s): %g flops", i,
+              e->kind, e->flops);
         if (strcmp(e->kind, "stage") != 0) {
             node_events++;
+            trace_gflop += e->flops * 1e-9;
             if (e->graph && !strcmp(e->graph, "unet") && e->batch >= 0 && e->batch < 2 && e->step >= 1 &&
                 e->step <= 3)
                 per_step[e->batch][e->step]++;
@@ -530,6 +535,9 @@ static void test_profile_and_timeline(void)
         }
     }
     CHECK_EQ_INT(node_events, nodes);
+    /* the slices carry the work the profile sums per op kind */
+    CHECK(profile_gflop > 0 && fabs(trace_gflop - profile_gflop) <= 1e-9 * profile_gflop,
+          "the node slices carry %.9g GFLOP, the profile %.9g", trace_gflop, profile_gflop);
     CHECK(text == 1 && denoise == 2 && decode == 2 && steps_seen == 6,
           "stages: text %d (1), denoise %d (2), decode %d (2), steps %d (6)", text, denoise, decode, steps_seen);
     for (int b = 0; b < 2; b++)

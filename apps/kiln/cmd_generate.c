@@ -260,7 +260,7 @@ typedef struct progress_state {
 static void on_trace(void *user, const kiln_trace_event *ev)
 {
     progress_state *s = user;
-    perf_trace_add(s->trace, ev->name, ev->kind, ev->graph, ev->start_s, ev->dur_s, ev->batch, ev->step);
+    perf_trace_add(s->trace, ev->name, ev->kind, ev->graph, ev->start_s, ev->dur_s, ev->batch, ev->step, ev->flops);
 }
 
 static int on_progress(void *user, const kiln_progress *p)

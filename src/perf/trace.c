@@ -11,7 +11,7 @@
 typedef struct slice {
     char *name;
     int cat, graph; /* indices into the interned labels; graph -1 for none */
-    double start_s, dur_s;
+    double start_s, dur_s, flops;
     int batch, step;
 } slice;
 
@@ -53,7 +53,7 @@ static int intern(perf_trace *t, const char *label)
 }
 
 int perf_trace_add(perf_trace *t, const char *name, const char *cat, const char *graph, double start_s,
-                   double dur_s, int batch, int step)
+                   double dur_s, int batch, int step, double flops)
 {
     if (t->count == t->cap) {
         size_t grown = t->cap ? 2 * t->cap : 4096;
@@ -76,6 +76,7 @@ int perf_trace_add(perf_trace *t, const char *name, const char *cat, const char 
     }
     s->start_s = start_s;
     s->dur_s = dur_s > 0 ? dur_s : 0.0;
+    s->flops = flops > 0 ? flops : 0.0;
     s->batch = batch;
     s->step = step;
     t->count++;
@@ -101,6 +102,11 @@ static json_t *slice_json(const perf_trace *t, const slice *s)
         json_object_set_new(args, "batch", json_integer(s->batch));
     if (s->step > 0)
         json_object_set_new(args, "step", json_integer(s->step));
+    if (s->flops > 0) {
+        json_object_set_new(args, "gflop", json_real(s->flops * 1e-9));
+        if (s->dur_s > 0)
+            json_object_set_new(args, "gflops", json_real(s->flops * 1e-9 / s->dur_s));
+    }
     /* microseconds, to the nanosecond */
     return json_pack("{s:s, s:s, s:s, s:f, s:f, s:i, s:i, s:o}", "name", s->name, "cat", t->labels[s->cat], "ph", "X",
                      "ts", (double)(long long)(s->start_s * 1e9 + 0.5) / 1e3, "dur",

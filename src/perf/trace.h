@@ -23,11 +23,13 @@ perf_trace *perf_trace_create(void);
 void perf_trace_destroy(perf_trace *t);
 
 /* Adds a slice: name and cat are copied; start_s and dur_s in seconds
- * from the trace's zero; graph may be NULL; batch < 0 and step <= 0 are
- * left out of the args. Returns 0, or -1 when out of memory (the slice is
- * dropped and counted in perf_trace_dropped). */
+ * from the trace's zero; graph may be NULL; batch < 0, step <= 0 and
+ * flops <= 0 are left out of the args (flops is written as "gflop" and,
+ * with the duration, "gflops": the rate the slice ran at). Returns 0, or
+ * -1 when out of memory (the slice is dropped and counted in
+ * perf_trace_dropped). */
 int perf_trace_add(perf_trace *t, const char *name, const char *cat, const char *graph, double start_s,
-                   double dur_s, int batch, int step);
+                   double dur_s, int batch, int step, double flops);
 
 size_t perf_trace_count(const perf_trace *t);
 size_t perf_trace_dropped(const perf_trace *t);

@@ -440,11 +440,12 @@ static void gen_perf_init(gen_perf *gp, const kiln_request *r, kiln_result *res,
 }
 
 static void emit(gen_perf *gp, const char *name, const char *kind, const char *graph_label, uint64_t start_ns,
-                 uint64_t end_ns)
+                 uint64_t end_ns, double flops)
 {
     kiln_trace_event ev = {.name = name, .kind = kind, .graph = graph_label,
                            .start_s = (double)(start_ns - gp->origin_ns) * 1e-9,
-                           .dur_s = (double)(end_ns - start_ns) * 1e-9, .batch = gp->batch, .step = gp->step};
+                           .dur_s = (double)(end_ns - start_ns) * 1e-9, .batch = gp->batch, .step = gp->step,
+                           .flops = flops};
     gp->r->on_trace(gp->r->user, &ev);
 }
 
@@ -453,14 +454,15 @@ static void trace_node(void *ctx, const graph *g, graph_id id, uint64_t start_ns
     graph_tag *tag = ctx;
     const graph_node *node = graph_node_at(g, id);
     const char *kind = graph_op_name(node->op);
-    emit(tag->gp, node->name && node->name[0] ? node->name : kind, kind, tag->label, start_ns, end_ns);
+    emit(tag->gp, node->name && node->name[0] ? node->name : kind, kind, tag->label, start_ns, end_ns,
+         graph_node_flops(g, id));
 }
 
 /* A stage that began at start_ns ends now. */
 static void stage_done(gen_perf *gp, const char *name, uint64_t start_ns)
 {
     if (gp->r->on_trace)
-        emit(gp, name, "stage", NULL, start_ns, clock_now_ns());
+        emit(gp, name, "stage", NULL, start_ns, clock_now_ns(), 0.0);
 }
 
 static void watch(gen_perf *gp, model_graph *mg, int tag)
@@ -490,7 +492,7 @@ static void step_done(gen_perf *gp, int step)
     if (gp->r->on_trace) {
         char name[32];
         snprintf(name, sizeof name, "step %d", step);
-        emit(gp, name, "stage", NULL, gp->step_mark_ns, now);
+        emit(gp, name, "stage", NULL, gp->step_mark_ns, now, 0.0);
     }
     gp->step_mark_ns = now;
     gp->step = step + 1;
