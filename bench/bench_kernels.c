@@ -4,10 +4,13 @@
  * measured in the same run.
  *
  *   bench_kernels [--runs N] [--isa scalar|avx2|avx512] [--f16|--bf16] [--bf16-dot on|off|auto]
- *                 [--threads N] [--only TEXT]
+ *                 [--threads N] [--only TEXT] [--cold]
  *
  * Prints, per shape: GFLOP, the median time of N runs (and min..max), the
  * GFLOP/s and the share of the peak on the same number of threads.
+ * Repeated runs find their weights in cache; in a model step each layer's
+ * weights come from memory (a UNet's are gigabytes), so --cold writes
+ * COLD_BYTES of other data before every run.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +34,7 @@ static const shape shapes[] = {
     {"unet64 conv 320->320 3x3 @32x32", 'c', .h = 32, .w = 32, .in_c = 320, .out_c = 320, .kernel = 3, .stride = 1},
     {"unet64 conv 640->640 3x3 @16x16", 'c', .h = 16, .w = 16, .in_c = 640, .out_c = 640, .kernel = 3, .stride = 1},
     {"unet64 conv 1280 3x3 @8x8", 'c', .h = 8, .w = 8, .in_c = 1280, .out_c = 1280, .kernel = 3, .stride = 1},
+    {"unet64 conv 2560->1280 3x3 @4x4", 'c', .h = 4, .w = 4, .in_c = 2560, .out_c = 1280, .kernel = 3, .stride = 1},
     {"vae conv 256->256 3x3 @128x128", 'c', .h = 128, .w = 128, .in_c = 256, .out_c = 256, .kernel = 3, .stride = 1},
     {"unet128 conv 320 3x3 @64x64", 'c', .h = 64, .w = 64, .in_c = 320, .out_c = 320, .kernel = 3, .stride = 1},
     {"unet128 conv 640 3x3 @32x32", 'c', .h = 32, .w = 32, .in_c = 640, .out_c = 640, .kernel = 3, .stride = 1},
@@ -50,6 +54,8 @@ static const shape shapes[] = {
     {"unet ff 5120->1280 (128 tokens)", 'l', .m = 128, .n = 1280, .k = 5120},
     {"unet proj 1280->1280 (128 tokens)", 'l', .m = 128, .n = 1280, .k = 1280},
     {"unet mid 1280->1280 (32 tokens)", 'l', .m = 32, .n = 1280, .k = 1280},
+    {"text fc1 768->3072 (77 tokens)", 'l', .m = 77, .n = 3072, .k = 768},
+    {"text fc2 3072->768 (154 tokens)", 'l', .m = 154, .n = 768, .k = 3072},
     {"unet self-attn 1024 tok, 8x40", 'a', .heads = 8, .q_len = 1024, .kv_len = 1024, .head_dim = 40},
     {"unet cross-attn 1024x77, 8x40", 'a', .heads = 8, .q_len = 1024, .kv_len = 77, .head_dim = 40},
     {"vae attn 4096 tok (512 px), 1x512", 'a', .heads = 1, .q_len = 4096, .kv_len = 4096, .head_dim = 512},
@@ -160,6 +166,19 @@ static float *filled(size_t n)
     return p;
 }
 
+/* More than the largest last-level cache this is meant for (the Xeons
+ * here have 260 MB of L3, shared). */
+#define COLD_BYTES ((size_t)1 << 30)
+
+static void evict_caches(void)
+{
+    static unsigned char *junk;
+    static unsigned char round;
+    if (!junk && !(junk = malloc(COLD_BYTES)))
+        abort();
+    memset(junk, ++round, COLD_BYTES);
+}
+
 static int compare(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -168,7 +187,7 @@ static int compare(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    int runs = 5, only_threads = 0;
+    int runs = 5, only_threads = 0, cold = 0;
     const char *only = NULL; /* shapes whose name contains it; NULL: all */
     kiln_dtype pack = KILN_DTYPE_F32;
     for (int i = 1; i < argc; i++) {
@@ -186,21 +205,23 @@ int main(int argc, char **argv)
             only_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
+        else if (!strcmp(argv[i], "--cold"))
+            cold = 1;
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
             kiln_isa isa;
             if (cpu_parse_isa(argv[++i], &isa) == 0)
                 cpu_set_isa(isa);
         } else {
             fprintf(stderr, "usage: bench_kernels [--runs N] [--isa scalar|avx2|avx512] [--f16|--bf16] "
-                            "[--bf16-dot on|off|auto] [--threads N] [--only TEXT]\n");
+                            "[--bf16-dot on|off|auto] [--threads N] [--only TEXT] [--cold]\n");
             return 2;
         }
     }
     if (runs < 1)
         runs = 1;
     const kernel_table *k = kernels_get();
-    printf("bench_kernels: %s, kernels %s, %s weights, %d runs (median, min..max)\n", cpu_get()->model,
-           kiln_isa_name(k->isa), kiln_dtype_name(pack), runs);
+    printf("bench_kernels: %s, kernels %s, %s weights, %d runs (median, min..max)%s\n", cpu_get()->model,
+           kiln_isa_name(k->isa), kiln_dtype_name(pack), runs, cold ? ", caches evicted before each" : "");
     for (int threads = 1; threads <= 2; threads++) {
         if (only_threads > 0 && threads != only_threads)
             continue;
@@ -268,6 +289,8 @@ int main(int argc, char **argv)
             }
             double *times = calloc((size_t)runs, sizeof *times);
             for (int r = -1; r < runs; r++) {
+                if (cold)
+                    evict_caches();
                 double t0 = clock_now();
                 if (s->kind == 'a') {
                     /* as the executor hands it out: runs of whole tiles, about four per thread */

@@ -36,10 +36,19 @@ static const float zero_row[ZERO_ROW_FLOATS] __attribute__((aligned(64)));
     }
 #define ALL_ROWS ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5)
 
+/* The weights come from memory in a model step and the hardware
+ * prefetchers stop at every 4 KB page of a panel: the kernels ask for the
+ * panel PREFETCH_STEPS k ahead (gemm_avx512.c has the measurements). */
+#ifndef PREFETCH_STEPS
+#define PREFETCH_STEPS 32
+#endif
+#define PREFETCH(p) _mm_prefetch((const char *)((p) + PREFETCH_STEPS * NR), _MM_HINT_T0)
+
 static inline void tap_6x16(const float *const a[MR], const float *b, int64_t k, __m256 c[2 * MR])
 {
     ACC_IN
     for (int64_t i = 0; i < k; i++) {
+        PREFETCH(b);
         __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
         b += NR;
         ALL_ROWS
@@ -51,6 +60,7 @@ static inline void tap_6x16_f16(const float *const a[MR], const uint16_t *b, int
 {
     ACC_IN
     for (int64_t i = 0; i < k; i++) {
+        PREFETCH(b);
         __m256 b0 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)b));
         __m256 b1 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(b + 8)));
         b += NR;
@@ -63,6 +73,7 @@ static inline void tap_6x16_bf16(const float *const a[MR], const uint16_t *b, in
 {
     ACC_IN
     for (int64_t i = 0; i < k; i++) {
+        PREFETCH(b);
         __m256 b0 = _mm256_castsi256_ps(
             _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)b)), 16));
         __m256 b1 = _mm256_castsi256_ps(
