@@ -42,6 +42,17 @@ static void GEMM_LINEAR(const float *x, int64_t ldx, const packed_weights *w, co
     }
 }
 
+/* A convolution's output pixels are cut into runs of CONV_ROWS (the
+ * executor's tiles are no larger): where each one's window starts is
+ * worked out once per run and its input pixels once per tap, so that the
+ * blocks of the reduction only add offsets. Dividing per row, tap and
+ * block instead cost 5-15% (paired runs, UNet shapes, 1 and 2 threads). */
+#define CONV_ROWS (8 * MR)
+
+typedef struct conv_row {
+    int64_t b, iy, ix; /* the image, and the input row and column of the window's top left (may be padding) */
+} conv_row;
+
 static void GEMM_CONV2D(const conv2d_geom *g, const float *x, const packed_weights *w, const float *bias,
                               const float *residual, float *y, int64_t p0, int64_t p1, int64_t c0, int64_t c1)
 {
@@ -51,35 +62,48 @@ static void GEMM_CONV2D(const conv2d_geom *g, const float *x, const packed_weigh
         kernels_for(KILN_ISA_SCALAR)->conv2d_f32(g, x, w, bias, residual, y, p0, p1, c0, c1);
         return;
     }
-    for (int64_t n = c0; n < c1; n += NR) {
-        int64_t panel = (n / NR) * taps * k * NR;
-        int64_t cols = c1 - n < NR ? c1 - n : NR;
-        for (int64_t t = 0; t < taps; t++) {
-            int64_t ky = t / ksize, kx = t % ksize;
-            for (int64_t k0 = 0; k0 < k; k0 += KC) {
-                int64_t kc = k - k0 < KC ? k - k0 : KC;
-                int first = t == 0 && k0 == 0, last = t == taps - 1 && k0 + kc == k;
-                for (int64_t p = p0; p < p1; p += MR) {
-                    int rows = p1 - p < MR ? (int)(p1 - p) : MR;
-                    const float *a[MR], *res[MR];
-                    float *out[MR];
-                    for (int r = 0; r < MR; r++) {
-                        int64_t q = p + (r < rows ? r : rows - 1);
-                        int64_t ox = q % g->out_w, oy = (q / g->out_w) % g->out_h, ob = q / (g->out_w * g->out_h);
-                        int64_t iy = oy * g->stride + ky - g->pad_top, ix = ox * g->stride + kx - g->pad_left;
-                        a[r] = iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w
-                                   ? zero_row
-                                   : conv2d_input_at(g, x, ob, iy, ix) + k0;
-                        out[r] = y + q * g->out_c + n;
-                        res[r] = residual ? residual + q * g->out_c + n : NULL;
+    conv_row rows[CONV_ROWS];
+    const float *in[CONV_ROWS]; /* per row, its input pixel at the tap, or zero_row */
+    for (int64_t q0 = p0; q0 < p1; q0 += CONV_ROWS) {
+        int64_t q1 = p1 - q0 < CONV_ROWS ? p1 : q0 + CONV_ROWS;
+        for (int64_t q = q0; q < q1; q++) {
+            int64_t ox = q % g->out_w, oy = (q / g->out_w) % g->out_h;
+            rows[q - q0] = (conv_row){.b = q / (g->out_w * g->out_h), .iy = oy * g->stride - g->pad_top,
+                                      .ix = ox * g->stride - g->pad_left};
+        }
+        for (int64_t n = c0; n < c1; n += NR) {
+            int64_t panel = (n / NR) * taps * k * NR;
+            int64_t cols = c1 - n < NR ? c1 - n : NR;
+            for (int64_t t = 0; t < taps; t++) {
+                int64_t ky = t / ksize, kx = t % ksize;
+                for (int64_t i = 0; i < q1 - q0; i++) {
+                    int64_t iy = rows[i].iy + ky, ix = rows[i].ix + kx;
+                    in[i] = iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w
+                                ? zero_row
+                                : conv2d_input_at(g, x, rows[i].b, iy, ix);
+                }
+                for (int64_t k0 = 0; k0 < k; k0 += KC) {
+                    int64_t kc = k - k0 < KC ? k - k0 : KC;
+                    int first = t == 0 && k0 == 0, last = t == taps - 1 && k0 + kc == k;
+                    for (int64_t p = q0; p < q1; p += MR) {
+                        int tile_rows = q1 - p < MR ? (int)(q1 - p) : MR;
+                        const float *a[MR], *res[MR];
+                        float *out[MR];
+                        for (int r = 0; r < MR; r++) {
+                            /* missing rows repeat the last one: computed, never stored */
+                            int64_t q = p + (r < tile_rows ? r : tile_rows - 1);
+                            const float *pixel = in[q - q0];
+                            a[r] = pixel == zero_row ? zero_row : pixel + k0;
+                            out[r] = y + q * g->out_c + n;
+                            res[r] = residual ? residual + q * g->out_c + n : NULL;
+                        }
+                        VEC c[2 * MR];
+                        load_tile(c, first, tile_rows, out, cols);
+                        tap_block(w, a, panel + (t * k + k0) * NR, kc, c);
+                        store_tile(c, last, tile_rows, out, residual ? res : NULL, bias ? bias + n : NULL, cols);
                     }
-                    VEC c[2 * MR];
-                    load_tile(c, first, rows, out, cols);
-                    tap_block(w, a, panel + (t * k + k0) * NR, kc, c);
-                    store_tile(c, last, rows, out, residual ? res : NULL, bias ? bias + n : NULL, cols);
                 }
             }
         }
     }
 }
-
