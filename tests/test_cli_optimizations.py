@@ -92,6 +92,11 @@ def test_bench_vae_tiles(kiln, model, work):
         d = json.loads(stdout)
         vae = [st for st in d["stages"] if st["stage"] == "vae decode"]
         check(len(vae) == 1 and vae[0]["tiles"] == 9 and vae[0]["median_s"] > 0, "tiled vae stage: %s" % vae)
+        # the text encoder for one prompt and for a pair: the pair is twice the work
+        text = {st["batch"]: st for st in d["stages"] if st["stage"] == "text encoder"}
+        check(sorted(text) == [1, 2] and all(st["median_s"] > 0 for st in text.values()) and
+              abs(text[2]["gflop"] - 2 * text[1]["gflop"]) <= 1e-9 * text[2]["gflop"],
+              "text encoder stages: %s" % {b: (st["gflop"], st["median_s"]) for b, st in text.items()})
     rc, stdout, stderr = run(kiln, "bench", "-m", model, "-W", "128", "-H", "128", "--runs", "1", "--warmup", "0")
     check(rc == 0 and "vae decode:" not in stdout, "untiled bench: rc %d, %s" % (rc, stdout))
 

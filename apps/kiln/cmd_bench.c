@@ -60,8 +60,9 @@ static void bench_usage(FILE *out)
 {
     fprintf(out, "usage: kiln bench [-m MODEL] [-W N -H N] [--runs N] [--warmup N] [optimizations] [--ablate] [--tuned] [--json]\n"
                  "       kiln bench --history [--json|--csv]\n"
-                 "  times the text encoder, the UNet (batch 1 and 2) and the VAE decoder, with the machine's\n"
-                 "  measured FMA peak and the peak RSS (default model: the shipped one; KILN_MODEL overrides)\n"
+                 "  times the text encoder (one prompt and two), the UNet (batch 1 and 2) and the VAE\n"
+                 "  decoder, with the machine's measured FMA peak and the peak RSS (default model: the\n"
+                 "  shipped one; KILN_MODEL overrides)\n"
                  "  --ablate  switches each optimization off in turn from the best configuration (or the one\n"
                  "            the flags give): UNet step, VAE decode and memory, one process per configuration\n"
                  "  --rounds N  with --ablate: measure every configuration N times in turn (default 2), so\n"
@@ -839,18 +840,22 @@ int cmd_bench(int argc, char **argv)
 
     vae_tiles tiles;
     vae_tiles_layout(lh, lw, vae_factor(&m->vae), active.vae_tiling ? active.vae_tile : 0, &tiles);
-    stage_result stages[4];
+    /* the text encoder for one prompt, and for the pair a guided generation
+     * encodes (prompt and negative prompt) */
+    enum { TEXT1, TEXT2, UNET1, UNET2, DECODE, STAGES };
+    stage_result stages[STAGES];
     int rc = 0;
-    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_TEXT, 2, 0, 0, NULL, "text encoder", &stages[0]);
-    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_UNET, 1, lh, lw, NULL, "unet", &stages[1]);
-    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_UNET, 2, lh, lw, NULL, "unet", &stages[2]);
-    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_DECODER, 1, lh, lw, &tiles, "vae decode", &stages[3]);
+    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_TEXT, 1, 0, 0, NULL, "text encoder", &stages[TEXT1]);
+    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_TEXT, 2, 0, 0, NULL, "text encoder", &stages[TEXT2]);
+    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_UNET, 1, lh, lw, NULL, "unet", &stages[UNET1]);
+    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_UNET, 2, lh, lw, NULL, "unet", &stages[UNET2]);
+    rc |= run_stage(&a, m, cache, pool, &exec, MODEL_GRAPH_DECODER, 1, lh, lw, &tiles, "vae decode", &stages[DECODE]);
     double total_s = clock_now() - load_start;
     double rss = peak_rss_mb(), rss_now = current_rss_mb();
 
     if (rc == 0 && a.json) {
         json_t *list = json_array();
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < STAGES; i++) {
             json_t *ops = json_object();
             for (int op = 0; op < GRAPH_OP_COUNT; op++)
                 if (stages[i].profile.nodes[op] && stages[i].profile.runs)
@@ -890,17 +895,17 @@ int cmd_bench(int argc, char **argv)
                a.runs, a.warmup);
         printf("  %-14s %5s %9s %9s %9s %8s %8s %6s\n", "stage", "batch", "median", "min", "max", "GFLOP", "GFLOP/s",
                "peak");
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < STAGES; i++)
             printf("  %-14s %5d %8.3fs %8.3fs %8.3fs %8.1f %8.1f %5.1f%%\n", stages[i].name, stages[i].batch,
                    stages[i].median, stages[i].min, stages[i].max, stages[i].gflop, stages[i].gflop / stages[i].median,
                    100.0 * stages[i].gflop / stages[i].median / peak);
-        if (stages[3].tiles > 1)
-            printf("  vae decode: %d tiles of %dx%d latent pixels (vae_tiling on), blended\n", stages[3].tiles,
+        if (stages[DECODE].tiles > 1)
+            printf("  vae decode: %d tiles of %dx%d latent pixels (vae_tiling on), blended\n", stages[DECODE].tiles,
                    tiles.tile_w, tiles.tile_h);
         printf("\npeak RSS %.0f MB, %.0f MB after the runs; weights prepared %.0f MB\n",
                rss, rss_now, (double)weight_cache_bytes(cache) / 1048576.0);
-        print_profile(&stages[2]);
-        print_profile(&stages[3]);
+        print_profile(&stages[UNET2]);
+        print_profile(&stages[DECODE]);
     }
     sd_model_destroy(m);
     weight_cache_destroy(cache);
