@@ -9,8 +9,9 @@ Without --model it writes (once) a random-weight full-size SD 1.5 checkpoint, F1
 build/tools/make_random_model --preset sd15 to /tmp/kiln-bench/sd15.safetensors (2.1 GB), with
 the CLIP tokenizer of ../shared/data/clip-tokenizer beside it.
 
-Stages, as `kiln bench` times them: the text encoder on 2 x 77 tokens (the prompt and the negative), one
-UNet evaluation at batch 1 and at batch 2 (classifier-free guidance), one VAE decode of one latent. PyTorch
+Stages, as `kiln bench` times them: the text encoder on 77 tokens (a prompt) and on 2 x 77 (the prompt and
+the negative), one UNet evaluation at batch 1 and at batch 2 (classifier-free guidance), one VAE decode of
+one latent. PyTorch
 runs tools/sd_reference.py's forward passes (plain torch.nn.functional: conv2d, linear, group_norm,
 softmax; the layers diffusers calls) in float32 with torch.no_grad(), on the weights widened to f32 as
 kiln's f32 path widens them. Debian's python3-torch is re-run on OpenBLAS at the CPU's own kernel level
@@ -43,7 +44,7 @@ import torch  # noqa: E402
 import sd_reference as ref  # noqa: E402
 
 DEFAULT_MODEL = "/tmp/kiln-bench/sd15.safetensors"   # with tokenizer/ beside it
-STAGES = [("text encoder", 2), ("unet", 1), ("unet", 2), ("vae decode", 1)]
+STAGES = [("text encoder", 1), ("text encoder", 2), ("unet", 1), ("unet", 2), ("vae decode", 1)]
 
 
 def kiln_round(kiln, model, width, height, runs, threads):
