@@ -23,6 +23,8 @@
 #include <string.h>
 
 #include "core/cpu.h"
+#include "core/half.h"
+#include "core/threadpool.h"
 #include "graph/executor.h"
 #include "graph/layout.h"
 #include "kernels/kernels.h"
@@ -780,6 +782,63 @@ static void test_set_and_get(void)
     }
 }
 
+/* ---- a token table kept in the file's dtype ---- */
+
+/* The text encoder's token table is kept as the file has it (an f16 file's
+ * 49,408 x 768 table: 76 MB, not 152 as f32) and embed_tokens widens the
+ * rows it reads. Values that f16 and bf16 hold exactly give the same sums
+ * as an f32 table, bit for bit, and the prepared bytes are the file's. */
+static void test_token_table_in_file_dtype(void)
+{
+    enum { V = 37, C = 24, B = 2, L = 5 };
+    static const kiln_dtype dtypes[] = {KILN_DTYPE_F32, KILN_DTYPE_F16, KILN_DTYPE_BF16};
+    float table[V * C], positions[L * C], ids[B * L], want[B * L * C];
+    for (int i = 0; i < V * C; i++)
+        table[i] = (float)((i * 7) % 61 - 30) / 16.0f; /* 8 significant bits at most: exact in bf16 and f16 */
+    for (int i = 0; i < L * C; i++)
+        positions[i] = (float)((i * 5) % 23) / 64.0f;
+    for (int i = 0; i < B * L; i++)
+        ids[i] = (float)((i * 11 + 3) % V);
+    for (int i = 0; i < B * L; i++)
+        for (int c = 0; c < C; c++)
+            want[i * C + c] = table[(int)ids[i] * C + c] + positions[(i % L) * C + c];
+    for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
+        uint16_t half[V * C];
+        for (int i = 0; i < V * C; i++)
+            half[i] = dtypes[d] == KILN_DTYPE_F16 ? half_f32_to_f16(table[i]) : half_f32_to_bf16(table[i]);
+        int64_t ts[2] = {V, C}, ps[2] = {L, C}, is[2] = {B, L};
+        tensor tt, tp;
+        tensor_init(&tt, dtypes[d], TENSOR_LAYOUT_PLAIN, 2, ts, dtypes[d] == KILN_DTYPE_F32 ? (void *)table : (void *)half);
+        tensor_init(&tp, KILN_DTYPE_F32, TENSOR_LAYOUT_PLAIN, 2, ps, positions);
+        graph *g = NULL;
+        graph_exec *e = NULL;
+        weight_cache *cache = NULL;
+        tpool *pool = NULL;
+        if (graph_create(&g) != KILN_OK || weight_cache_create(KILN_DTYPE_F32, &cache) != KILN_OK ||
+            tpool_create(1, &pool) != KILN_OK) {
+            CHECK(0, "setup: %s", kiln_last_error());
+        } else {
+            graph_id in = graph_input(g, "ids", TENSOR_LAYOUT_PLAIN, 2, is);
+            graph_id out = graph_embed_tokens(g, "embed", in, graph_weight(g, "table", &tt), graph_weight(g, "pos", &tp));
+            graph_mark_output(g, out);
+            if (graph_exec_create(g, cache, &e) != KILN_OK || graph_exec_bind(e, in, ids) != KILN_OK ||
+                graph_exec_run(e, pool) != KILN_OK) {
+                CHECK(0, "%s table: %s", kiln_dtype_name(dtypes[d]), kiln_last_error());
+            } else {
+                CHECK(memcmp(graph_exec_output(e, out), want, sizeof want) == 0,
+                      "%s table: the embeddings differ from the f32 table's", kiln_dtype_name(dtypes[d]));
+                size_t bytes = weight_cache_bytes(cache), expect = tensor_nbytes(&tt) + sizeof positions;
+                CHECK(bytes == expect, "%s table: %zu bytes prepared, expected %zu (the table as the file has it)",
+                      kiln_dtype_name(dtypes[d]), bytes, expect);
+            }
+        }
+        graph_exec_destroy(e);
+        graph_destroy(g);
+        weight_cache_destroy(cache);
+        tpool_destroy(pool);
+    }
+}
+
 TEST_MAIN(TEST(test_set_and_get), TEST(test_attention_paths_match_reference), TEST(test_winograd_through_executor), TEST(test_fast_math_kernels),
           TEST(test_fusion_and_memory_same_bits), TEST(test_layout_nchw_graphs), TEST(test_each_switch_against_f32_reference),
-          TEST(test_report_names_what_cannot_run))
+          TEST(test_report_names_what_cannot_run), TEST(test_token_table_in_file_dtype))

@@ -244,9 +244,22 @@ done:
     return st;
 }
 
+/* Whether every reader of weight w reads it as a token table. */
+static int token_table_only(const graph *g, graph_id w)
+{
+    for (size_t i = 0; i < graph_node_count(g); i++) {
+        const graph_node *node = graph_node_at(g, (graph_id)i);
+        for (int k = 0; k < node->n_inputs; k++)
+            if (node->inputs[k] == w && !(node->op == GRAPH_OP_EMBED_TOKENS && k == 1))
+                return 0;
+    }
+    return 1;
+}
+
 /* Weights in the form their readers want: packed for the matrix kernels,
- * f32 for everything else (biases, norms, embeddings); a weight only the
- * matrix kernels read is never converted whole. */
+ * a token table in the file's dtype (embed_tokens widens the rows it
+ * reads), f32 for everything else (biases, norms, position embeddings);
+ * a weight only the matrix kernels read is never converted whole. */
 static kiln_status prepare_weights(graph_exec *e, weight_cache *cache)
 {
     const graph *g = e->g;
@@ -259,6 +272,12 @@ static kiln_status prepare_weights(graph_exec *e, weight_cache *cache)
                 continue;
             if (k == 1 && (node->op == GRAPH_OP_LINEAR || node->op == GRAPH_OP_CONV2D))
                 continue;
+            if (k == 1 && node->op == GRAPH_OP_EMBED_TOKENS && token_table_only(g, in)) {
+                kiln_status st = weight_cache_copy(cache, &src->out, (const void **)&e->data[in]);
+                if (st != KILN_OK)
+                    return err_wrap(st, "weight '%s': ", src->name);
+                continue;
+            }
             kiln_status st = weight_cache_f32(cache, &src->out, (const float **)&e->data[in]);
             if (st != KILN_OK)
                 return err_wrap(st, "weight '%s': ", src->name);
@@ -944,10 +963,13 @@ static void timestep_embed(const op_ctx *c)
     }
 }
 
+/* The table is in its own dtype (prepare_weights): each row read is
+ * widened into the output, then the position's embedding added. */
 static kiln_status embed_tokens(const op_ctx *c)
 {
     const tensor *ids = c->in[0], *table = c->in[1];
     int64_t batch = ids->shape[0], len = ids->shape[1], vocab = table->shape[0], ch = table->shape[1];
+    const void *rows = c->x[1];
     for (int64_t b = 0; b < batch; b++)
         for (int64_t t = 0; t < len; t++) {
             float idf = c->x[0][b * len + t];
@@ -955,10 +977,16 @@ static kiln_status embed_tokens(const op_ctx *c)
             if (!(idf >= 0.0f) || id >= vocab || (float)id != idf)
                 return err_set(KILN_ERR_INVALID, "graph node '%s': token id %g at [%lld, %lld] outside the vocabulary of %lld",
                                c->node->name, (double)idf, (long long)b, (long long)t, (long long)vocab);
-            const float *row = c->x[1] + id * ch, *pos = c->x[2] + t * ch;
+            const float *pos = c->x[2] + t * ch;
             float *out = c->y + (b * len + t) * ch;
+            if (table->dtype == KILN_DTYPE_F16)
+                c->k->f16_to_f32((const uint16_t *)rows + id * ch, out, (size_t)ch);
+            else if (table->dtype == KILN_DTYPE_BF16)
+                c->k->bf16_to_f32((const uint16_t *)rows + id * ch, out, (size_t)ch);
+            else
+                memcpy(out, (const float *)rows + id * ch, (size_t)ch * sizeof *out);
             for (int64_t i = 0; i < ch; i++)
-                out[i] = row[i] + pos[i];
+                out[i] += pos[i];
         }
     return KILN_OK;
 }

@@ -8,8 +8,9 @@
 #include "core/error.h"
 
 /* The prepared form of one source tensor: packed with panel width nr, or
- * (nr == FORM_F32) plainly converted. */
+ * (nr == FORM_F32) plainly converted, or (FORM_COPY) copied as it is. */
 #define FORM_F32 (-1)
+#define FORM_COPY (-2)
 
 typedef struct entry {
     const void *source; /* NULL marks an empty slot */
@@ -214,6 +215,31 @@ kiln_status weight_cache_f32(weight_cache *c, const tensor *w, const float **out
         k->bf16_to_f32(w->data, data, n);
     if (c->release)
         c->release(c->release_ctx, w->data, n * kiln_dtype_size(w->dtype));
+    *out = data;
+    return KILN_OK;
+}
+
+kiln_status weight_cache_copy(weight_cache *c, const tensor *w, const void **out)
+{
+    entry **found = slot_for(c, w->data, FORM_COPY);
+    if (*found) {
+        *out = (*found)->data;
+        return KILN_OK;
+    }
+    kiln_status st = check_dtype(w);
+    if (st == KILN_OK)
+        st = reserve(c);
+    if (st != KILN_OK)
+        return st;
+    size_t bytes = tensor_nbytes(w);
+    void *data = allocate(bytes);
+    if (!data || !insert(c, w->data, FORM_COPY, data, bytes)) {
+        free(data);
+        return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for a copied weight", bytes);
+    }
+    memcpy(data, w->data, bytes);
+    if (c->release)
+        c->release(c->release_ctx, w->data, bytes);
     *out = data;
     return KILN_OK;
 }

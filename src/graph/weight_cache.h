@@ -37,6 +37,13 @@ kiln_status weight_cache_packed(weight_cache *c, const tensor *w, int64_t n, int
  * counts these bytes (tally_weights); the file's pages are released. */
 kiln_status weight_cache_f32(weight_cache *c, const tensor *w, const float **out);
 
+/* w in its own dtype (F32, F16 or BF16), in a copy the cache owns, for
+ * readers that widen only the rows they use (a text encoder's token
+ * table: 49,408 rows of which a prompt reads 77) and would otherwise hold
+ * the whole table as f32, twice an f16 file's bytes. Like
+ * weight_cache_f32, it decouples the graph from the file's mapping. */
+kiln_status weight_cache_copy(weight_cache *c, const tensor *w, const void **out);
+
 /* Called with each source tensor's bytes once a packed copy of it exists,
  * so an owner can let the file's pages go (NULL: nothing is called). */
 typedef void (*weight_release_fn)(void *ctx, const void *data, size_t bytes);

@@ -50,6 +50,8 @@ static void tally_weights(const graph *g, kiln_dtype pack_dtype, int nr, weight_
                 int64_t taps = w->out.ndim == 4 ? w->out.shape[2] * w->out.shape[3] : 1;
                 t->bytes += kernels_packed_elements(nr, w->out.shape[0], w->out.shape[1], taps) *
                             kiln_dtype_size(pack_dtype);
+            } else if (k == 1 && node->op == GRAPH_OP_EMBED_TOKENS) {
+                t->bytes += tensor_nbytes(&w->out); /* kept in the file's dtype */
             } else {
                 t->bytes += (size_t)tensor_numel(&w->out) * sizeof(float);
             }
