@@ -135,11 +135,12 @@ def main(argv):
 
     kiln_runs = {s: [] for s in STAGES}
     torch_runs = {s: [] for s in STAGES}
-    kiln_gflop, kiln_rss, kiln_report = {}, [], None
+    kiln_gflop, kiln_rss, kiln_peaks, kiln_report = {}, [], [], None
     net = None
     for r in range(a.rounds):
         times, kiln_report = kiln_round(a.kiln, a.model, a.width, a.height, a.runs, a.threads)
         kiln_rss.append(kiln_report["peak_rss_mb"])
+        kiln_peaks.append(kiln_report["peak_fp32_gflops"])
         for s in STAGES:
             kiln_runs[s] += [times[s]["median"], times[s]["min"], times[s]["max"]]
             kiln_gflop[s] = times[s]["gflop"]
@@ -164,7 +165,8 @@ def main(argv):
                    cpu=kiln_report["cpu"], isa=kiln_report["isa"], kiln=kiln_report["kiln"],
                    precision=kiln_report["precision"], torch=torch.__version__,
                    openblas_coretype=os.environ.get("OPENBLAS_CORETYPE"), stages=rows,
-                   kiln_peak_rss_mb=max(kiln_rss), pytorch_peak_rss_mb=torch_rss)
+                   kiln_peak_rss_mb=max(kiln_rss), pytorch_peak_rss_mb=torch_rss,
+                   fma_peak_gflops=kiln_peaks)
     if a.json:
         json.dump(summary, sys.stdout, indent=2)
         print()
@@ -180,6 +182,8 @@ def main(argv):
             r["pytorch_max_s"], r["gflop"], r["kiln_gflops"], r["speedup"]))
     print("peak RSS: kiln %.0f MB, PyTorch %.0f MB (this process: the file's bytes and f32 copies)" % (
         summary["kiln_peak_rss_mb"], torch_rss))
+    # a shared machine's speed moves: the FMA peak kiln bench measured at the start of each round
+    print("FP32 FMA peak measured by kiln bench per round: %s GFLOP/s" % ", ".join("%.0f" % p for p in kiln_peaks))
     return 0
 
 
