@@ -24,7 +24,7 @@
 
 typedef struct shape {
     const char *name;
-    char kind; /* 'l' linear, 'c' conv, 'w' the same conv by Winograd, 'a' attention */
+    char kind; /* 'l' linear, 'c' conv, 'w' the same conv by Winograd F(4x4), '2' by F(2x2), 'a' attention */
     int64_t m, n, k;              /* linear: rows, outputs, inputs */
     int64_t h, w, in_c, out_c, kernel, stride; /* conv (batch 2) */
     int64_t heads, q_len, kv_len, head_dim;    /* attention (batch 2) */
@@ -46,6 +46,10 @@ static const shape shapes[] = {
     {"  by winograd", 'w', .h = 64, .w = 64, .in_c = 320, .out_c = 320, .kernel = 3, .stride = 1},
     {"  by winograd", 'w', .h = 32, .w = 32, .in_c = 640, .out_c = 640, .kernel = 3, .stride = 1},
     {"  by winograd", 'w', .h = 16, .w = 16, .in_c = 1280, .out_c = 1280, .kernel = 3, .stride = 1},
+    {"  by winograd 2x2", '2', .h = 16, .w = 16, .in_c = 640, .out_c = 640, .kernel = 3, .stride = 1},
+    {"  by winograd 2x2", '2', .h = 8, .w = 8, .in_c = 1280, .out_c = 1280, .kernel = 3, .stride = 1},
+    {"  by winograd 2x2", '2', .h = 32, .w = 32, .in_c = 640, .out_c = 640, .kernel = 3, .stride = 1},
+    {"  by winograd 2x2", '2', .h = 16, .w = 16, .in_c = 1280, .out_c = 1280, .kernel = 3, .stride = 1},
     {"unet ff 320->2560 (2048 tokens)", 'l', .m = 2048, .n = 2560, .k = 320},
     {"unet ff 1280->320 (2048 tokens)", 'l', .m = 2048, .n = 320, .k = 1280},
     {"unet to_k 768->320 (154 tokens)", 'l', .m = 154, .n = 320, .k = 768},
@@ -74,6 +78,7 @@ typedef struct job {
     size_t scratch_stride;
     float *u;           /* Winograd: the transformed weights */
     int64_t block;      /* Winograd: tiles per call */
+    winograd_variant variant;
     double flops[64];
 } job;
 
@@ -105,17 +110,17 @@ static void run_winograd_weights(void *ctx, int64_t begin, int64_t end, int thre
 {
     job *j = ctx;
     int64_t lanes = j->w.nr > 0 ? j->w.nr : 1;
-    j->k->winograd_weights_f32(&j->w, 0, j->w.n, j->u, begin * lanes, end * lanes < j->w.n ? end * lanes : j->w.n);
+    j->k->winograd_weights_f32[j->variant](&j->w, 0, j->w.n, j->u, begin * lanes, end * lanes < j->w.n ? end * lanes : j->w.n);
 }
 
 /* second phase: a block of output tiles per item */
 static void run_winograd_tiles(void *ctx, int64_t begin, int64_t end, int thread)
 {
     job *j = ctx;
-    int64_t tiles = winograd_tiles(&j->conv);
+    int64_t tiles = winograd_tiles(&j->conv, j->variant);
     for (int64_t b = begin; b < end; b++) {
         int64_t t0 = b * j->block, t1 = t0 + j->block < tiles ? t0 + j->block : tiles;
-        j->k->winograd_conv_f32(&j->conv, j->x, &j->w, j->u, 0, j->w.n, NULL, NULL, j->y, t0, t1,
+        j->k->winograd_conv_f32[j->variant](&j->conv, j->x, &j->w, j->u, 0, j->w.n, NULL, NULL, j->y, t0, t1,
                                 j->scratch + (size_t)thread * j->scratch_stride);
     }
 }
@@ -278,13 +283,14 @@ int main(int argc, char **argv)
                 int64_t nr = k->gemm_nr > 0 ? k->gemm_nr : 8;
                 items = j.tiles_m * ((n + nr - 1) / nr);
                 flops = 2.0 * (double)m * n * kk * taps;
-                if (s->kind == 'w') {
+                if (s->kind == 'w' || s->kind == '2') {
                     /* GFLOP/s stay those of the direct convolution: the speed-up shows as a rate */
-                    j.block = winograd_block_tiles(&j.conv, tpool_size(pool));
-                    j.scratch_stride = winograd_scratch_bytes(&j.conv, j.block, j.conv.out_c);
+                    j.variant = s->kind == '2' ? WINOGRAD_F2 : WINOGRAD_F4;
+                    j.block = winograd_block_tiles(&j.conv, j.variant, tpool_size(pool));
+                    j.scratch_stride = winograd_scratch_bytes(&j.conv, j.variant, j.block, j.conv.out_c);
                     j.scratch = (unsigned char *)filled(j.scratch_stride * (size_t)tpool_size(pool) / 4);
-                    j.u = filled((size_t)(36 * winograd_point_elements(j.w.nr, j.w.n, j.w.k)));
-                    items = (winograd_tiles(&j.conv) + j.block - 1) / j.block;
+                    j.u = filled((size_t)(winograd_points(j.variant) * winograd_point_elements(j.w.nr, j.w.n, j.w.k)));
+                    items = (winograd_tiles(&j.conv, j.variant) + j.block - 1) / j.block;
                 }
             }
             double *times = calloc((size_t)runs, sizeof *times);
@@ -297,7 +303,7 @@ int main(int argc, char **argv)
                     int64_t run = items / (4 * (int64_t)tpool_size(pool)) / 48 * 48;
                     tpool_for(pool, items, run > 48 ? run : 48, TPOOL_DYNAMIC, run_attention, &j);
                 }
-                else if (s->kind == 'w') {
+                else if (s->kind == 'w' || s->kind == '2') {
                     int64_t lanes = j.w.nr > 0 ? j.w.nr : 1;
                     tpool_for(pool, (j.w.n + lanes - 1) / lanes, 1, TPOOL_DYNAMIC, run_winograd_weights, &j);
                     tpool_for(pool, items, 1, TPOOL_DYNAMIC, run_winograd_tiles, &j);

@@ -179,10 +179,10 @@ static void test_conv_matches_scalar(void)
  * measured worst over these cases 8e-6 relative to the largest output. */
 #define WINOGRAD_TOL 2e-5
 
-/* The Winograd convolution of every level (the scalar one included)
- * against the scalar direct convolution: sizes that are not multiples of
- * the 4x4 tile, padding on no side and on every side, residual and bias,
- * the work split in pieces as threads take it. */
+/* Both Winograd convolutions, F(4x4) and F(2x2), of every level (the
+ * scalar one included) against the scalar direct convolution: sizes that
+ * are not multiples of the tile, padding on no side and on every side,
+ * residual and bias, the work split in pieces as threads take it. */
 static void test_winograd_matches_direct(void)
 {
     typedef struct wg_case {
@@ -194,61 +194,66 @@ static void test_winograd_matches_direct(void)
     };
     const kiln_dtype dtypes[] = {KILN_DTYPE_F32, KILN_DTYPE_F16, KILN_DTYPE_BF16};
     test_rng r = test_rng_seed(7);
-    double worst = 0;
+    double worst[WINOGRAD_VARIANTS] = {0};
     const kernel_table *ref = kernels_for(KILN_ISA_SCALAR);
     for (int isa = KILN_ISA_SCALAR; isa <= (int)cpu_get()->best_isa; isa++)
-        for (size_t d = 0; d < 3; d++)
-            for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-                const wg_case *cc = &cases[i];
-                const kernel_table *fast = kernels_for((kiln_isa)isa);
-                conv2d_geom g = {.batch = cc->batch, .in_h = cc->h, .in_w = cc->w, .in_c = cc->in_c,
-                                 .out_c = cc->out_c, .kernel = 3, .stride = 1, .pad_top = cc->pad, .pad_left = cc->pad};
-                g.out_h = cc->h + 2 * cc->pad - 2;
-                g.out_w = cc->w + 2 * cc->pad - 2;
-                if (g.out_h < 1 || g.out_w < 1)
-                    continue;
-                int64_t pixels = g.batch * g.out_h * g.out_w, tiles = winograd_tiles(&g);
-                size_t out_n = (size_t)(pixels * g.out_c);
-                float *x = random_floats(&r, (size_t)(g.batch * g.in_h * g.in_w * g.in_c));
-                float *w = random_floats(&r, (size_t)(g.out_c * g.in_c * 9)), *bias = random_floats(&r, (size_t)g.out_c);
-                float *res = cc->residual ? random_floats(&r, out_n) : NULL;
-                float *y0 = calloc(out_n, sizeof *y0), *y1 = calloc(out_n, sizeof *y1);
-                packed_weights p0 = pack_as(w, dtypes[d], 0, g.out_c, g.in_c, 9);
-                packed_weights p1 = pack_as(w, dtypes[d], fast->gemm_nr, g.out_c, g.in_c, 9);
-                ref->conv2d_f32(&g, x, &p0, bias, res, y0, 0, pixels, 0, g.out_c);
+        for (int v = 0; v < WINOGRAD_VARIANTS; v++)
+            for (size_t d = 0; d < 3; d++)
+                for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+                    const wg_case *cc = &cases[i];
+                    const kernel_table *fast = kernels_for((kiln_isa)isa);
+                    conv2d_geom g = {.batch = cc->batch, .in_h = cc->h, .in_w = cc->w, .in_c = cc->in_c,
+                                     .out_c = cc->out_c, .kernel = 3, .stride = 1, .pad_top = cc->pad, .pad_left = cc->pad};
+                    g.out_h = cc->h + 2 * cc->pad - 2;
+                    g.out_w = cc->w + 2 * cc->pad - 2;
+                    if (g.out_h < 1 || g.out_w < 1)
+                        continue;
+                    int64_t pixels = g.batch * g.out_h * g.out_w, tiles = winograd_tiles(&g, (winograd_variant)v);
+                    size_t out_n = (size_t)(pixels * g.out_c);
+                    float *x = random_floats(&r, (size_t)(g.batch * g.in_h * g.in_w * g.in_c));
+                    float *w = random_floats(&r, (size_t)(g.out_c * g.in_c * 9)), *bias = random_floats(&r, (size_t)g.out_c);
+                    float *res = cc->residual ? random_floats(&r, out_n) : NULL;
+                    float *y0 = calloc(out_n, sizeof *y0), *y1 = calloc(out_n, sizeof *y1);
+                    packed_weights p0 = pack_as(w, dtypes[d], 0, g.out_c, g.in_c, 9);
+                    packed_weights p1 = pack_as(w, dtypes[d], fast->gemm_nr, g.out_c, g.in_c, 9);
+                    ref->conv2d_f32(&g, x, &p0, bias, res, y0, 0, pixels, 0, g.out_c);
 
-                /* all channels as one group, then (where there are two panels) one
-                 * panel per group; weights in two channel ranges and tiles in two
-                 * pieces, as threads take them */
-                int64_t lanes = p1.nr > 0 ? p1.nr : 1, half = tiles / 2;
-                float *u = NULL;
-                void *scratch = NULL;
-                CHECK(posix_memalign((void **)&u, 64, (size_t)(36 * winograd_point_elements(p1.nr, g.out_c, g.in_c)) * 4) == 0 &&
-                          posix_memalign(&scratch, 64, winograd_scratch_bytes(&g, tiles, g.out_c)) == 0,
-                      "winograd buffers");
-                for (int grouped = 0; grouped < 2; grouped++) {
-                    int64_t group = grouped ? lanes : g.out_c;
-                    if (grouped && group >= g.out_c)
-                        break;
-                    memset(y1, 0, out_n * sizeof *y1);
-                    for (int64_t g0 = 0; g0 < g.out_c; g0 += group) {
-                        int64_t g1 = g0 + group < g.out_c ? g0 + group : g.out_c;
-                        int64_t split = g1 - g0 > lanes ? g0 + lanes : g1;
-                        fast->winograd_weights_f32(&p1, g0, g1, u, g0, split);
-                        fast->winograd_weights_f32(&p1, g0, g1, u, split, g1);
-                        fast->winograd_conv_f32(&g, x, &p1, u, g0, g1, bias, res, y1, 0, half, scratch);
-                        fast->winograd_conv_f32(&g, x, &p1, u, g0, g1, bias, res, y1, half, tiles, scratch);
+                    /* all channels as one group, then (where there are two panels) one
+                     * panel per group; weights in two channel ranges and tiles in two
+                     * pieces, as threads take them */
+                    int64_t lanes = p1.nr > 0 ? p1.nr : 1, half = tiles / 2;
+                    float *u = NULL;
+                    void *scratch = NULL;
+                    CHECK(posix_memalign((void **)&u, 64,
+                                         (size_t)(winograd_points((winograd_variant)v) *
+                                                  winograd_point_elements(p1.nr, g.out_c, g.in_c)) * 4) == 0 &&
+                              posix_memalign(&scratch, 64, winograd_scratch_bytes(&g, (winograd_variant)v, tiles, g.out_c)) == 0,
+                          "winograd buffers");
+                    for (int grouped = 0; grouped < 2; grouped++) {
+                        int64_t group = grouped ? lanes : g.out_c;
+                        if (grouped && group >= g.out_c)
+                            break;
+                        memset(y1, 0, out_n * sizeof *y1);
+                        for (int64_t g0 = 0; g0 < g.out_c; g0 += group) {
+                            int64_t g1 = g0 + group < g.out_c ? g0 + group : g.out_c;
+                            int64_t split = g1 - g0 > lanes ? g0 + lanes : g1;
+                            fast->winograd_weights_f32[v](&p1, g0, g1, u, g0, split);
+                            fast->winograd_weights_f32[v](&p1, g0, g1, u, split, g1);
+                            fast->winograd_conv_f32[v](&g, x, &p1, u, g0, g1, bias, res, y1, 0, half, scratch);
+                            fast->winograd_conv_f32[v](&g, x, &p1, u, g0, g1, bias, res, y1, half, tiles, scratch);
+                        }
+                        double abs_err, rel = max_rel_err(y1, y0, out_n, &abs_err);
+                        worst[v] = fmax(worst[v], rel);
+                        CHECK(rel <= WINOGRAD_TOL, "winograd F(%dx%d) %s %s case %zu%s: rel err %.3e (abs %.3e)",
+                              winograd_side((winograd_variant)v), winograd_side((winograd_variant)v),
+                              kiln_isa_name((kiln_isa)isa), kiln_dtype_name(dtypes[d]), i,
+                              grouped ? " one panel per group" : "", rel, abs_err);
                     }
-                    double abs_err, rel = max_rel_err(y1, y0, out_n, &abs_err);
-                    worst = fmax(worst, rel);
-                    CHECK(rel <= WINOGRAD_TOL, "winograd %s %s case %zu%s: rel err %.3e (abs %.3e)",
-                          kiln_isa_name((kiln_isa)isa), kiln_dtype_name(dtypes[d]), i,
-                          grouped ? " one panel per group" : "", rel, abs_err);
+                    free(x), free(w), free(bias), free(res), free(y0), free(y1), free(u), free(scratch);
+                    free((void *)p0.data), free((void *)p1.data);
                 }
-                free(x), free(w), free(bias), free(res), free(y0), free(y1), free(u), free(scratch);
-                free((void *)p0.data), free((void *)p1.data);
-            }
-    printf("    winograd: worst rel err %.2e (tolerance %.0e)\n", worst, WINOGRAD_TOL);
+    printf("    winograd: worst rel err F(4x4) %.2e, F(2x2) %.2e (tolerance %.0e)\n", worst[WINOGRAD_F4],
+           worst[WINOGRAD_F2], WINOGRAD_TOL);
 }
 
 /* A convolution that reads its input upsampled (conv2d_geom.upsample: the
@@ -287,19 +292,21 @@ static void test_upsampled_read_matches_upsampled_input(void)
             double abs_err;
             CHECK(memcmp(y0, y1, out_n * sizeof *y0) == 0, "direct %s case %zu: upsampled read differs (rel %.3g)",
                   kiln_isa_name((kiln_isa)isa), i, max_rel_err(y1, y0, out_n, &abs_err));
-            if (g.stride == 1 && winograd_fits(&g)) {
-                int64_t tiles = winograd_tiles(&g);
+            for (int v = 0; v < WINOGRAD_VARIANTS && g.stride == 1 && winograd_fits(&g); v++) {
+                int64_t tiles = winograd_tiles(&g, (winograd_variant)v);
                 float *u = NULL;
                 void *scratch = NULL;
                 if (posix_memalign((void **)&u, 64,
-                                   (size_t)(36 * winograd_point_elements(pw.nr, g.out_c, g.in_c)) * 4) == 0 &&
-                    posix_memalign(&scratch, 64, winograd_scratch_bytes(&g, tiles, g.out_c)) == 0) {
-                    k->winograd_weights_f32(&pw, 0, g.out_c, u, 0, g.out_c);
-                    k->winograd_conv_f32(&g, full, &pw, u, 0, g.out_c, bias, NULL, y0, 0, tiles, scratch);
-                    k->winograd_conv_f32(&folded, half, &pw, u, 0, g.out_c, bias, NULL, y1, 0, tiles, scratch);
+                                   (size_t)(winograd_points((winograd_variant)v) *
+                                            winograd_point_elements(pw.nr, g.out_c, g.in_c)) * 4) == 0 &&
+                    posix_memalign(&scratch, 64, winograd_scratch_bytes(&g, (winograd_variant)v, tiles, g.out_c)) == 0) {
+                    k->winograd_weights_f32[v](&pw, 0, g.out_c, u, 0, g.out_c);
+                    k->winograd_conv_f32[v](&g, full, &pw, u, 0, g.out_c, bias, NULL, y0, 0, tiles, scratch);
+                    k->winograd_conv_f32[v](&folded, half, &pw, u, 0, g.out_c, bias, NULL, y1, 0, tiles, scratch);
                     CHECK(memcmp(y0, y1, out_n * sizeof *y0) == 0,
-                          "winograd %s case %zu: upsampled read differs (rel %.3g)", kiln_isa_name((kiln_isa)isa),
-                          i, max_rel_err(y1, y0, out_n, &abs_err));
+                          "winograd F(%dx%d) %s case %zu: upsampled read differs (rel %.3g)",
+                          winograd_side((winograd_variant)v), winograd_side((winograd_variant)v),
+                          kiln_isa_name((kiln_isa)isa), i, max_rel_err(y1, y0, out_n, &abs_err));
                 } else {
                     CHECK(0, "winograd buffers");
                 }

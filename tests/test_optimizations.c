@@ -220,7 +220,7 @@ static void test_winograd_through_executor(void)
             graph_exec_options_defaults(&o);
             if (run_conv_graph(&o, threads, x, w, got, &convs, OUT) != 0)
                 continue;
-            int expect = kernels_get()->winograd_conv_f32 ? 2 : 0;
+            int expect = kernels_get()->winograd_conv_f32[WINOGRAD_F4] ? 2 : 0;
             CHECK(convs == (size_t)expect, "%d threads: %zu convolutions by Winograd, expected %d (the two 3x3 "
                                            "stride-1 ones over 2 x 8 x 7 tiles)",
                   threads, convs, expect);

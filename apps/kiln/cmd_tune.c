@@ -227,7 +227,7 @@ static int kernel_variants(kiln_optimizations *out, int max)
         out[n] = o;
         out[n++].attention = KILN_ATTENTION_PLAIN;
     }
-    if (n < max && k->winograd_conv_f32) {
+    if (n < max && k->winograd_conv_f32[WINOGRAD_F4]) {
         out[n] = o;
         out[n++].winograd = 0;
     }

@@ -102,21 +102,39 @@ static int is_nchw(const tensor *t)
  * 1280. */
 #define WINOGRAD_MIN_TILES 64
 
-/* Winograd's kernels are NHWC: channels-first convolutions run direct. */
-static int winograd_chosen(const kernel_table *k, int direct_conv, const graph_node *node, const conv2d_geom *g)
+/* Below that, F(2x2, 3x3) from this many tiles of 2x2: its transformed
+ * weights are 16/9 of the direct ones, and it does 4/9 of the multiplies.
+ * Paired in-process runs against the direct kernel (bench_kernels shapes,
+ * weights cold, 2 threads, the same Xeon, 2026-12-07): the UNet's 16x16
+ * level at batch 2 (128 tiles) 1.21-1.39x over seven shapes of 320-2560
+ * inputs; at batch 1 (64 tiles) 1.07-1.15x, within the machine's noise;
+ * the 8x8 level at batch 2 (32 tiles) 0.70x. At 32x32 and above F(4x4)
+ * is as fast or faster (0.79-1.07 of F(2x2)'s time). */
+#define WINOGRAD2_MIN_TILES 128
+
+/* The Winograd variant that runs a convolution, or -1 for the direct
+ * kernel. Winograd's kernels are NHWC: channels-first convolutions run
+ * direct. */
+static int winograd_variant_of(const kernel_table *k, int direct_conv, const graph_node *node, const conv2d_geom *g)
 {
-    return !direct_conv && !is_nchw(&node->out) && k->winograd_conv_f32 && winograd_fits(g) &&
-           winograd_tiles(g) >= WINOGRAD_MIN_TILES;
+    if (direct_conv || is_nchw(&node->out) || !winograd_fits(g))
+        return -1;
+    if (k->winograd_conv_f32[WINOGRAD_F4] && winograd_tiles(g, WINOGRAD_F4) >= WINOGRAD_MIN_TILES)
+        return WINOGRAD_F4;
+    if (k->winograd_conv_f32[WINOGRAD_F2] && winograd_tiles(g, WINOGRAD_F2) >= WINOGRAD2_MIN_TILES)
+        return WINOGRAD_F2;
+    return -1;
 }
 
 /* What a Winograd convolution holds: its group's transformed weights
  * (floats) and a thread's scratch for the largest tile block (one thread's:
  * later runs may have fewer threads, and so larger blocks). */
-static void winograd_needs(const kernel_table *k, const conv2d_geom *g, size_t *weight_floats, size_t *thread_bytes)
+static void winograd_needs(const kernel_table *k, const conv2d_geom *g, winograd_variant v, size_t *weight_floats,
+                           size_t *thread_bytes)
 {
-    int64_t group = winograd_group_channels(g, k->gemm_nr);
-    *weight_floats = (size_t)(36 * winograd_point_elements(k->gemm_nr, group, g->in_c));
-    *thread_bytes = arena_round_up(winograd_scratch_bytes(g, winograd_block_tiles(g, 1), group));
+    int64_t group = winograd_group_channels(g, v, k->gemm_nr);
+    *weight_floats = (size_t)(winograd_points(v) * winograd_point_elements(k->gemm_nr, group, g->in_c));
+    *thread_bytes = arena_round_up(winograd_scratch_bytes(g, v, winograd_block_tiles(g, v, 1), group));
 }
 
 /* ---- memory plan ---- */
@@ -588,7 +606,7 @@ size_t graph_exec_winograd_convs(const graph_exec *e)
         const graph_node *node = graph_node_at(e->g, (graph_id)i);
         if (node->op == GRAPH_OP_CONV2D) {
             conv2d_geom cg = conv_geometry(e->g, node);
-            count += (size_t)winograd_chosen(e->k, e->opt.direct_conv, node, &cg);
+            count += (size_t)(winograd_variant_of(e->k, e->opt.direct_conv, node, &cg) >= 0);
         }
     }
     return count;
@@ -648,6 +666,7 @@ typedef struct op_ctx {
     float *winograd_u;           /* Winograd: the group's transformed weights */
     int64_t winograd_g0, winograd_g1; /* Winograd: the group of output channels */
     int64_t winograd_block;      /* Winograd: tiles per item */
+    winograd_variant winograd_v; /* Winograd: which F(m x m, 3x3) */
     attention_geom attn;
 } op_ctx;
 
@@ -726,7 +745,7 @@ static void run_winograd_weights(void *p, int64_t begin, int64_t end, int thread
 {
     op_ctx *c = p;
     int64_t lanes = c->w->nr > 0 ? c->w->nr : 1;
-    c->k->winograd_weights_f32(c->w, c->winograd_g0, c->winograd_g1, c->winograd_u, c->winograd_g0 + begin * lanes,
+    c->k->winograd_weights_f32[c->winograd_v](c->w, c->winograd_g0, c->winograd_g1, c->winograd_u, c->winograd_g0 + begin * lanes,
                                min64(c->winograd_g0 + end * lanes, c->winograd_g1));
 }
 
@@ -734,10 +753,10 @@ static void run_winograd_weights(void *p, int64_t begin, int64_t end, int thread
 static void run_winograd_tiles(void *p, int64_t begin, int64_t end, int thread)
 {
     op_ctx *c = p;
-    int64_t tiles = winograd_tiles(&c->conv);
+    int64_t tiles = winograd_tiles(&c->conv, c->winograd_v);
     for (int64_t b = begin; b < end; b++) {
         int64_t t0 = b * c->winograd_block;
-        c->k->winograd_conv_f32(&c->conv, c->x[0], c->w, c->winograd_u, c->winograd_g0, c->winograd_g1, c->x[2],
+        c->k->winograd_conv_f32[c->winograd_v](&c->conv, c->x[0], c->w, c->winograd_u, c->winograd_g0, c->winograd_g1, c->x[2],
                                 c->residual, c->y, t0, min64(t0 + c->winograd_block, tiles),
                                 c->scratch + (size_t)thread * c->scratch_stride);
     }
@@ -1215,11 +1234,13 @@ static kiln_status run_node(graph_exec *e, graph_id id, tpool *pool)
         c.conv = conv_geometry(e->g, node);
         c.conv.upsample = e->alias && e->alias[node->inputs[0]] != GRAPH_NONE &&
                           graph_node_at(e->g, node->inputs[0])->op == GRAPH_OP_UPSAMPLE_NEAREST;
-        if (winograd_chosen(e->k, e->opt.direct_conv, node, &c.conv)) {
-            int64_t lanes = c.w->nr > 0 ? c.w->nr : 1, tiles = winograd_tiles(&c.conv);
-            int64_t group = winograd_group_channels(&c.conv, c.w->nr);
+        int variant = winograd_variant_of(e->k, e->opt.direct_conv, node, &c.conv);
+        if (variant >= 0) {
+            c.winograd_v = (winograd_variant)variant;
+            int64_t lanes = c.w->nr > 0 ? c.w->nr : 1, tiles = winograd_tiles(&c.conv, c.winograd_v);
+            int64_t group = winograd_group_channels(&c.conv, c.winograd_v, c.w->nr);
             c.winograd_u = e->winograd_u;
-            c.winograd_block = winograd_block_tiles(&c.conv, threads);
+            c.winograd_block = winograd_block_tiles(&c.conv, c.winograd_v, threads);
             for (c.winograd_g0 = 0; c.winograd_g0 < c.conv.out_c; c.winograd_g0 += group) {
                 c.winograd_g1 = min64(c.winograd_g0 + group, c.conv.out_c);
                 tpool_for(pool, (c.winograd_g1 - c.winograd_g0 + lanes - 1) / lanes, 1, TPOOL_DYNAMIC,
@@ -1412,9 +1433,10 @@ static void kernel_scratch_needs(const graph *g, const kernel_table *k, const gr
             if (bytes > *per_thread)
                 *per_thread = bytes;
         }
-        if (winograd_chosen(k, o->direct_conv, node, &cg)) {
+        int variant = winograd_variant_of(k, o->direct_conv, node, &cg);
+        if (variant >= 0) {
             size_t u, bytes;
-            winograd_needs(k, &cg, &u, &bytes);
+            winograd_needs(k, &cg, (winograd_variant)variant, &u, &bytes);
             if (bytes > *per_thread)
                 *per_thread = bytes;
             if (u > *winograd_floats)

@@ -93,6 +93,9 @@ static inline const float *conv2d_input_at(const conv2d_geom *g, const float *x,
     return x + ((b * (g->in_h >> s) + (iy >> s)) * (g->in_w >> s) + (ix >> s)) * g->in_c;
 }
 
+/* The Winograd convolutions of a kernel table: F(2x2, 3x3) and F(4x4, 3x3). */
+typedef enum winograd_variant { WINOGRAD_F2, WINOGRAD_F4, WINOGRAD_VARIANTS } winograd_variant;
+
 /* Multi-head attention over token-major tensors: token t of batch b starts
  * at b * len * stride + t * stride, and head h is channels
  * [h * head_dim, (h + 1) * head_dim) of it. Heads need no transposes. */
@@ -133,20 +136,24 @@ typedef struct kernel_table {
     void (*conv2d_f32)(const conv2d_geom *g, const float *x, const packed_weights *w, const float *bias,
                        const float *residual, float *y, int64_t p0, int64_t p1, int64_t c0, int64_t c1);
 
-    /* Winograd F(4x4, 3x3), for 3x3 stride-1 convolutions (winograd.h has
-     * the sizes): a quarter of the multiplies of conv2d_f32, with rounding
+    /* Winograd F(m x m, 3x3), for 3x3 stride-1 convolutions, one entry per
+     * variant (winograd.h has the sizes): F(4x4) does a quarter of the
+     * multiplies of conv2d_f32 and F(2x2) 4/9 of them, with rounding
      * errors a few times larger. The output channels go a group [g0, g1)
-     * at a time (g0 a multiple of w->nr): winograd_weights_f32 transforms
-     * channels [c0, c1) of the group (c0 a multiple of w->nr) into u, 36 x
-     * winograd_point_elements(w->nr, g1 - g0, w->k) floats for the group,
-     * 64-byte aligned; winograd_conv_f32 then computes the group's channels
-     * of the output tiles [t0, t1) of winograd_tiles(g) from that u, with
-     * bias and residual as conv2d_f32, in scratch of
-     * winograd_scratch_bytes(g, t1 - t0, g1 - g0) bytes, 64-byte aligned. */
-    void (*winograd_weights_f32)(const packed_weights *w, int64_t g0, int64_t g1, float *u, int64_t c0, int64_t c1);
-    void (*winograd_conv_f32)(const conv2d_geom *g, const float *x, const packed_weights *w, const float *u,
-                              int64_t g0, int64_t g1, const float *bias, const float *residual, float *y, int64_t t0,
-                              int64_t t1, void *scratch);
+     * at a time (g0 a multiple of w->nr): winograd_weights_f32[v]
+     * transforms channels [c0, c1) of the group (c0 a multiple of w->nr)
+     * into u, winograd_points(v) x winograd_point_elements(w->nr, g1 - g0,
+     * w->k) floats for the group, 64-byte aligned; winograd_conv_f32[v] then
+     * computes the group's channels of the output tiles [t0, t1) of
+     * winograd_tiles(g, v) from that u, with bias and residual as
+     * conv2d_f32, in scratch of winograd_scratch_bytes(g, v, t1 - t0, g1 - g0)
+     * bytes, 64-byte aligned. */
+    void (*winograd_weights_f32[WINOGRAD_VARIANTS])(const packed_weights *w, int64_t g0, int64_t g1, float *u,
+                                                    int64_t c0, int64_t c1);
+    void (*winograd_conv_f32[WINOGRAD_VARIANTS])(const conv2d_geom *g, const float *x, const packed_weights *w,
+                                                 const float *u, int64_t g0, int64_t g1, const float *bias,
+                                                 const float *residual, float *y, int64_t t0, int64_t t1,
+                                                 void *scratch);
 
     /* Group normalization of x [batch, hw, c] for the (batch, group) pairs
      * [i0, i1) of batch * groups, then y = norm * gamma + beta, then SiLU if

@@ -1,24 +1,34 @@
 /*
  * winograd_driver.h - 3x3 stride-1 convolution by Winograd's minimal
- * filtering, F(4x4, 3x3) (Lavin and Gray, "Fast Algorithms for
- * Convolutional Neural Networks", 2015): a 4x4 block of outputs from a 6x6
- * block of inputs with 36 multiplies per channel pair instead of 144.
+ * filtering, F(m x m, 3x3) (Lavin and Gray, "Fast Algorithms for
+ * Convolutional Neural Networks", 2015): an m x m block of outputs from an
+ * (m + 2) x (m + 2) block of inputs, with (m + 2)^2 multiplies per channel
+ * pair instead of 9 m^2: F(4x4) 36 instead of 144, F(2x2) 16 instead of 36.
  *
  * Include it in a file compiled for one level after defining
  *   WINOGRAD_ISA                      the level (its table supplies the
  *                                     matrix kernel and the f16/bf16 widening)
+ *   WG_M                              the tile side, 4 or 2
  *   WINOGRAD_WEIGHTS, WINOGRAD_CONV   the names of the functions to define
+ * It may be included once per tile side in one file: its own functions
+ * carry the side in their names, and it undefines WG_M and the two names
+ * at its end.
+ *
  * The transforms are plain loops over channels, which the compiler turns
- * into the level's vectors; the 36 products per tile are the level's own
+ * into the level's vectors; the products of each point are the level's own
  * linear_f32, so they run at its matrix speed.
  *
- * The matrices are Lavin's, with interpolation points 0, 1, -1, 2, -2 and
- * infinity: V = B^T d B (input), U = G g G^T (weights), Y = A^T M A
- * (output), where M is the sum over input channels of U * V point by point.
+ * The matrices are Lavin's, V = B^T d B (input), U = G g G^T (weights),
+ * Y = A^T M A (output), where M is the sum over input channels of U * V
+ * point by point; F(4x4) interpolates at 0, 1, -1, 2, -2 and infinity,
+ * F(2x2) at 0, 1, -1 and infinity.
  */
 #include <string.h>
 
 #include "kernels/winograd.h"
+
+#ifndef KILN_WINOGRAD_DRIVER_SHARED
+#define KILN_WINOGRAD_DRIVER_SHARED
 
 /* input channels the input transform works on at once: its temporaries
  * stay in L1 */
@@ -32,42 +42,6 @@ static int64_t wg_min(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
-/* One column of a 3x3 kernel to its 6 points: G g. */
-#define WG_WEIGHT_1D(g0, g1, g2, u0, u1, u2, u3, u4, u5)                                                      \
-    do {                                                                                                       \
-        float even_ = (g0) * (1.0f / 24.0f) + (g2) * (1.0f / 6.0f), odd_ = (g1) * (1.0f / 12.0f);              \
-        float sum_ = ((g0) + (g2)) * (-1.0f / 6.0f), mid_ = (g1) * (-1.0f / 6.0f);                             \
-        u0 = (g0) * 0.25f;                                                                                     \
-        u1 = sum_ + mid_;                                                                                      \
-        u2 = sum_ - mid_;                                                                                      \
-        u3 = even_ + odd_;                                                                                     \
-        u4 = even_ - odd_;                                                                                     \
-        u5 = (g2);                                                                                             \
-    } while (0)
-
-/* Six inputs to their 6 points: B^T d. */
-#define WG_INPUT_1D(d0, d1, d2, d3, d4, d5, v0, v1, v2, v3, v4, v5)                                           \
-    do {                                                                                                       \
-        float a_ = (d4) - 4.0f * (d2), b_ = (d3) - 4.0f * (d1);                                                \
-        float c_ = (d4) - (d2), e_ = 2.0f * ((d3) - (d1));                                                     \
-        v0 = 4.0f * (d0) - 5.0f * (d2) + (d4);                                                                 \
-        v1 = a_ + b_;                                                                                          \
-        v2 = a_ - b_;                                                                                          \
-        v3 = c_ + e_;                                                                                          \
-        v4 = c_ - e_;                                                                                          \
-        v5 = 4.0f * (d1) - 5.0f * (d3) + (d5);                                                                 \
-    } while (0)
-
-/* Six points back to 4 outputs: A^T m. */
-#define WG_OUTPUT_1D(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3)                                                  \
-    do {                                                                                                       \
-        float p12_ = (m1) + (m2), n12_ = (m1) - (m2), p34_ = (m3) + (m4), n34_ = (m3) - (m4);                  \
-        o0 = (m0) + p12_ + p34_;                                                                               \
-        o1 = n12_ + 2.0f * n34_;                                                                               \
-        o2 = p12_ + 4.0f * p34_;                                                                               \
-        o3 = n12_ + 8.0f * n34_ + (m5);                                                                        \
-    } while (0)
-
 /* count values of w's data from element offset on, widened to f32. */
 static void wg_widen(const kernel_table *self, const packed_weights *w, int64_t offset, int64_t count, float *dst)
 {
@@ -79,16 +53,93 @@ static void wg_widen(const kernel_table *self, const packed_weights *w, int64_t 
     else
         memcpy(dst, (const float *)w->data + offset, (size_t)count * sizeof *dst);
 }
+#endif
+
+#define WG_ALPHA (WG_M + 2)
+#define WG_POINTS (WG_ALPHA * WG_ALPHA)
+#define WG_CAT_(a, b) a##b
+#define WG_CAT(a, b) WG_CAT_(a, b)
+#define WG(name) WG_CAT(name, WG_M) /* wg_input_tile4, wg_input_tile2, ... */
+
+/* The one-dimensional transforms, each from values `is` floats apart to
+ * values `os` floats apart: a column of 3 weights to its points (G g), a
+ * tile's row of inputs to its points (B^T d), a row of points to the
+ * outputs (A^T m). */
+#if WG_M == 4
+static inline void WG(wg_weight_1d)(const float *g, int64_t is, float *u, int64_t os)
+{
+    float g0 = g[0], g1 = g[is], g2 = g[2 * is];
+    float even = g0 * (1.0f / 24.0f) + g2 * (1.0f / 6.0f), odd = g1 * (1.0f / 12.0f);
+    float sum = (g0 + g2) * (-1.0f / 6.0f), mid = g1 * (-1.0f / 6.0f);
+    u[0] = g0 * 0.25f;
+    u[os] = sum + mid;
+    u[2 * os] = sum - mid;
+    u[3 * os] = even + odd;
+    u[4 * os] = even - odd;
+    u[5 * os] = g2;
+}
+
+static inline void WG(wg_input_1d)(const float *d, int64_t is, float *v, int64_t os)
+{
+    float d0 = d[0], d1 = d[is], d2 = d[2 * is], d3 = d[3 * is], d4 = d[4 * is], d5 = d[5 * is];
+    float a = d4 - 4.0f * d2, b = d3 - 4.0f * d1, c = d4 - d2, e = 2.0f * (d3 - d1);
+    v[0] = 4.0f * d0 - 5.0f * d2 + d4;
+    v[os] = a + b;
+    v[2 * os] = a - b;
+    v[3 * os] = c + e;
+    v[4 * os] = c - e;
+    v[5 * os] = 4.0f * d1 - 5.0f * d3 + d5;
+}
+
+static inline void WG(wg_output_1d)(const float *m, int64_t is, float *o, int64_t os)
+{
+    float m0 = m[0], m1 = m[is], m2 = m[2 * is], m3 = m[3 * is], m4 = m[4 * is], m5 = m[5 * is];
+    float p12 = m1 + m2, n12 = m1 - m2, p34 = m3 + m4, n34 = m3 - m4;
+    o[0] = m0 + p12 + p34;
+    o[os] = n12 + 2.0f * n34;
+    o[2 * os] = p12 + 4.0f * p34;
+    o[3 * os] = n12 + 8.0f * n34 + m5;
+}
+#elif WG_M == 2
+static inline void WG(wg_weight_1d)(const float *g, int64_t is, float *u, int64_t os)
+{
+    float g0 = g[0], g1 = g[is], g2 = g[2 * is];
+    float half = (g0 + g2) * 0.5f, mid = g1 * 0.5f;
+    u[0] = g0;
+    u[os] = half + mid;
+    u[2 * os] = half - mid;
+    u[3 * os] = g2;
+}
+
+static inline void WG(wg_input_1d)(const float *d, int64_t is, float *v, int64_t os)
+{
+    float d0 = d[0], d1 = d[is], d2 = d[2 * is], d3 = d[3 * is];
+    v[0] = d0 - d2;
+    v[os] = d1 + d2;
+    v[2 * os] = d2 - d1;
+    v[3 * os] = d1 - d3;
+}
+
+static inline void WG(wg_output_1d)(const float *m, int64_t is, float *o, int64_t os)
+{
+    float m0 = m[0], m1 = m[is], m2 = m[2 * is], m3 = m[3 * is];
+    o[0] = m0 + m1 + m2;
+    o[os] = m1 - m2 - m3;
+}
+#else
+#error "winograd_driver.h: WG_M must be 4 or 2"
+#endif
 
 /* Output channels [c0, c1) of w (panels of w->nr lanes; one channel per
- * panel in the scalar layout [n][taps][k]) to their 36 points: point i of
- * the group [g0, g1) is a linear layer's packed weight of g1 - g0 outputs
- * and k inputs at u + i * winograd_point_elements(w->nr, g1 - g0, k). */
+ * panel in the scalar layout [n][taps][k]) to their points: point i of the
+ * group [g0, g1) is a linear layer's packed weight of g1 - g0 outputs and
+ * k inputs at u + i * winograd_point_elements(w->nr, g1 - g0, k). */
 static void WINOGRAD_WEIGHTS(const packed_weights *w, int64_t g0, int64_t g1, float *u, int64_t c0, int64_t c1)
 {
+    enum { WIDTH = WINOGRAD_CHUNK * WINOGRAD_MAX_LANES };
     const kernel_table *self = kernels_for(WINOGRAD_ISA);
     const int64_t lanes = w->nr > 0 ? w->nr : 1, k = w->k, point = winograd_point_elements(w->nr, g1 - g0, k);
-    float g[9][WINOGRAD_CHUNK * WINOGRAD_MAX_LANES], col[6][3][WINOGRAD_CHUNK * WINOGRAD_MAX_LANES];
+    float g[9][WIDTH], col[WG_ALPHA][3][WIDTH];
     for (int64_t p = c0 / lanes; p < (c1 + lanes - 1) / lanes; p++)
         for (int64_t k0 = 0; k0 < k; k0 += WINOGRAD_CHUNK) {
             int64_t width = wg_min(WINOGRAD_CHUNK, k - k0) * lanes;
@@ -96,74 +147,68 @@ static void WINOGRAD_WEIGHTS(const packed_weights *w, int64_t g0, int64_t g1, fl
                 wg_widen(self, w, ((p * 9 + t) * k + k0) * lanes, width, g[t]);
             for (int kx = 0; kx < 3; kx++)
                 for (int64_t e = 0; e < width; e++)
-                    WG_WEIGHT_1D(g[kx][e], g[3 + kx][e], g[6 + kx][e], col[0][kx][e], col[1][kx][e],
-                                 col[2][kx][e], col[3][kx][e], col[4][kx][e], col[5][kx][e]);
+                    WG(wg_weight_1d)(&g[kx][e], 3 * WIDTH, &col[0][kx][e], 3 * WIDTH);
             float *dst = u + ((p - g0 / lanes) * k + k0) * lanes;
-            for (int i = 0; i < 6; i++) {
-                float *row = dst + i * 6 * point;
+            for (int i = 0; i < WG_ALPHA; i++) {
+                float *row = dst + i * WG_ALPHA * point;
                 for (int64_t e = 0; e < width; e++)
-                    WG_WEIGHT_1D(col[i][0][e], col[i][1][e], col[i][2][e], row[e], row[point + e],
-                                 row[2 * point + e], row[3 * point + e], row[4 * point + e], row[5 * point + e]);
+                    WG(wg_weight_1d)(&col[i][0][e], WIDTH, &row[e], point);
             }
         }
 }
 
-/* Tile tile's 6x6 inputs to their 36 points: point i of channel c goes to
+/* Tile tile's inputs to its points: point i of channel c goes to
  * v[i * ld + c]. */
-static void wg_input_tile(const conv2d_geom *g, const float *x, int64_t tile, float *v, int64_t ld)
+static void WG(wg_input_tile)(const conv2d_geom *g, const float *x, int64_t tile, float *v, int64_t ld)
 {
-    int64_t tiles_w = (g->out_w + 3) / 4, tiles_h = (g->out_h + 3) / 4;
+    int64_t tiles_w = (g->out_w + WG_M - 1) / WG_M, tiles_h = (g->out_h + WG_M - 1) / WG_M;
     int64_t tx = tile % tiles_w, ty = (tile / tiles_w) % tiles_h, b = tile / (tiles_w * tiles_h);
-    const float *d[36];
-    for (int r = 0; r < 6; r++)
-        for (int s = 0; s < 6; s++) {
-            int64_t iy = ty * 4 + r - g->pad_top, ix = tx * 4 + s - g->pad_left;
-            d[r * 6 + s] = iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w
-                               ? wg_zero_row
-                               : conv2d_input_at(g, x, b, iy, ix);
+    const float *d[WG_POINTS];
+    for (int r = 0; r < WG_ALPHA; r++)
+        for (int s = 0; s < WG_ALPHA; s++) {
+            int64_t iy = ty * WG_M + r - g->pad_top, ix = tx * WG_M + s - g->pad_left;
+            d[r * WG_ALPHA + s] = iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w
+                                      ? wg_zero_row
+                                      : conv2d_input_at(g, x, b, iy, ix);
         }
     for (int64_t c0 = 0; c0 < g->in_c; c0 += WG_CHANNELS) {
         int64_t cc = wg_min(WG_CHANNELS, g->in_c - c0);
-        float t[36][WG_CHANNELS];
-        for (int s = 0; s < 6; s++)
+        float t[WG_POINTS][WG_CHANNELS];
+        for (int s = 0; s < WG_ALPHA; s++)
+            for (int64_t c = 0; c < cc; c++) {
+                float column[WG_ALPHA];
+                for (int r = 0; r < WG_ALPHA; r++)
+                    column[r] = d[r * WG_ALPHA + s][c0 + c];
+                WG(wg_input_1d)(column, 1, &t[s][c], WG_ALPHA * WG_CHANNELS);
+            }
+        for (int r = 0; r < WG_ALPHA; r++) {
+            float *out = v + r * WG_ALPHA * ld + c0;
             for (int64_t c = 0; c < cc; c++)
-                WG_INPUT_1D(d[s][c0 + c], d[6 + s][c0 + c], d[12 + s][c0 + c], d[18 + s][c0 + c], d[24 + s][c0 + c],
-                            d[30 + s][c0 + c], t[s][c], t[6 + s][c], t[12 + s][c], t[18 + s][c], t[24 + s][c],
-                            t[30 + s][c]);
-        for (int r = 0; r < 6; r++) {
-            float *out = v + r * 6 * ld + c0;
-            for (int64_t c = 0; c < cc; c++)
-                WG_INPUT_1D(t[r * 6][c], t[r * 6 + 1][c], t[r * 6 + 2][c], t[r * 6 + 3][c], t[r * 6 + 4][c],
-                            t[r * 6 + 5][c], out[c], out[ld + c], out[2 * ld + c], out[3 * ld + c], out[4 * ld + c],
-                            out[5 * ld + c]);
+                WG(wg_input_1d)(&t[r * WG_ALPHA][c], WG_CHANNELS, &out[c], ld);
         }
     }
 }
 
-/* Tile tile's 36 points, point i of output channel c0 + c at m[i * ld + c],
- * back to its 4x4 outputs of channels [c0, c0 + cc) (the pixels inside the
- * image), plus bias and residual. */
-static void wg_output_tile(const conv2d_geom *g, const float *m, int64_t ld, int64_t tile, int64_t c0, int64_t cc,
-                           const float *bias, const float *residual, float *y)
+/* Tile tile's points, point i of output channel c0 + c at m[i * ld + c],
+ * back to its m x m outputs of channels [c0, c0 + cc) (the pixels inside
+ * the image), plus bias and residual. */
+static void WG(wg_output_tile)(const conv2d_geom *g, const float *m, int64_t ld, int64_t tile, int64_t c0,
+                               int64_t cc, const float *bias, const float *residual, float *y)
 {
-    int64_t tiles_w = (g->out_w + 3) / 4, tiles_h = (g->out_h + 3) / 4;
+    int64_t tiles_w = (g->out_w + WG_M - 1) / WG_M, tiles_h = (g->out_h + WG_M - 1) / WG_M;
     int64_t tx = tile % tiles_w, ty = (tile / tiles_w) % tiles_h, b = tile / (tiles_w * tiles_h);
-    int rows = (int)wg_min(4, g->out_h - ty * 4), cols = (int)wg_min(4, g->out_w - tx * 4);
+    int rows = (int)wg_min(WG_M, g->out_h - ty * WG_M), cols = (int)wg_min(WG_M, g->out_w - tx * WG_M);
     const int64_t n = g->out_c;
-    float t[24][WINOGRAD_MAX_LANES], o[4][WINOGRAD_MAX_LANES], zero[WINOGRAD_MAX_LANES] = {0};
+    float t[WG_M * WG_ALPHA][WINOGRAD_MAX_LANES], o[WG_M][WINOGRAD_MAX_LANES], zero[WINOGRAD_MAX_LANES] = {0};
     const float *add = bias ? bias + c0 : zero;
-    for (int s = 0; s < 6; s++) {
-        const float *in = m + s * ld;
+    for (int s = 0; s < WG_ALPHA; s++)
         for (int64_t c = 0; c < cc; c++)
-            WG_OUTPUT_1D(in[c], in[6 * ld + c], in[12 * ld + c], in[18 * ld + c], in[24 * ld + c], in[30 * ld + c],
-                         t[s][c], t[6 + s][c], t[12 + s][c], t[18 + s][c]);
-    }
+            WG(wg_output_1d)(m + s * ld + c, WG_ALPHA * ld, &t[s][c], WG_ALPHA * WINOGRAD_MAX_LANES);
     for (int r = 0; r < rows; r++) {
         for (int64_t c = 0; c < cc; c++)
-            WG_OUTPUT_1D(t[r * 6][c], t[r * 6 + 1][c], t[r * 6 + 2][c], t[r * 6 + 3][c], t[r * 6 + 4][c],
-                         t[r * 6 + 5][c], o[0][c], o[1][c], o[2][c], o[3][c]);
+            WG(wg_output_1d)(&t[r * WG_ALPHA][c], WINOGRAD_MAX_LANES, &o[0][c], WINOGRAD_MAX_LANES);
         for (int j = 0; j < cols; j++) {
-            int64_t pixel = (b * g->out_h + ty * 4 + r) * g->out_w + tx * 4 + j;
+            int64_t pixel = (b * g->out_h + ty * WG_M + r) * g->out_w + tx * WG_M + j;
             float *dst = y + pixel * n + c0;
             if (residual) {
                 const float *res = residual + pixel * n + c0;
@@ -182,7 +227,7 @@ static void wg_output_tile(const conv2d_geom *g, const float *m, int64_t ld, int
  * transformed, then point by point multiplied by the weights (each
  * point's inputs stay in cache while every panel of its weights streams
  * past), then the products transformed back, a panel's width at a time.
- * scratch: winograd_scratch_bytes(g, t1 - t0, g1 - g0) bytes, 64-byte
+ * scratch: winograd_scratch_bytes(g, v, t1 - t0, g1 - g0) bytes, 64-byte
  * aligned. */
 static void WINOGRAD_CONV(const conv2d_geom *g, const float *x, const packed_weights *w, const float *u, int64_t g0,
                           int64_t g1, const float *bias, const float *residual, float *y, int64_t t0, int64_t t1,
@@ -191,16 +236,25 @@ static void WINOGRAD_CONV(const conv2d_geom *g, const float *x, const packed_wei
     const kernel_table *self = kernels_for(WINOGRAD_ISA);
     const int64_t tiles = t1 - t0, k = g->in_c, n = g1 - g0;
     /* the matrix kernels load weights aligned, and rows are best so */
-    float *v = scratch, *m = v + winograd_align(36 * tiles * k);
+    float *v = scratch, *m = v + winograd_align(WG_POINTS * tiles * k);
     for (int64_t t = 0; t < tiles; t++)
-        wg_input_tile(g, x, t0 + t, v + t * k, tiles * k);
+        WG(wg_input_tile)(g, x, t0 + t, v + t * k, tiles * k);
     packed_weights point = {.nr = w->nr, .dtype = KILN_DTYPE_F32, .n = n, .k = k, .taps = 1};
-    for (int i = 0; i < 36; i++) {
+    for (int i = 0; i < WG_POINTS; i++) {
         point.data = u + i * winograd_point_elements(w->nr, n, k);
         self->linear_f32(v + i * tiles * k, k, &point, NULL, m + i * tiles * n, n, 0, tiles, 0, n);
     }
     for (int64_t t = 0; t < tiles; t++)
         for (int64_t c0 = 0; c0 < n; c0 += WINOGRAD_MAX_LANES)
-            wg_output_tile(g, m + t * n + c0, tiles * n, t0 + t, g0 + c0, wg_min(WINOGRAD_MAX_LANES, n - c0), bias,
-                           residual, y);
+            WG(wg_output_tile)(g, m + t * n + c0, tiles * n, t0 + t, g0 + c0, wg_min(WINOGRAD_MAX_LANES, n - c0),
+                               bias, residual, y);
 }
+
+#undef WG
+#undef WG_CAT
+#undef WG_CAT_
+#undef WG_POINTS
+#undef WG_ALPHA
+#undef WG_M
+#undef WINOGRAD_WEIGHTS
+#undef WINOGRAD_CONV

@@ -1,14 +1,23 @@
-/* winograd_scalar.c - the Winograd F(4x4, 3x3) convolution compiled for
- * the scalar level (the algorithm: winograd_driver.h). */
+/* winograd_scalar.c - the Winograd F(4x4, 3x3) and F(2x2, 3x3) convolutions
+ * compiled for the scalar level (the algorithm: winograd_driver.h). */
 #include "kernels/kernels.h"
 
 #define WINOGRAD_ISA KILN_ISA_SCALAR
-#define WINOGRAD_WEIGHTS winograd_weights_scalar
-#define WINOGRAD_CONV winograd_conv_scalar
+
+#define WG_M 4
+#define WINOGRAD_WEIGHTS winograd4_weights_scalar
+#define WINOGRAD_CONV winograd4_conv_scalar
+#include "kernels/winograd_driver.h"
+
+#define WG_M 2
+#define WINOGRAD_WEIGHTS winograd2_weights_scalar
+#define WINOGRAD_CONV winograd2_conv_scalar
 #include "kernels/winograd_driver.h"
 
 void winograd_register_scalar(kernel_table *t)
 {
-    t->winograd_weights_f32 = winograd_weights_scalar;
-    t->winograd_conv_f32 = winograd_conv_scalar;
+    t->winograd_weights_f32[WINOGRAD_F4] = winograd4_weights_scalar;
+    t->winograd_conv_f32[WINOGRAD_F4] = winograd4_conv_scalar;
+    t->winograd_weights_f32[WINOGRAD_F2] = winograd2_weights_scalar;
+    t->winograd_conv_f32[WINOGRAD_F2] = winograd2_conv_scalar;
 }

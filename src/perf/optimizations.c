@@ -362,8 +362,9 @@ void opt_resolve(const kiln_optimizations *asked, kiln_precision model_precision
                                       "convolution runs as im2col + GEMM");
     } else {
         note(&rep[KILN_OPT_WINOGRAD],
-             a.winograd ? "3x3 stride-1 convolutions of at least 64 output tiles of 4x4 by Winograd F(4x4, 3x3), "
-                          "their weights transformed at most 64 MB at a time; the others direct"
+             a.winograd ? "3x3 stride-1 convolutions by Winograd F(4x4, 3x3) from 64 output tiles of 4x4, below that "
+                          "by F(2x2, 3x3) from 128 tiles of 2x2, their weights transformed at most 64 MB at a time; "
+                          "the others direct"
                         : "every convolution by the direct kernel (implicit GEMM)");
     }
 
