@@ -1,8 +1,11 @@
 /* Arena: alignment, rounding, failure leaving it unchanged, marks, high
- * water, overflow. Written against arena.h. */
+ * water, overflow; pages given back and faulted in ahead. Written against
+ * arena.h. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/arena.h"
 #include "test_support.h"
@@ -230,5 +233,53 @@ static void test_write_everything(void)
     arena_deinit(&a);
 }
 
+/* Pages of [first, first + count) of p that mincore reports resident. */
+static size_t resident_pages(unsigned char *p, size_t page, size_t first, size_t count)
+{
+    unsigned char in[64];
+    if (count > sizeof in || mincore(p + first * page, count * page, in) != 0)
+        return SIZE_MAX;
+    size_t n = 0;
+    for (size_t i = 0; i < count; i++)
+        n += in[i] & 1;
+    return n;
+}
+
+/* Populating makes every page of the range resident (the partial ones at
+ * its ends too) and changes no byte; releasing gives back only the whole
+ * pages inside its range, which then read as zeros. */
+static void test_populate_and_release_pages(void)
+{
+    enum { PAGES = 32 };
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = PAGES * page;
+    unsigned char *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(p != MAP_FAILED, "mmap of %zu bytes failed", bytes);
+    if (p == MAP_FAILED)
+        return;
+    p[1 * page + 5] = 11;  /* in the first, partial page of the range */
+    p[20 * page + 7] = 22; /* inside */
+    CHECK_EQ_INT((int)resident_pages(p, page, 2, 18), 0);
+    memory_populate_pages(p + page + 100, 29 * page);
+    CHECK(resident_pages(p, page, 1, 30) == 30, "pages 1-30 after populating: %zu of 30 resident",
+          resident_pages(p, page, 1, 30));
+    CHECK(resident_pages(p, page, 31, 1) == 0, "page 31, past the range, resident after populating");
+    CHECK(p[1 * page + 5] == 11 && p[20 * page + 7] == 22, "populating changed bytes: %u %u (expected 11 22)",
+          p[1 * page + 5], p[20 * page + 7]);
+    for (size_t i = page; i < 31 * page; i++)
+        if (i != page + 5 && i != 20 * page + 7 && p[i] != 0) {
+            CHECK(0, "byte %zu is %u after populating, expected 0", i, p[i]);
+            break;
+        }
+    /* the range's first and last pages are partial: they stay */
+    memory_release_pages(p + page + 100, 29 * page);
+    CHECK(p[1 * page + 5] == 11, "a partial page was released: byte %zu is %u, expected 11", page + 5,
+          p[1 * page + 5]);
+    CHECK(resident_pages(p, page, 2, 28) == 0, "whole pages 2-29 after releasing: %zu still resident",
+          resident_pages(p, page, 2, 28));
+    CHECK(p[20 * page + 7] == 0, "a released page reads %u, expected 0", p[20 * page + 7]);
+    munmap(p, bytes);
+}
+
 TEST_MAIN(TEST(test_round_up), TEST(test_init_sizes), TEST(test_alloc_aligned_and_rounded),
-          TEST(test_alloc_that_does_not_fit), TEST(test_marks_and_high_water), TEST(test_write_everything))
+          TEST(test_alloc_that_does_not_fit), TEST(test_marks_and_high_water), TEST(test_write_everything),
+          TEST(test_populate_and_release_pages))

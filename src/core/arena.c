@@ -52,6 +52,23 @@ void arena_release_pages(arena *a)
     memory_release_pages(a->base, a->size);
 }
 
+void memory_populate_pages(void *p, size_t bytes)
+{
+    if (!p || bytes == 0)
+        return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)p & ~(page - 1), end = (uintptr_t)p + bytes;
+#ifdef MADV_POPULATE_WRITE
+    if (madvise((void *)start, end - start, MADV_POPULATE_WRITE) == 0)
+        return;
+#endif
+    /* the same value back: a write fault without a change */
+    for (uintptr_t a = start < (uintptr_t)p ? (uintptr_t)p : start; a < end; a = (a & ~(page - 1)) + page) {
+        volatile unsigned char *byte = (volatile unsigned char *)a;
+        *byte = *byte;
+    }
+}
+
 void *arena_alloc(arena *a, size_t bytes)
 {
     size_t rounded = arena_round_up(bytes);

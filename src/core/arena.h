@@ -47,6 +47,12 @@ void memory_release_pages(void *p, size_t bytes);
  * offsets stay. */
 void arena_release_pages(arena *a);
 
+/* Faults in the pages of [p, p + bytes) ahead of use (madvise
+ * MADV_POPULATE_WRITE; a write per page on kernels without it), keeping
+ * their contents. A first touch costs several times more inside a kernel,
+ * and more again when two threads fault the same page. */
+void memory_populate_pages(void *p, size_t bytes);
+
 /* n rounded up to a multiple of ARENA_ALIGN, or 0 if that overflows. */
 size_t arena_round_up(size_t n);
 
