@@ -749,8 +749,9 @@ static void run_winograd_weights(void *p, int64_t begin, int64_t end, int thread
 {
     op_ctx *c = p;
     int64_t lanes = c->w->nr > 0 ? c->w->nr : 1;
-    c->k->winograd_weights_f32[c->winograd_v](c->w, c->winograd_g0, c->winograd_g1, c->winograd_u, c->winograd_g0 + begin * lanes,
-                               min64(c->winograd_g0 + end * lanes, c->winograd_g1));
+    c->k->winograd_weights_f32[c->winograd_v](c->w, c->winograd_g0, c->winograd_g1, c->winograd_u,
+                                              c->winograd_g0 + begin * lanes,
+                                              min64(c->winograd_g0 + end * lanes, c->winograd_g1));
 }
 
 /* second phase: a block of output tiles per item */
@@ -760,9 +761,10 @@ static void run_winograd_tiles(void *p, int64_t begin, int64_t end, int thread)
     int64_t tiles = winograd_tiles(&c->conv, c->winograd_v);
     for (int64_t b = begin; b < end; b++) {
         int64_t t0 = b * c->winograd_block;
-        c->k->winograd_conv_f32[c->winograd_v](&c->conv, c->x[0], c->w, c->winograd_u, c->winograd_g0, c->winograd_g1, c->x[2],
-                                c->residual, c->y, t0, min64(t0 + c->winograd_block, tiles),
-                                c->scratch + (size_t)thread * c->scratch_stride);
+        c->k->winograd_conv_f32[c->winograd_v](&c->conv, c->x[0], c->w, c->winograd_u, c->winograd_g0,
+                                               c->winograd_g1, c->x[2], c->residual, c->y, t0,
+                                               min64(t0 + c->winograd_block, tiles),
+                                               c->scratch + (size_t)thread * c->scratch_stride);
     }
 }
 

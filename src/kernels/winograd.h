@@ -65,7 +65,8 @@ static inline int64_t winograd_group_channels(const conv2d_geom *g, winograd_var
     if ((size_t)(points * winograd_point_elements(nr, g->out_c, g->in_c)) * sizeof(float) <=
         WINOGRAD_MAX_WEIGHT_BYTES)
         return g->out_c;
-    int64_t panels = (int64_t)(WINOGRAD_MAX_WEIGHT_BYTES / ((size_t)points * sizeof(float) * (size_t)(g->in_c * lanes)));
+    size_t panel_bytes = (size_t)points * sizeof(float) * (size_t)(g->in_c * lanes);
+    int64_t panels = (int64_t)(WINOGRAD_MAX_WEIGHT_BYTES / panel_bytes);
     return (panels > 0 ? panels : 1) * lanes;
 }
 
