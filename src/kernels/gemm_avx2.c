@@ -89,8 +89,9 @@ static inline void tap_6x16_bf16(const float *const a[MR], const uint16_t *b, in
 #undef ACC_IN
 
 static inline void tap_block(const packed_weights *w, const float *const a[MR], int64_t offset, int64_t k,
-                             __m256 c[2 * MR])
+                             const char *ahead, __m256 c[2 * MR])
 {
+    (void)ahead; /* not tried with the 6 x 16 tile */
     if (w->dtype == KILN_DTYPE_F16)
         tap_6x16_f16(a, (const uint16_t *)w->data + offset, k, c);
     else if (w->dtype == KILN_DTYPE_BF16)

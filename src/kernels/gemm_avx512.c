@@ -37,10 +37,13 @@
 
 /* One block of the reduction: c += a[r][0..k) . b[0..k)[32] for the 12
  * rows, with f32 weights. */
-static inline void tap_12x32(const float *const a[MR], const float *b, int64_t k, __m512 c[2 * MR])
+static inline __attribute__((always_inline)) void tap_12x32(const float *const a[MR], const float *b, int64_t k,
+                                                            const char *ahead, int fetch, __m512 c[2 * MR])
 {
     for (int64_t i = 0; i < k; i++) {
         PREFETCH(b);
+        if (fetch)
+            _mm_prefetch(ahead + i * 64, _MM_HINT_T1);
         PREFETCH(b + 16); /* 32 floats a step: two lines */
         __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
         b += NR;
@@ -50,10 +53,14 @@ static inline void tap_12x32(const float *const a[MR], const float *b, int64_t k
 
 /* The same with f16 weights, widened as they are loaded: half the bytes
  * to stream, two conversions per 24 multiply-adds. */
-static inline void tap_12x32_f16(const float *const a[MR], const uint16_t *b, int64_t k, __m512 c[2 * MR])
+static inline __attribute__((always_inline)) void tap_12x32_f16(const float *const a[MR], const uint16_t *b,
+                                                                int64_t k, const char *ahead, int fetch,
+                                                                __m512 c[2 * MR])
 {
     for (int64_t i = 0; i < k; i++) {
         PREFETCH(b);
+        if (fetch)
+            _mm_prefetch(ahead + i * 64, _MM_HINT_T1);
         __m512 b0 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)b));
         __m512 b1 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(b + 16)));
         b += NR;
@@ -63,10 +70,14 @@ static inline void tap_12x32_f16(const float *const a[MR], const uint16_t *b, in
 /* The same with bf16 weights: a bf16 is the top half of an f32, so
  * widening is a zero-extend and a shift. This runs on any AVX-512 CPU;
  * gemm_avx512_bf16.c has the dot products of the CPUs with AVX512_BF16. */
-static inline void tap_12x32_bf16(const float *const a[MR], const uint16_t *b, int64_t k, __m512 c[2 * MR])
+static inline __attribute__((always_inline)) void tap_12x32_bf16(const float *const a[MR], const uint16_t *b,
+                                                                 int64_t k, const char *ahead, int fetch,
+                                                                 __m512 c[2 * MR])
 {
     for (int64_t i = 0; i < k; i++) {
         PREFETCH(b);
+        if (fetch)
+            _mm_prefetch(ahead + i * 64, _MM_HINT_T1);
         __m512 b0 = _mm512_castsi512_ps(
             _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_load_si256((const __m256i *)b)), 16));
         __m512 b1 = _mm512_castsi512_ps(
@@ -78,16 +89,29 @@ static inline void tap_12x32_bf16(const float *const a[MR], const uint16_t *b, i
 #undef ALL_ROWS
 #undef ROW
 
-/* The block of panel elements [offset, offset + k * NR) into c. */
-static inline void tap_block(const packed_weights *w, const float *const a[MR], int64_t offset, int64_t k,
-                             __m512 c[2 * MR])
+/* The block of panel elements [offset, offset + k * NR) into c, fetching
+ * the weights at ahead (64 bytes a k) into L2 when it is not NULL. */
+static inline __attribute__((always_inline)) void tap_weights(const packed_weights *w, const float *const a[MR],
+                                                              int64_t offset, int64_t k, const char *ahead,
+                                                              int fetch, __m512 c[2 * MR])
 {
     if (w->dtype == KILN_DTYPE_F16)
-        tap_12x32_f16(a, (const uint16_t *)w->data + offset, k, c);
+        tap_12x32_f16(a, (const uint16_t *)w->data + offset, k, ahead, fetch, c);
     else if (w->dtype == KILN_DTYPE_BF16)
-        tap_12x32_bf16(a, (const uint16_t *)w->data + offset, k, c);
+        tap_12x32_bf16(a, (const uint16_t *)w->data + offset, k, ahead, fetch, c);
     else
-        tap_12x32(a, (const float *)w->data + offset, k, c);
+        tap_12x32(a, (const float *)w->data + offset, k, ahead, fetch, c);
+}
+
+/* a loop without the fetch where there is nothing to fetch: its extra
+ * load slot cost the compute-bound shapes 2-5% */
+static inline void tap_block(const packed_weights *w, const float *const a[MR], int64_t offset, int64_t k,
+                             const char *ahead, __m512 c[2 * MR])
+{
+    if (ahead)
+        tap_weights(w, a, offset, k, ahead, 1, c);
+    else
+        tap_weights(w, a, offset, k, NULL, 0, c);
 }
 
 #define KC 256

@@ -93,8 +93,9 @@ static inline void tap_12x32_dot(const float *const a[MR], const uint16_t *b, in
 /* The block of panel elements [offset, offset + k * NR) into c; only bf16
  * weights come here (kernels.c routes the others to gemm_avx512.c). */
 static inline void tap_block(const packed_weights *w, const float *const a[MR], int64_t offset, int64_t k,
-                             __m512 c[2 * MR])
+                             const char *ahead, __m512 c[2 * MR])
 {
+    (void)ahead; /* compute-bound: no prefetch gained here */
     tap_12x32_dot(a, (const uint16_t *)w->data + offset, k, c);
 }
 

@@ -14,6 +14,20 @@
  * each output is still one fixed sum.
  */
 
+/* While the row tiles after the first go past a block of weights already
+ * in L1, the kernel brings the weights that follow it (the next block of
+ * the reduction, or the next panel's first) into L2, a line per k: the
+ * second tile the first half of them, the third the rest (f16: all on the
+ * second); otherwise the first tile of every block waits on memory. NULL
+ * for the tiles with nothing to fetch. */
+static inline const char *weights_ahead(const packed_weights *w, int64_t offset, int64_t kc, int64_t tile)
+{
+    size_t size = w->dtype == KILN_DTYPE_F32 ? sizeof(float) : sizeof(uint16_t);
+    const char *block = (const char *)w->data + (size_t)offset * size;
+    size_t bytes = (size_t)(kc * NR) * size, done = (size_t)(tile - 1) * (size_t)kc * 64;
+    return tile >= 1 && done < bytes ? block + bytes + done : NULL;
+}
+
 static void GEMM_LINEAR(const float *x, int64_t ldx, const packed_weights *w, const float *bias, float *y,
                               int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
 {
@@ -35,7 +49,7 @@ static void GEMM_LINEAR(const float *x, int64_t ldx, const packed_weights *w, co
                 }
                 VEC c[2 * MR];
                 load_tile(c, k0 == 0, rows, out, cols);
-                tap_block(w, a, panel + k0 * NR, kc, c);
+                tap_block(w, a, panel + k0 * NR, kc, weights_ahead(w, panel + k0 * NR, kc, (m - m0) / MR), c);
                 store_tile(c, k0 + kc == k, rows, out, NULL, bias ? bias + n : NULL, cols);
             }
         }
@@ -99,7 +113,8 @@ static void GEMM_CONV2D(const conv2d_geom *g, const float *x, const packed_weigh
                         }
                         VEC c[2 * MR];
                         load_tile(c, first, tile_rows, out, cols);
-                        tap_block(w, a, panel + (t * k + k0) * NR, kc, c);
+                        int64_t offset = panel + (t * k + k0) * NR;
+                        tap_block(w, a, offset, kc, weights_ahead(w, offset, kc, (p - q0) / MR), c);
                         store_tile(c, last, tile_rows, out, residual ? res : NULL, bias ? bias + n : NULL, cols);
                     }
                 }
