@@ -110,7 +110,8 @@ static void run_winograd_weights(void *ctx, int64_t begin, int64_t end, int thre
 {
     job *j = ctx;
     int64_t lanes = j->w.nr > 0 ? j->w.nr : 1;
-    j->k->winograd_weights_f32[j->variant](&j->w, 0, j->w.n, j->u, begin * lanes, end * lanes < j->w.n ? end * lanes : j->w.n);
+    j->k->winograd_weights_f32[j->variant](&j->w, 0, j->w.n, j->u, begin * lanes,
+                                           end * lanes < j->w.n ? end * lanes : j->w.n);
 }
 
 /* second phase: a block of output tiles per item */
@@ -121,7 +122,7 @@ static void run_winograd_tiles(void *ctx, int64_t begin, int64_t end, int thread
     for (int64_t b = begin; b < end; b++) {
         int64_t t0 = b * j->block, t1 = t0 + j->block < tiles ? t0 + j->block : tiles;
         j->k->winograd_conv_f32[j->variant](&j->conv, j->x, &j->w, j->u, 0, j->w.n, NULL, NULL, j->y, t0, t1,
-                                j->scratch + (size_t)thread * j->scratch_stride);
+                                            j->scratch + (size_t)thread * j->scratch_stride);
     }
 }
 
@@ -289,7 +290,8 @@ int main(int argc, char **argv)
                     j.block = winograd_block_tiles(&j.conv, j.variant, tpool_size(pool));
                     j.scratch_stride = winograd_scratch_bytes(&j.conv, j.variant, j.block, j.conv.out_c);
                     j.scratch = (unsigned char *)filled(j.scratch_stride * (size_t)tpool_size(pool) / 4);
-                    j.u = filled((size_t)(winograd_points(j.variant) * winograd_point_elements(j.w.nr, j.w.n, j.w.k)));
+                    j.u = filled(
+                        (size_t)(winograd_points(j.variant) * winograd_point_elements(j.w.nr, j.w.n, j.w.k)));
                     items = (winograd_tiles(&j.conv, j.variant) + j.block - 1) / j.block;
                 }
             }

@@ -179,15 +179,72 @@ static void test_conv_matches_scalar(void)
  * measured worst over these cases 8e-6 relative to the largest output. */
 #define WINOGRAD_TOL 2e-5
 
+typedef struct wg_case {
+    int batch, h, w, in_c, out_c, pad, residual;
+} wg_case;
+
+/* One case of one Winograd variant at one level and weight dtype against
+ * the scalar direct convolution; returns the worst relative error. All
+ * channels as one group, then (where there are two panels) one panel per
+ * group; weights in two channel ranges and tiles in two pieces, as
+ * threads take them. */
+static double winograd_case_error(const kernel_table *fast, winograd_variant v, kiln_dtype dtype, const wg_case *cc,
+                                  size_t case_index, test_rng *r)
+{
+    conv2d_geom g = {.batch = cc->batch, .in_h = cc->h, .in_w = cc->w, .in_c = cc->in_c, .out_c = cc->out_c,
+                     .kernel = 3, .stride = 1, .pad_top = cc->pad, .pad_left = cc->pad};
+    g.out_h = cc->h + 2 * cc->pad - 2;
+    g.out_w = cc->w + 2 * cc->pad - 2;
+    if (g.out_h < 1 || g.out_w < 1)
+        return 0;
+    int64_t pixels = g.batch * g.out_h * g.out_w, tiles = winograd_tiles(&g, v);
+    size_t out_n = (size_t)(pixels * g.out_c);
+    float *x = random_floats(r, (size_t)(g.batch * g.in_h * g.in_w * g.in_c));
+    float *w = random_floats(r, (size_t)(g.out_c * g.in_c * 9)), *bias = random_floats(r, (size_t)g.out_c);
+    float *res = cc->residual ? random_floats(r, out_n) : NULL;
+    float *y0 = calloc(out_n, sizeof *y0), *y1 = calloc(out_n, sizeof *y1);
+    packed_weights p0 = pack_as(w, dtype, 0, g.out_c, g.in_c, 9);
+    packed_weights p1 = pack_as(w, dtype, fast->gemm_nr, g.out_c, g.in_c, 9);
+    kernels_for(KILN_ISA_SCALAR)->conv2d_f32(&g, x, &p0, bias, res, y0, 0, pixels, 0, g.out_c);
+
+    int64_t lanes = p1.nr > 0 ? p1.nr : 1, half = tiles / 2;
+    float *u = NULL;
+    void *scratch = NULL;
+    size_t u_bytes = (size_t)(winograd_points(v) * winograd_point_elements(p1.nr, g.out_c, g.in_c)) * sizeof(float);
+    CHECK(posix_memalign((void **)&u, 64, u_bytes) == 0 &&
+              posix_memalign(&scratch, 64, winograd_scratch_bytes(&g, v, tiles, g.out_c)) == 0,
+          "winograd buffers");
+    double worst = 0;
+    for (int grouped = 0; grouped < 2; grouped++) {
+        int64_t group = grouped ? lanes : g.out_c;
+        if (grouped && group >= g.out_c)
+            break;
+        memset(y1, 0, out_n * sizeof *y1);
+        for (int64_t g0 = 0; g0 < g.out_c; g0 += group) {
+            int64_t g1 = g0 + group < g.out_c ? g0 + group : g.out_c;
+            int64_t split = g1 - g0 > lanes ? g0 + lanes : g1;
+            fast->winograd_weights_f32[v](&p1, g0, g1, u, g0, split);
+            fast->winograd_weights_f32[v](&p1, g0, g1, u, split, g1);
+            fast->winograd_conv_f32[v](&g, x, &p1, u, g0, g1, bias, res, y1, 0, half, scratch);
+            fast->winograd_conv_f32[v](&g, x, &p1, u, g0, g1, bias, res, y1, half, tiles, scratch);
+        }
+        double abs_err, rel = max_rel_err(y1, y0, out_n, &abs_err);
+        worst = fmax(worst, rel);
+        CHECK(rel <= WINOGRAD_TOL, "winograd F(%dx%d) %s %s case %zu%s: rel err %.3e (abs %.3e)", winograd_side(v),
+              winograd_side(v), kiln_isa_name(fast->isa), kiln_dtype_name(dtype), case_index,
+              grouped ? " one panel per group" : "", rel, abs_err);
+    }
+    free(x), free(w), free(bias), free(res), free(y0), free(y1), free(u), free(scratch);
+    free((void *)p0.data), free((void *)p1.data);
+    return worst;
+}
+
 /* Both Winograd convolutions, F(4x4) and F(2x2), of every level (the
  * scalar one included) against the scalar direct convolution: sizes that
  * are not multiples of the tile, padding on no side and on every side,
  * residual and bias, the work split in pieces as threads take it. */
 static void test_winograd_matches_direct(void)
 {
-    typedef struct wg_case {
-        int batch, h, w, in_c, out_c, pad, residual;
-    } wg_case;
     const wg_case cases[] = {
         {1, 4, 4, 1, 1, 1, 0},    {1, 5, 7, 3, 8, 1, 0},     {2, 6, 6, 32, 32, 1, 1}, {1, 13, 9, 40, 70, 1, 1},
         {2, 8, 8, 64, 33, 0, 0},  {1, 1, 1, 5, 3, 1, 0},     {1, 11, 2, 17, 45, 1, 0}, {2, 16, 16, 96, 64, 1, 1}, {1, 6, 5, 150, 40, 1, 1},
@@ -195,63 +252,12 @@ static void test_winograd_matches_direct(void)
     const kiln_dtype dtypes[] = {KILN_DTYPE_F32, KILN_DTYPE_F16, KILN_DTYPE_BF16};
     test_rng r = test_rng_seed(7);
     double worst[WINOGRAD_VARIANTS] = {0};
-    const kernel_table *ref = kernels_for(KILN_ISA_SCALAR);
     for (int isa = KILN_ISA_SCALAR; isa <= (int)cpu_get()->best_isa; isa++)
         for (int v = 0; v < WINOGRAD_VARIANTS; v++)
             for (size_t d = 0; d < 3; d++)
-                for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-                    const wg_case *cc = &cases[i];
-                    const kernel_table *fast = kernels_for((kiln_isa)isa);
-                    conv2d_geom g = {.batch = cc->batch, .in_h = cc->h, .in_w = cc->w, .in_c = cc->in_c,
-                                     .out_c = cc->out_c, .kernel = 3, .stride = 1, .pad_top = cc->pad, .pad_left = cc->pad};
-                    g.out_h = cc->h + 2 * cc->pad - 2;
-                    g.out_w = cc->w + 2 * cc->pad - 2;
-                    if (g.out_h < 1 || g.out_w < 1)
-                        continue;
-                    int64_t pixels = g.batch * g.out_h * g.out_w, tiles = winograd_tiles(&g, (winograd_variant)v);
-                    size_t out_n = (size_t)(pixels * g.out_c);
-                    float *x = random_floats(&r, (size_t)(g.batch * g.in_h * g.in_w * g.in_c));
-                    float *w = random_floats(&r, (size_t)(g.out_c * g.in_c * 9)), *bias = random_floats(&r, (size_t)g.out_c);
-                    float *res = cc->residual ? random_floats(&r, out_n) : NULL;
-                    float *y0 = calloc(out_n, sizeof *y0), *y1 = calloc(out_n, sizeof *y1);
-                    packed_weights p0 = pack_as(w, dtypes[d], 0, g.out_c, g.in_c, 9);
-                    packed_weights p1 = pack_as(w, dtypes[d], fast->gemm_nr, g.out_c, g.in_c, 9);
-                    ref->conv2d_f32(&g, x, &p0, bias, res, y0, 0, pixels, 0, g.out_c);
-
-                    /* all channels as one group, then (where there are two panels) one
-                     * panel per group; weights in two channel ranges and tiles in two
-                     * pieces, as threads take them */
-                    int64_t lanes = p1.nr > 0 ? p1.nr : 1, half = tiles / 2;
-                    float *u = NULL;
-                    void *scratch = NULL;
-                    CHECK(posix_memalign((void **)&u, 64,
-                                         (size_t)(winograd_points((winograd_variant)v) *
-                                                  winograd_point_elements(p1.nr, g.out_c, g.in_c)) * 4) == 0 &&
-                              posix_memalign(&scratch, 64, winograd_scratch_bytes(&g, (winograd_variant)v, tiles, g.out_c)) == 0,
-                          "winograd buffers");
-                    for (int grouped = 0; grouped < 2; grouped++) {
-                        int64_t group = grouped ? lanes : g.out_c;
-                        if (grouped && group >= g.out_c)
-                            break;
-                        memset(y1, 0, out_n * sizeof *y1);
-                        for (int64_t g0 = 0; g0 < g.out_c; g0 += group) {
-                            int64_t g1 = g0 + group < g.out_c ? g0 + group : g.out_c;
-                            int64_t split = g1 - g0 > lanes ? g0 + lanes : g1;
-                            fast->winograd_weights_f32[v](&p1, g0, g1, u, g0, split);
-                            fast->winograd_weights_f32[v](&p1, g0, g1, u, split, g1);
-                            fast->winograd_conv_f32[v](&g, x, &p1, u, g0, g1, bias, res, y1, 0, half, scratch);
-                            fast->winograd_conv_f32[v](&g, x, &p1, u, g0, g1, bias, res, y1, half, tiles, scratch);
-                        }
-                        double abs_err, rel = max_rel_err(y1, y0, out_n, &abs_err);
-                        worst[v] = fmax(worst[v], rel);
-                        CHECK(rel <= WINOGRAD_TOL, "winograd F(%dx%d) %s %s case %zu%s: rel err %.3e (abs %.3e)",
-                              winograd_side((winograd_variant)v), winograd_side((winograd_variant)v),
-                              kiln_isa_name((kiln_isa)isa), kiln_dtype_name(dtypes[d]), i,
-                              grouped ? " one panel per group" : "", rel, abs_err);
-                    }
-                    free(x), free(w), free(bias), free(res), free(y0), free(y1), free(u), free(scratch);
-                    free((void *)p0.data), free((void *)p1.data);
-                }
+                for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+                    worst[v] = fmax(worst[v], winograd_case_error(kernels_for((kiln_isa)isa), (winograd_variant)v,
+                                                                  dtypes[d], &cases[i], i, &r));
     printf("    winograd: worst rel err F(4x4) %.2e, F(2x2) %.2e (tolerance %.0e)\n", worst[WINOGRAD_F4],
            worst[WINOGRAD_F2], WINOGRAD_TOL);
 }
@@ -299,7 +305,8 @@ static void test_upsampled_read_matches_upsampled_input(void)
                 if (posix_memalign((void **)&u, 64,
                                    (size_t)(winograd_points((winograd_variant)v) *
                                             winograd_point_elements(pw.nr, g.out_c, g.in_c)) * 4) == 0 &&
-                    posix_memalign(&scratch, 64, winograd_scratch_bytes(&g, (winograd_variant)v, tiles, g.out_c)) == 0) {
+                    posix_memalign(&scratch, 64, winograd_scratch_bytes(&g, (winograd_variant)v, tiles, g.out_c)) ==
+                        0) {
                     k->winograd_weights_f32[v](&pw, 0, g.out_c, u, 0, g.out_c);
                     k->winograd_conv_f32[v](&g, full, &pw, u, 0, g.out_c, bias, NULL, y0, 0, tiles, scratch);
                     k->winograd_conv_f32[v](&folded, half, &pw, u, 0, g.out_c, bias, NULL, y1, 0, tiles, scratch);

@@ -1600,39 +1600,33 @@ double graph_exec_check_seconds(const graph_exec *e)
 enum { POPULATE_SLICE = 2 << 20 };
 
 typedef struct populate_ctx {
-    unsigned char *region[3];
-    size_t bytes[3];
-    int64_t slices[3];
+    unsigned char *base;
+    size_t bytes;
 } populate_ctx;
 
 static void run_populate(void *p, int64_t begin, int64_t end, int thread)
 {
-    (void)thread;
     const populate_ctx *c = p;
-    for (int64_t i = begin; i < end; i++) {
-        int64_t slice = i;
-        int r = 0;
-        while (slice >= c->slices[r])
-            slice -= c->slices[r++];
-        size_t offset = (size_t)slice * POPULATE_SLICE, left = c->bytes[r] - offset;
-        memory_populate_pages(c->region[r] + offset, left < POPULATE_SLICE ? left : POPULATE_SLICE);
-    }
+    size_t offset = (size_t)begin * POPULATE_SLICE, stop = (size_t)end * POPULATE_SLICE;
+    memory_populate_pages(c->base + offset, (stop < c->bytes ? stop : c->bytes) - offset);
+}
+
+static void populate(tpool *pool, void *base, size_t bytes)
+{
+    populate_ctx c = {base, bytes};
+    if (base && bytes)
+        tpool_for(pool, (int64_t)((bytes + POPULATE_SLICE - 1) / POPULATE_SLICE), 1, TPOOL_DYNAMIC, run_populate, &c);
 }
 
 static void make_resident(graph_exec *e, tpool *pool)
 {
-    populate_ctx c = {.region = {e->memory.base, e->scratch, (unsigned char *)e->winograd_u},
-                      .bytes = {e->memory.size, e->scratch_per_thread * (size_t)e->scratch_threads,
-                                e->winograd_floats * sizeof(float)}};
-    int64_t slices = 0;
-    for (int r = 0; r < 3; r++) {
-        c.slices[r] = c.region[r] ? (int64_t)((c.bytes[r] + POPULATE_SLICE - 1) / POPULATE_SLICE) : 0;
-        slices += c.slices[r];
-    }
-    uint64_t t0 = clock_now_ns();
-    tpool_for(pool, slices, 1, TPOOL_DYNAMIC, run_populate, &c);
-    LOG_DEBUG("graph: populated %.1f + %.1f + %.1f MiB in %.1f ms", c.bytes[0] / 1048576.0, c.bytes[1] / 1048576.0,
-              c.bytes[2] / 1048576.0, (double)(clock_now_ns() - t0) * 1e-6);
+    uint64_t start = clock_now_ns();
+    size_t scratch = e->scratch_per_thread * (size_t)e->scratch_threads, u = e->winograd_floats * sizeof(float);
+    populate(pool, e->memory.base, e->memory.size);
+    populate(pool, e->scratch, scratch);
+    populate(pool, e->winograd_u, u);
+    LOG_DEBUG("graph: populated %.1f + %.1f + %.1f MiB in %.1f ms", e->memory.size / 1048576.0, scratch / 1048576.0,
+              u / 1048576.0, (double)(clock_now_ns() - start) * 1e-6);
     e->resident = 1;
 }
 
