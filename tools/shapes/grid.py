@@ -4,11 +4,12 @@
     /usr/bin/python3 tools/shapes/grid.py [--kiln build/kiln] [--checker build/tools/check_image]
                                           [--count 16] [--out docs/shapes_grid.png]
 
-Takes --count prompts spread evenly over tools/shapes/heldout_prompts.tsv (combinations never seen in training;
-the rows are ordered by position, then colour), runs `kiln generate` once per prompt with the model's defaults and
-seed 1000 + row (the seeds tests/test_shapes.c uses), asks `check_image --expect PROMPT --json` what each picture
-shows, and writes one PNG: each picture at 2x, the prompt under it, and the checker's verdict (green: it agrees
-with the prompt on every attribute; red: the attributes it read differently). Needs PIL (python3-pil).
+Takes --count prompts from tools/shapes/heldout_prompts.tsv (combinations never seen in training; the rows are
+ordered by position, then colour), the same number for each shape, spread evenly over its rows; runs `kiln
+generate` once per prompt with the model's defaults and seed 1000 + row (the seeds tests/test_shapes.c uses),
+asks `check_image --expect PROMPT --json` what each picture shows, and writes one PNG: each picture at 2x, the
+prompt under it, and the checker's verdict (green: it agrees with the prompt on every attribute; red: the
+attributes it read differently). Needs PIL (python3-pil).
 """
 import argparse
 import json
@@ -64,7 +65,13 @@ def main(argv):
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "shapes_grid.png"))
     a = ap.parse_args(argv)
     rows = D.read_heldout(os.path.join(HERE, "heldout_prompts.tsv"))
-    picks = [i * len(rows) // a.count for i in range(a.count)]
+    # the same number of each shape, spread over the rows that ask for it: an even spread over all rows
+    # happened to pick no triangle, the shape the model draws worst
+    rows_of = {}
+    for i, r in enumerate(rows):
+        rows_of.setdefault(r["shape"], []).append(i)
+    per_shape = max(1, a.count // len(rows_of))
+    picks = sorted(ix[j * len(ix) // per_shape] for ix in rows_of.values() for j in range(per_shape))
     font = ImageFont.load_default()
     cols = a.columns
     nrows = (len(picks) + cols - 1) // cols

@@ -29,8 +29,8 @@ THE PARITY GOLDEN (tests/data/golden/shapes_parity.safetensors)
     The stored values are a float64 run of the model's F16 weights (converted exactly), with the noise drawn
     by torch in float32; the same run in float32 is measured against it (metadata kiln.golden.f32_vs_f64:
     how far a correct float32 implementation lands). Tensors (F32; NCHW):
-        golden.<case>.input_ids  [2, 77]         token ids (exact integers) of [negative "", prompt]
-        golden.<case>.context    [2, 77, width]  text encoder output for [uncond, cond]
+        golden.<case>.input_ids  [2, T]          token ids (exact integers) of [negative "", prompt]
+        golden.<case>.context    [2, T, width]   text encoder output for [uncond, cond]
         golden.<case>.noise      [1, 4, 16, 16]  the first randn([4, 16, 16]) of the generator seeded `seed`
         golden.<case>.x          [M+1, 1, 4, 16, 16]  (case0 only) the latent before each step and at the end
         golden.<case>.latent     [1, 4, 16, 16]  the final latent (as the sampler holds it, scaled)
@@ -112,7 +112,7 @@ class Model:
         return next(iter(self.unet.values())).dtype
 
     def context(self, prompts):
-        ids = self.tok.encode_batch(prompts)
+        ids = self.tok.encode_batch(prompts, self.clip_cfg["max_position_embeddings"])
         return M.text_encode(self.clip, ids, self.clip_cfg), ids
 
     def decode(self, latent):
@@ -211,7 +211,7 @@ def run_sampler(g, noise, sampler, steps, step_noise, trace=None):
 @torch.no_grad()
 def generate(model, prompts, seeds, sampler, steps, cfg, negative="", size=64, trace=None):
     """One image per prompt; image i draws from its own generator seeded seeds[i]. Returns (latent, image
-    clamped to [-1,1], noise, context [2,B,77,W], ids [2,B,77], model calls)."""
+    clamped to [-1,1], noise, context [2,B,T,W], ids [2,B,T] (T: the text encoder's positions), model calls)."""
     dt = model.dtype()
     B = len(prompts)
     h = w = size // model.factor
@@ -287,7 +287,7 @@ def write_golden(model_path, out_path):
         "kiln.golden.kind": "pipeline.shapes",
         "kiln.golden.generator": "tools/shapes/sample.py golden",
         "kiln.golden.cases": json.dumps(cases),
-        "kiln.golden.layout": "NCHW; input_ids and context [2 = (uncond, cond), 77(, width)]",
+        "kiln.golden.layout": "NCHW; input_ids and context [2 = (uncond, cond), positions(, width)]",
         "kiln.golden.compute": "float64 run of the model's F16 weights (exact in float64), noise from torch's "
                                "float32 CPU randn; rounded to float32. kiln.golden.f32_vs_f64: the same run in "
                                "PyTorch float32 against it",
