@@ -290,8 +290,7 @@ int main(int argc, char **argv)
                     j.block = winograd_block_tiles(&j.conv, j.variant, tpool_size(pool));
                     j.scratch_stride = winograd_scratch_bytes(&j.conv, j.variant, j.block, j.conv.out_c);
                     j.scratch = (unsigned char *)filled(j.scratch_stride * (size_t)tpool_size(pool) / 4);
-                    j.u = filled(
-                        (size_t)(winograd_points(j.variant) * winograd_point_elements(j.w.nr, j.w.n, j.w.k)));
+                    j.u = filled(winograd_weight_floats(j.variant, j.w.nr, j.w.n, j.w.k));
                     items = (winograd_tiles(&j.conv, j.variant) + j.block - 1) / j.block;
                 }
             }

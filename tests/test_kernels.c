@@ -179,6 +179,17 @@ static void test_conv_matches_scalar(void)
  * measured worst over these cases 8e-6 relative to the largest output. */
 #define WINOGRAD_TOL 2e-5
 
+/* The transformed weights (all output channels) and one call's scratch
+ * over `tiles` tiles; 0 when either allocation fails. */
+static int winograd_buffers(const conv2d_geom *g, winograd_variant v, const packed_weights *w, int64_t tiles,
+                            float **u, void **scratch)
+{
+    *u = NULL, *scratch = NULL;
+    size_t u_bytes = winograd_weight_floats(v, w->nr, g->out_c, g->in_c) * sizeof(float);
+    return posix_memalign((void **)u, 64, u_bytes) == 0 &&
+           posix_memalign(scratch, 64, winograd_scratch_bytes(g, v, tiles, g->out_c)) == 0;
+}
+
 typedef struct wg_case {
     int batch, h, w, in_c, out_c, pad, residual;
 } wg_case;
@@ -208,12 +219,9 @@ static double winograd_case_error(const kernel_table *fast, winograd_variant v, 
     kernels_for(KILN_ISA_SCALAR)->conv2d_f32(&g, x, &p0, bias, res, y0, 0, pixels, 0, g.out_c);
 
     int64_t lanes = p1.nr > 0 ? p1.nr : 1, half = tiles / 2;
-    float *u = NULL;
-    void *scratch = NULL;
-    size_t u_bytes = (size_t)(winograd_points(v) * winograd_point_elements(p1.nr, g.out_c, g.in_c)) * sizeof(float);
-    CHECK(posix_memalign((void **)&u, 64, u_bytes) == 0 &&
-              posix_memalign(&scratch, 64, winograd_scratch_bytes(&g, v, tiles, g.out_c)) == 0,
-          "winograd buffers");
+    float *u;
+    void *scratch;
+    CHECK(winograd_buffers(&g, v, &p1, tiles, &u, &scratch), "winograd buffers");
     double worst = 0;
     for (int grouped = 0; grouped < 2; grouped++) {
         int64_t group = grouped ? lanes : g.out_c;
@@ -300,13 +308,9 @@ static void test_upsampled_read_matches_upsampled_input(void)
                   kiln_isa_name((kiln_isa)isa), i, max_rel_err(y1, y0, out_n, &abs_err));
             for (int v = 0; v < WINOGRAD_VARIANTS && g.stride == 1 && winograd_fits(&g); v++) {
                 int64_t tiles = winograd_tiles(&g, (winograd_variant)v);
-                float *u = NULL;
-                void *scratch = NULL;
-                if (posix_memalign((void **)&u, 64,
-                                   (size_t)(winograd_points((winograd_variant)v) *
-                                            winograd_point_elements(pw.nr, g.out_c, g.in_c)) * 4) == 0 &&
-                    posix_memalign(&scratch, 64, winograd_scratch_bytes(&g, (winograd_variant)v, tiles, g.out_c)) ==
-                        0) {
+                float *u;
+                void *scratch;
+                if (winograd_buffers(&g, (winograd_variant)v, &pw, tiles, &u, &scratch)) {
                     k->winograd_weights_f32[v](&pw, 0, g.out_c, u, 0, g.out_c);
                     k->winograd_conv_f32[v](&g, full, &pw, u, 0, g.out_c, bias, NULL, y0, 0, tiles, scratch);
                     k->winograd_conv_f32[v](&folded, half, &pw, u, 0, g.out_c, bias, NULL, y1, 0, tiles, scratch);

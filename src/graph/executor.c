@@ -136,7 +136,7 @@ static void winograd_needs(const kernel_table *k, const conv2d_geom *g, winograd
                            size_t *thread_bytes)
 {
     int64_t group = winograd_group_channels(g, v, k->gemm_nr);
-    *weight_floats = (size_t)(winograd_points(v) * winograd_point_elements(k->gemm_nr, group, g->in_c));
+    *weight_floats = winograd_weight_floats(v, k->gemm_nr, group, g->in_c);
     *thread_bytes = arena_round_up(winograd_scratch_bytes(g, v, winograd_block_tiles(g, v, 1), group));
 }
 

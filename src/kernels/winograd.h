@@ -56,14 +56,20 @@ static inline int64_t winograd_point_elements(int nr, int64_t channels, int64_t 
     return (int64_t)kernels_packed_elements(nr, channels, k, 1);
 }
 
+/* Floats of the transformed weights of `channels` output channels: every
+ * point's. */
+static inline size_t winograd_weight_floats(winograd_variant v, int nr, int64_t channels, int64_t k)
+{
+    return (size_t)(winograd_points(v) * winograd_point_elements(nr, channels, k));
+}
+
 /* Output channels per group: every one when their transformed weights fit
  * WINOGRAD_MAX_WEIGHT_BYTES, else the most whole panels of nr that do
  * (one panel at least). */
 static inline int64_t winograd_group_channels(const conv2d_geom *g, winograd_variant v, int nr)
 {
     int64_t lanes = nr > 0 ? nr : 1, points = winograd_points(v);
-    if ((size_t)(points * winograd_point_elements(nr, g->out_c, g->in_c)) * sizeof(float) <=
-        WINOGRAD_MAX_WEIGHT_BYTES)
+    if (winograd_weight_floats(v, nr, g->out_c, g->in_c) * sizeof(float) <= WINOGRAD_MAX_WEIGHT_BYTES)
         return g->out_c;
     size_t panel_bytes = (size_t)points * sizeof(float) * (size_t)(g->in_c * lanes);
     int64_t panels = (int64_t)(WINOGRAD_MAX_WEIGHT_BYTES / panel_bytes);
