@@ -36,8 +36,10 @@ STAGES
                    kiln). Per batch: posterior samples of the stored latents, a caption variant per picture
                    (dataset.random_caption; 10% "" for classifier-free guidance), t uniform in [0, 999] with 40%
                    drawn from [700, 999] instead (where the layout is decided), a loss weighted by 1 + 4 x the
-                   shape's cover of each latent cell (renormalised per picture: the background would drown the
-                   shape out otherwise), plus 0.2 x an attribute-naming loss: linear heads, not shipped, must name
+                   shape's cover of each latent cell + 4 x the share of it where the shape differs from another
+                   shape at the same place and size (renormalised per picture: the background would drown the
+                   shape out otherwise, and the body every shape shares would drown out which shape it is),
+                   plus 0.2 x an attribute-naming loss: linear heads, not shipped, must name
                    shape, colour, background, position and size from the text encoder's end token, or the encoder
                    lets shape and position words collapse. AdamW with warm-up and cosine decay, gradient clipping
                    at 1, an EMA of the weights (0.995, warmed up) that is what gets shipped.
@@ -94,6 +96,7 @@ OFFSET_NOISE = 0.0
 PREDICTION = "v_prediction"
 ZERO_TERMINAL_SNR = True   # with SD's schedule as is, the last step keeps the picture's layout in the noise
 FOREGROUND_WEIGHT = 4.0    # loss weight 1 + this x the shape's cover of a latent cell, renormalised per picture
+DISCRIMINATING_WEIGHT = 4.0  # ... + this x the share of a cell where the shape differs from another shape
 HIGH_T_SHARE, HIGH_T_FROM = 0.4, 700   # this share of the timesteps drawn from [HIGH_T_FROM, 999], where the layout is made
 TEXT_AUX_WEIGHT = 0.2      # the attribute-naming loss on the text encoder's end token (see caption_labels)
 DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_CFG = "euler", 20, 3.0
@@ -215,6 +218,23 @@ def shape_cover(attrs, latent_size):
     return torch.from_numpy(out)
 
 
+def discriminating_cover(attrs, latent_size):
+    """[N, 1, s, s]: the share of each latent cell's pixels where the picture's shape differs from at least
+    one other shape of the same size at the same place (a triangle's flanks, a square's corners, a cross's
+    notches). The body every shape shares says nothing about which one was asked for."""
+    f = D.IMAGE_SIZE // latent_size
+    out = np.empty((len(attrs), 1, latent_size, latent_size), np.float32)
+    for i, a in enumerate(attrs):
+        cx, cy = D.POSITIONS[a["position"]]
+        masks = {s: D.shape_mask(s, D.SIZES[a["size"]], cx + a["dx"], cy + a["dy"]) for s in D.SHAPES}
+        differs = np.zeros_like(masks[a["shape"]])
+        for s, m in masks.items():
+            if s != a["shape"]:
+                differs |= m != masks[a["shape"]]
+        out[i, 0] = differs.reshape(latent_size, f, latent_size, f).mean(axis=(1, 3))
+    return torch.from_numpy(out)
+
+
 LABELLED = (("shape", D.SHAPES), ("colour", D.SHAPE_COLOURS), ("background", D.BACKGROUND_COLOURS),
             ("position", D.POSITION_NAMES), ("size", list(D.SIZES)))
 
@@ -273,6 +293,7 @@ def train_unet(lat_mean, lat_std, attrs, scale, tok, clip_cfg, steps, seed, snap
     acp = torch.tensor(SR.Schedule(ZERO_TERMINAL_SNR).alphas_cumprod, dtype=torch.float32, device=device)
     n = lat_mean.shape[0]
     cover = shape_cover(attrs, lat_mean.shape[-1]).to(device)
+    differs = discriminating_cover(attrs, lat_mean.shape[-1]).to(device)
     # contiguous: latents cached by an earlier run are channels-last (see to_unit)
     lat_mean, lat_std = lat_mean.contiguous().to(device), lat_std.contiguous().to(device)
     rows = torch.arange(UNET_BATCH, device=device)
@@ -302,7 +323,7 @@ def train_unet(lat_mean, lat_std, attrs, scale, tok, clip_cfg, steps, seed, snap
         x_t = a.sqrt() * z + (1 - a).sqrt() * noise
         target = a.sqrt() * noise - (1 - a).sqrt() * z if PREDICTION == "v_prediction" else noise
         out = M.unet(unet, x_t, t.float(), ctx)
-        weight = 1.0 + FOREGROUND_WEIGHT * cover[idx]
+        weight = 1.0 + FOREGROUND_WEIGHT * cover[idx] + DISCRIMINATING_WEIGHT * differs[idx]
         weight = weight / weight.mean(dim=(1, 2, 3), keepdim=True)
         loss = (weight * (out - target).pow(2)).mean()
         opt.zero_grad(set_to_none=True)
@@ -538,8 +559,8 @@ def main(argv):
                               n_latents=N_LATENTS, unet_steps=UNET_STEPS, unet_batch=UNET_BATCH, unet_lr=UNET_LR,
                               warmup=UNET_WARMUP, ema=EMA_DECAY, p_uncond=P_UNCOND, offset_noise=OFFSET_NOISE,
                               prediction=PREDICTION, zero_terminal_snr=ZERO_TERMINAL_SNR,
-                              foreground_weight=FOREGROUND_WEIGHT, high_t_share=HIGH_T_SHARE,
-                              high_t_from=HIGH_T_FROM, text_aux_weight=TEXT_AUX_WEIGHT),
+                              foreground_weight=FOREGROUND_WEIGHT, discriminating_weight=DISCRIMINATING_WEIGHT,
+                              high_t_share=HIGH_T_SHARE, high_t_from=HIGH_T_FROM, text_aux_weight=TEXT_AUX_WEIGHT),
                 eval=dict(sampler=DEFAULT_SAMPLER, steps=DEFAULT_STEPS, cfg=DEFAULT_CFG, seeds=list(EVAL_SEEDS),
                           pictures=len(results), accuracy={k: round(v, 4) for k, v in acc.items()}))
     path = export(a.out, unet, vae, clip, tok, clip_cfg, scale, info)
