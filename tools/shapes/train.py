@@ -38,11 +38,11 @@ STAGES
                    drawn from [700, 999] instead (where the layout is decided), a loss weighted by 1 + 4 x the
                    shape's cover of each latent cell + 4 x the share of it where the shape differs from another
                    shape at the same place and size (renormalised per picture: the background would drown the
-                   shape out otherwise, and the body every shape shares would drown out which shape it is),
-                   plus 0.2 x an attribute-naming loss: linear heads, not shipped, must name
-                   shape, colour, background, position and size from the text encoder's end token, or the encoder
-                   lets shape and position words collapse. AdamW with warm-up and cosine decay, gradient clipping
-                   at 1, an EMA of the weights (0.995, warmed up) that is what gets shipped.
+                   shape out otherwise, and the body every shape shares would drown out which shape it is;
+                   loss_weight), plus 0.2 x an attribute-naming loss: linear heads, not shipped, must name shape,
+                   colour, background, position and size from the text encoder's end token, or the encoder lets
+                   shape and position words collapse. AdamW with warm-up and cosine decay, gradient clipping at 1,
+                   an EMA of the weights (0.995, warmed up) that is what gets shipped.
     5. eval        the EMA model samples the 72 held-out prompts (tools/shapes/heldout_prompts.tsv,
                    combinations never seen in training) with the shipped defaults and two seeds;
                    check.py judges shape, colour, position, size and background.
@@ -205,34 +205,24 @@ def encode_latents(vae, n, seed):
 
 # ---------------------------------------------------------------------------------------------------------
 
-def shape_cover(attrs, latent_size):
-    """[N, 1, s, s]: the share of each latent cell's pixels that the picture's shape covers. The shape is a
-    sixth to a twentieth of a picture; weighting the loss by it keeps the plain background from drowning out
-    what the prompt is about (which shape, where)."""
+def loss_weight(attrs, latent_size):
+    """[N, 1, s, s]: each picture's loss weight per latent cell, 1 + FOREGROUND_WEIGHT x the share of the cell's
+    pixels the shape covers + DISCRIMINATING_WEIGHT x the share where it differs from at least one other shape
+    of the same size at the same place (a triangle's flanks, a square's corners, a cross's notches), divided
+    by its mean over the picture. The shape is a sixth to a twentieth of a picture, so unweighted the plain
+    background would drown it out; and the body every shape shares says nothing about which one was asked for."""
     f = D.IMAGE_SIZE // latent_size
-    out = np.empty((len(attrs), 1, latent_size, latent_size), np.float32)
-    for i, a in enumerate(attrs):
-        cx, cy = D.POSITIONS[a["position"]]
-        m = D.shape_mask(a["shape"], D.SIZES[a["size"]], cx + a["dx"], cy + a["dy"])
-        out[i, 0] = m.reshape(latent_size, f, latent_size, f).mean(axis=(1, 3))
-    return torch.from_numpy(out)
-
-
-def discriminating_cover(attrs, latent_size):
-    """[N, 1, s, s]: the share of each latent cell's pixels where the picture's shape differs from at least
-    one other shape of the same size at the same place (a triangle's flanks, a square's corners, a cross's
-    notches). The body every shape shares says nothing about which one was asked for."""
-    f = D.IMAGE_SIZE // latent_size
-    out = np.empty((len(attrs), 1, latent_size, latent_size), np.float32)
+    cover = np.empty((len(attrs), 1, latent_size, latent_size), np.float32)
+    differs = np.empty_like(cover)
+    to_cells = lambda m: m.reshape(latent_size, f, latent_size, f).mean(axis=(1, 3))  # noqa: E731
     for i, a in enumerate(attrs):
         cx, cy = D.POSITIONS[a["position"]]
         masks = {s: D.shape_mask(s, D.SIZES[a["size"]], cx + a["dx"], cy + a["dy"]) for s in D.SHAPES}
-        differs = np.zeros_like(masks[a["shape"]])
-        for s, m in masks.items():
-            if s != a["shape"]:
-                differs |= m != masks[a["shape"]]
-        out[i, 0] = differs.reshape(latent_size, f, latent_size, f).mean(axis=(1, 3))
-    return torch.from_numpy(out)
+        own = masks[a["shape"]]
+        cover[i, 0] = to_cells(own)
+        differs[i, 0] = to_cells(np.any([m != own for m in masks.values()], axis=0))
+    weight = 1.0 + FOREGROUND_WEIGHT * torch.from_numpy(cover) + DISCRIMINATING_WEIGHT * torch.from_numpy(differs)
+    return weight / weight.mean(dim=(1, 2, 3), keepdim=True)
 
 
 LABELLED = (("shape", D.SHAPES), ("colour", D.SHAPE_COLOURS), ("background", D.BACKGROUND_COLOURS),
@@ -292,8 +282,7 @@ def train_unet(lat_mean, lat_std, attrs, scale, tok, clip_cfg, steps, seed, snap
     live_list = [live[k].detach() for k in keys]
     acp = torch.tensor(SR.Schedule(ZERO_TERMINAL_SNR).alphas_cumprod, dtype=torch.float32, device=device)
     n = lat_mean.shape[0]
-    cover = shape_cover(attrs, lat_mean.shape[-1]).to(device)
-    differs = discriminating_cover(attrs, lat_mean.shape[-1]).to(device)
+    weights = loss_weight(attrs, lat_mean.shape[-1]).to(device)
     # contiguous: latents cached by an earlier run are channels-last (see to_unit)
     lat_mean, lat_std = lat_mean.contiguous().to(device), lat_std.contiguous().to(device)
     rows = torch.arange(UNET_BATCH, device=device)
@@ -323,9 +312,7 @@ def train_unet(lat_mean, lat_std, attrs, scale, tok, clip_cfg, steps, seed, snap
         x_t = a.sqrt() * z + (1 - a).sqrt() * noise
         target = a.sqrt() * noise - (1 - a).sqrt() * z if PREDICTION == "v_prediction" else noise
         out = M.unet(unet, x_t, t.float(), ctx)
-        weight = 1.0 + FOREGROUND_WEIGHT * cover[idx] + DISCRIMINATING_WEIGHT * differs[idx]
-        weight = weight / weight.mean(dim=(1, 2, 3), keepdim=True)
-        loss = (weight * (out - target).pow(2)).mean()
+        loss = (weights[idx] * (out - target).pow(2)).mean()
         opt.zero_grad(set_to_none=True)
         (loss + TEXT_AUX_WEIGHT * text_loss).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
