@@ -1,6 +1,7 @@
 #include "graph/weight_cache.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,6 +141,25 @@ static entry *insert(weight_cache *c, const void *source, int form, void *data, 
     return e;
 }
 
+/* The new, still empty entry for w in the given form, with bytes of data
+ * allocated; what names the data in the error if there is no room. */
+static kiln_status add_entry(weight_cache *c, const tensor *w, int form, size_t bytes, const char *what,
+                             entry **out)
+{
+    kiln_status st = check_dtype(w);
+    if (st == KILN_OK)
+        st = reserve(c);
+    if (st != KILN_OK)
+        return st;
+    void *data = allocate(bytes);
+    *out = data ? insert(c, w->data, form, data, bytes) : NULL;
+    if (!*out) {
+        free(data);
+        return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for %s", bytes, what);
+    }
+    return KILN_OK;
+}
+
 typedef struct pack_job {
     const tensor *w;
     kiln_dtype dtype;
@@ -163,27 +183,21 @@ kiln_status weight_cache_packed(weight_cache *c, const tensor *w, int64_t n, int
         *out = &(*found)->packed;
         return KILN_OK;
     }
-    kiln_status st = check_dtype(w);
-    if (st == KILN_OK)
-        st = reserve(c);
+    char what[96];
+    snprintf(what, sizeof what, "packed weights [%lld x %lld x %lld]", (long long)n, (long long)k, (long long)taps);
+    size_t bytes = kernels_packed_elements(nr, n, k, taps) * kiln_dtype_size(c->pack_dtype);
+    entry *e;
+    kiln_status st = add_entry(c, w, nr, bytes, what, &e);
     if (st != KILN_OK)
         return st;
-    size_t bytes = kernels_packed_elements(nr, n, k, taps) * kiln_dtype_size(c->pack_dtype);
-    void *data = allocate(bytes);
-    entry *e = data ? insert(c, w->data, nr, data, bytes) : NULL;
-    if (!e) {
-        free(data);
-        return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for packed weights [%lld x %lld x %lld]", bytes,
-                       (long long)n, (long long)k, (long long)taps);
-    }
-    pack_job job = {.w = w, .dtype = c->pack_dtype, .nr = nr, .n = n, .k = k, .taps = taps, .data = data};
+    pack_job job = {.w = w, .dtype = c->pack_dtype, .nr = nr, .n = n, .k = k, .taps = taps, .data = e->data};
     /* on the pool, a few panels a chunk: SD 1.5's UNet (3.4 GB as f32)
      * took 5-7 s to pack on one thread */
     int64_t panel = nr > 0 ? nr : 1;
     tpool_for(c->pool, kernels_packed_columns(nr, n), 4 * panel, TPOOL_DYNAMIC, pack_columns, &job);
     if (c->release)
         c->release(c->release_ctx, w->data, tensor_nbytes(w));
-    e->packed = (packed_weights){.nr = nr, .dtype = c->pack_dtype, .n = n, .k = k, .taps = taps, .data = data};
+    e->packed = (packed_weights){.nr = nr, .dtype = c->pack_dtype, .n = n, .k = k, .taps = taps, .data = e->data};
     *out = &e->packed;
     return KILN_OK;
 }
@@ -195,17 +209,12 @@ kiln_status weight_cache_f32(weight_cache *c, const tensor *w, const float **out
         *out = (*found)->data;
         return KILN_OK;
     }
-    kiln_status st = check_dtype(w);
-    if (st == KILN_OK)
-        st = reserve(c);
+    size_t n = (size_t)tensor_numel(w);
+    entry *e;
+    kiln_status st = add_entry(c, w, FORM_F32, n * sizeof(float), "a converted weight", &e);
     if (st != KILN_OK)
         return st;
-    size_t n = (size_t)tensor_numel(w);
-    float *data = allocate(n * sizeof(float));
-    if (!data || !insert(c, w->data, FORM_F32, data, n * sizeof(float))) {
-        free(data);
-        return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for a converted weight", n * sizeof(float));
-    }
+    float *data = e->data;
     const kernel_table *k = kernels_get();
     if (w->dtype == KILN_DTYPE_F32)
         memcpy(data, w->data, n * sizeof(float));
@@ -226,17 +235,12 @@ kiln_status weight_cache_copy(weight_cache *c, const tensor *w, const void **out
         *out = (*found)->data;
         return KILN_OK;
     }
-    kiln_status st = check_dtype(w);
-    if (st == KILN_OK)
-        st = reserve(c);
+    size_t bytes = tensor_nbytes(w);
+    entry *e;
+    kiln_status st = add_entry(c, w, FORM_COPY, bytes, "a copied weight", &e);
     if (st != KILN_OK)
         return st;
-    size_t bytes = tensor_nbytes(w);
-    void *data = allocate(bytes);
-    if (!data || !insert(c, w->data, FORM_COPY, data, bytes)) {
-        free(data);
-        return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for a copied weight", bytes);
-    }
+    void *data = e->data;
     memcpy(data, w->data, bytes);
     if (c->release)
         c->release(c->release_ctx, w->data, bytes);
