@@ -187,24 +187,35 @@ static json_t *a1111_info(const job *j, const kiln_model_info *model)
     return o;
 }
 
-static void generate_sync(const http_request *req, http_reply *reply, int img2img)
+/* The request's job, parsed and queued, with how many jobs are ahead of it;
+ * NULL when it was refused, the reply then saying why. */
+static job *submit_request(const http_request *req, http_reply *reply, int img2img, int *ahead)
 {
     const serve_config *c = req->config;
     job_params params;
     api_error err;
     if (request_parse(req->body, req->body_len, img2img, c->default_precision, &params, &err) != 0) {
         reply_api_error(reply, &err);
-        return;
+        return NULL;
     }
     serve_tuned_apply(c, &params);
     job *j = NULL;
-    int ahead = 0;
-    submit_result r = jobs_submit(c->jobs, &params, &j, &ahead);
+    submit_result r = jobs_submit(c->jobs, &params, &j, ahead);
     if (r != SUBMIT_OK) {
         job_params_free(&params);
         reply_busy(req, reply, r);
-        return;
+        return NULL;
     }
+    return j;
+}
+
+static void generate_sync(const http_request *req, http_reply *reply, int img2img)
+{
+    const serve_config *c = req->config;
+    int ahead = 0;
+    job *j = submit_request(req, reply, img2img, &ahead);
+    if (!j)
+        return;
     jobs_wait(c->jobs, j, req->client_gone, req->gone_ctx);
     /* finished: the job's results are constant from here on */
     if (j->state == JOB_FAILED || (j->state == JOB_CANCELLED && j->error_status)) {
@@ -307,21 +318,10 @@ static void h_job_submit(const http_request *req, http_reply *reply)
     json_t *init = json_object_get(probe, "init_images");
     int img2img = init && !json_is_null(init);
     json_decref(probe);
-    job_params params;
-    api_error err;
-    if (request_parse(req->body, req->body_len, img2img, c->default_precision, &params, &err) != 0) {
-        reply_api_error(reply, &err);
-        return;
-    }
-    serve_tuned_apply(c, &params);
-    job *j = NULL;
     int ahead = 0;
-    submit_result r = jobs_submit(c->jobs, &params, &j, &ahead);
-    if (r != SUBMIT_OK) {
-        job_params_free(&params);
-        reply_busy(req, reply, r);
+    job *j = submit_request(req, reply, img2img, &ahead);
+    if (!j)
         return;
-    }
     char url[64];
     snprintf(url, sizeof url, "/api/v1/jobs/%llu", (unsigned long long)j->id);
     reply_json(reply, 202, json_pack("{s:I, s:s, s:i, s:I}", "id", (json_int_t)j->id, "url", url, "ahead", ahead,
