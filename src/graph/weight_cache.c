@@ -1,7 +1,6 @@
 #include "graph/weight_cache.h"
 
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -142,9 +141,8 @@ static entry *insert(weight_cache *c, const void *source, int form, void *data, 
 }
 
 /* The new, still empty entry for w in the given form, with bytes of data
- * allocated; what names the data in the error if there is no room. */
-static kiln_status add_entry(weight_cache *c, const tensor *w, int form, size_t bytes, const char *what,
-                             entry **out)
+ * allocated. */
+static kiln_status add_entry(weight_cache *c, const tensor *w, int form, size_t bytes, entry **out)
 {
     kiln_status st = check_dtype(w);
     if (st == KILN_OK)
@@ -155,7 +153,10 @@ static kiln_status add_entry(weight_cache *c, const tensor *w, int form, size_t 
     *out = data ? insert(c, w->data, form, data, bytes) : NULL;
     if (!*out) {
         free(data);
-        return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for %s", bytes, what);
+        char shape[96];
+        return err_set(KILN_ERR_NOMEM, "cannot allocate %zu bytes for %s of the weight %s", bytes,
+                       form == FORM_F32 ? "an F32 copy" : form == FORM_COPY ? "a copy" : "the packed form",
+                       tensor_shape_str(w->shape, w->ndim, shape, sizeof shape));
     }
     return KILN_OK;
 }
@@ -183,11 +184,9 @@ kiln_status weight_cache_packed(weight_cache *c, const tensor *w, int64_t n, int
         *out = &(*found)->packed;
         return KILN_OK;
     }
-    char what[96];
-    snprintf(what, sizeof what, "packed weights [%lld x %lld x %lld]", (long long)n, (long long)k, (long long)taps);
     size_t bytes = kernels_packed_elements(nr, n, k, taps) * kiln_dtype_size(c->pack_dtype);
     entry *e;
-    kiln_status st = add_entry(c, w, nr, bytes, what, &e);
+    kiln_status st = add_entry(c, w, nr, bytes, &e);
     if (st != KILN_OK)
         return st;
     pack_job job = {.w = w, .dtype = c->pack_dtype, .nr = nr, .n = n, .k = k, .taps = taps, .data = e->data};
@@ -211,7 +210,7 @@ kiln_status weight_cache_f32(weight_cache *c, const tensor *w, const float **out
     }
     size_t n = (size_t)tensor_numel(w);
     entry *e;
-    kiln_status st = add_entry(c, w, FORM_F32, n * sizeof(float), "a converted weight", &e);
+    kiln_status st = add_entry(c, w, FORM_F32, n * sizeof(float), &e);
     if (st != KILN_OK)
         return st;
     float *data = e->data;
@@ -237,7 +236,7 @@ kiln_status weight_cache_copy(weight_cache *c, const tensor *w, const void **out
     }
     size_t bytes = tensor_nbytes(w);
     entry *e;
-    kiln_status st = add_entry(c, w, FORM_COPY, bytes, "a copied weight", &e);
+    kiln_status st = add_entry(c, w, FORM_COPY, bytes, &e);
     if (st != KILN_OK)
         return st;
     void *data = e->data;
